@@ -1,0 +1,170 @@
+"""Command-line interface: `python -m tvr_demo <command>`; heavy modules load inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tvr_demo.errors import TVRError
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def _cmd_frames(args: argparse.Namespace) -> int:
+    from tvr_demo.video import FrameSampling, sample_video
+
+    sampled = sample_video(Path(args.video), FrameSampling(max_frames=args.max_frames, framerate=args.framerate,
+                                                          start_s=args.start, end_s=args.end))
+    print(json.dumps(sampled.as_json()))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from tvr_demo.data.synthetic import SyntheticConfig, generate
+
+    out = generate(Path(args.out), SyntheticConfig(seed=args.seed, n_train=args.n_train, n_test=args.n_test))
+    print(json.dumps({"out": str(out)}))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from tvr_demo.scoring import score_files
+
+    captions = [line.strip() for line in Path(args.captions).read_text(encoding="utf-8").splitlines() if line.strip()]
+    sim = score_files(args.checkpoint, captions, [Path(v) for v in args.videos], device=args.device,
+                      interaction=args.interaction, batch_size=args.batch_size, num_workers=args.workers)
+    import numpy as np
+
+    np.save(args.out, sim)
+    print(json.dumps({"out": args.out, "shape": list(sim.shape)}))
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from tvr_demo.engine import Engine
+
+    engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
+    print(json.dumps({"cache": str(engine.cache_path), "videos": engine.gallery_size,
+                      "captions": engine.num_captions, "skipped": engine.skipped}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tvr_demo.engine import Engine
+
+    engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
+    result = engine.evaluate(dsl=args.dsl)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tvr_demo.train import train_from_args
+
+    train_from_args(args)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.run import run_suite
+
+    run_suite(quick=args.quick, json_out=args.json)
+    return 0
+
+
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
+    from tvr_demo.checkpoints import list_checkpoints
+
+    entries = list_checkpoints()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        for e in entries:
+            metrics = e.get("metrics", {}).get("t2v", {})
+            r1 = f"R@1 {metrics['R@1']:.1f}" if "R@1" in metrics else ""
+            print(f"{e['name']:<16} {e['source']:<8} {e.get('description', '')}  {r1}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tvr_demo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("frames", help="print the frames the model sees in VIDEO as JSON")
+    p.add_argument("video")
+    p.add_argument("--max-frames", type=int, default=12, help="DRL: 12")
+    p.add_argument("--framerate", type=float, default=1.0, help="frames sampled per second (DRL: 1)")
+    p.add_argument("--start", type=float, default=None, help="start second")
+    p.add_argument("--end", type=float, default=None, help="end second")
+    p.set_defaults(func=_cmd_frames)
+
+    p = sub.add_parser("generate", help="write the synthetic benchmark in MSR-VTT's layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=5000)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("score", help="caption x video similarity matrix to .npy")
+    p.add_argument("--checkpoint", required=True, help="registry name, our checkpoint dir, or official pytorch_model.bin[.N]")
+    p.add_argument("--captions", required=True, help="text file, one caption per line")
+    p.add_argument("--videos", required=True, nargs="+", help="video files (columns in this order) or one folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--interaction", choices=["wti", "ti", "dp"], default=None, help="override the checkpoint's")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    _add_device(p)
+    p.set_defaults(func=_cmd_score)
+
+    for name, func, helptext in [("encode", _cmd_encode, "encode a benchmark split into the feature cache"),
+                                 ("evaluate", _cmd_evaluate, "retrieval metrics as JSON")]:
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--dataset", default=None, help="benchmark folder (default: the bundled synthetic one)")
+        p.add_argument("--split", default="test")
+        _add_device(p)
+        if name == "evaluate":
+            p.add_argument("--json", default=None, help="also write the metrics here")
+            p.add_argument("--dsl", action="store_true", help="also report dual-softmax (DSL) re-scored metrics")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("train", help="train a configuration (runs under torchrun unchanged)")
+    p.add_argument("--config", required=True, help="a training config name or JSON file")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    p.add_argument("--seed", type=int, default=None)
+    _add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("bench", help="run the benchmark suite and print its table")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("checkpoints", help="list bundled and user checkpoints")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_checkpoints)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TVRError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
