@@ -1,0 +1,146 @@
+"""CLIP towers (open_clip) with the per-token text and per-frame video features that DRL and UNIFY need."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+from open_clip.tokenizer import SimpleTokenizer
+
+from tvr_demo.errors import CheckpointError
+from tvr_demo.paths import MODEL_CONFIG_DIR
+
+# Named architectures. OpenAI's weights need QuickGELU: plain open_clip "ViT-B-32" uses GELU (wrong for them).
+ARCH_ALIASES = {"ViT-B-32": "ViT-B-32-quickgelu", "ViT-B-16": "ViT-B-16-quickgelu"}
+
+
+@lru_cache(maxsize=1)
+def _register_configs() -> None:
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+def clip_config(name: str) -> dict[str, Any]:
+    """The open_clip config dict of a named architecture (ours are registered from assets/model_configs)."""
+    _register_configs()
+    cfg = open_clip.get_model_config(ARCH_ALIASES.get(name, name))
+    if cfg is None:
+        raise CheckpointError(f"unknown CLIP architecture {name!r}; known: tvr-tiny, ViT-B-32, ViT-B-16, "
+                              "or any open_clip config name")
+    return copy.deepcopy(cfg)
+
+
+def build_clip(cfg: dict[str, Any]) -> CLIP:
+    """An open_clip CLIP with random weights from a config dict."""
+    cfg = copy.deepcopy(cfg)
+    cfg.pop("custom_text", None)
+    return CLIP(**cfg)
+
+
+def clip_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Infer the CLIP architecture from tensor shapes, as openai/CLIP's build_model does."""
+    vision_width = sd["visual.conv1.weight"].shape[0]
+    vision_layers = len([k for k in sd if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+    patch_size = sd["visual.conv1.weight"].shape[-1]
+    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = sd["ln_final.weight"].shape[0]
+    text_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+    return {
+        "embed_dim": int(sd["text_projection"].shape[1]),
+        "quick_gelu": True,  # OpenAI weights and DRL checkpoints use QuickGELU
+        "vision_cfg": {"image_size": int(patch_size * grid), "layers": vision_layers, "width": int(vision_width),
+                       "head_width": 64, "patch_size": int(patch_size)},
+        "text_cfg": {"context_length": int(sd["positional_embedding"].shape[0]),
+                     "vocab_size": int(sd["token_embedding.weight"].shape[0]), "width": int(text_width),
+                     "heads": int(text_width // 64), "layers": text_layers},
+    }
+
+
+@dataclass
+class Tokenized:
+    ids: torch.Tensor  # (B, L) int64, SOT ... EOT then 0-padding
+    mask: torch.Tensor  # (B, L) int64, 1 from SOT to EOT inclusive
+    truncated: list[bool]  # whether each text lost BPE tokens to the length limit
+
+
+class Tokenizer:
+    """CLIP's BPE (ftfy + whitespace clean + lower case), DRL's layout: SOT + first max_words-2 tokens + EOT."""
+
+    def __init__(self) -> None:
+        self.bpe = SimpleTokenizer()
+        self.sot, self.eot = self.bpe.all_special_ids[:2]
+        self.vocab_size = len(self.bpe.encoder)
+
+    def __call__(self, texts: list[str], max_words: int = 32) -> Tokenized:
+        ids = torch.zeros(len(texts), max_words, dtype=torch.long)
+        truncated = []
+        for i, text in enumerate(texts):
+            bpe = self.bpe.encode(text)
+            truncated.append(len(bpe) > max_words - 2)
+            row = [self.sot, *bpe[: max_words - 2], self.eot]
+            ids[i, : len(row)] = torch.tensor(row)
+        mask = (ids != 0).long()
+        return Tokenized(ids, mask, truncated)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Readable token strings for display (word-final tokens lose their `</w>` marker)."""
+        out = []
+        for i in ids:
+            s = self.bpe.decoder.get(int(i), "?")
+            out.append("<sot>" if i == self.sot else "<eot>" if i == self.eot else s.replace("</w>", ""))
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_tokenizer() -> Tokenizer:
+    return Tokenizer()
+
+
+def text_token_features(clip: CLIP, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DRL's per-position text path: causal mask, ln_final, then text_projection at every position.
+
+    Returns (hidden (B, L, W) after ln_final, features (B, L, D) unnormalised). open_clip's encode_text keeps only
+    the EOT position, so the blocks are run here directly; slicing the causal mask to L is what DRL does.
+    """
+    length = ids.shape[1]
+    cast = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(ids).to(cast) + clip.positional_embedding[:length].to(cast)  # (B, L, W)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    hidden = clip.ln_final(x)
+    return hidden, hidden @ clip.text_projection
+
+
+def video_frame_features(clip: CLIP, frames: torch.Tensor) -> torch.Tensor:
+    """Per-frame features: every frame through the ViT, CLS after ln_post, then proj. (B, V, 3, R, R) -> (B, V, D)."""
+    b, v = frames.shape[:2]
+    feats = clip.visual(frames.reshape(b * v, *frames.shape[2:]).to(clip.visual.conv1.weight.dtype))
+    return feats.reshape(b, v, -1)
+
+
+def load_pretrained_clip(clip: CLIP, path: Path) -> None:
+    """Load CLIP weights from a local file: an OpenAI JIT archive (.pt) or an open_clip state dict, strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"CLIP weights not found: {path}")
+    try:
+        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state_dict = load_file(str(path))
+        else:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = state_dict.get("state_dict", state_dict)
+    for key in ("input_resolution", "context_length", "vocab_size"):  # JIT-only metadata, as openai/CLIP drops them
+        state_dict.pop(key, None)
+    state_dict = {k.removeprefix("module."): v.float() for k, v in state_dict.items()}
+    missing, unexpected = clip.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match the CLIP architecture: missing {missing[:8]}, "
+                              f"unexpected {unexpected[:8]}")

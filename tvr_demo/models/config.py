@@ -1,0 +1,84 @@
+"""Model configuration as dataclasses; every default names the paper, the official code or the design note."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Interaction = Literal["wti", "ti", "dp"]
+Temporal = Literal["seqTransf", "meanP"]
+
+
+@dataclass
+class CDCRConfig:
+    """Channel DeCorrelation Regularisation (DRL, training only)."""
+
+    variant: int = 0  # DRL `--cdcr`: 0 off, 1 random token/frame, 2 argmax pairs, 3 argmax pairs weighted (with WTI)
+    alpha1: float = 1.0  # DRL default: weight of sum_i (c_ii - 1)^2
+    alpha2: float = 0.06  # DRL default; every shipped DRL training command sets 0 (no decorrelation)
+    weight: float = 0.001  # DRL `cdcr_lambda`
+
+
+@dataclass
+class UnifyConfig:
+    """UNIFY's lexicon branch (a documented interpretation: no official code exists; see the design note)."""
+
+    top_k: int = 64  # design note: dimensions kept per item at inference (sparse gallery)
+    latent: Interaction = "dp"  # design note: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY
+    stage1_fraction: float = 0.3  # share of training steps in stage 1 (activation); the rest is stage 2 (suppression)
+    bow_weight: float = 1.0  # stage 1 bag-of-words grounding loss weight
+    flops_weight: float = 0.01  # stage 2 FLOPS regulariser weight, reached by a quadratic ramp (SPLADE)
+    distill_weight: float = 1.0  # two-way self-distillation between latent and lexicon in-batch distributions
+    distill_tau: float = 0.1  # temperature of those distributions (on cosine-scale latent scores)
+    lexicon_temperature: float = 1.0  # lexicon scores are unbounded dot products; InfoNCE uses them as logits / this
+    fusion_lambda: float = 1.0  # fused = z(latent) + lambda * z(lexicon); chosen on the validation split after training
+
+
+@dataclass
+class ModelConfig:
+    """A text-video retrieval model: CLIP towers, a temporal module, an interaction, optional CDCR and UNIFY."""
+
+    clip_name: str = "tvr-tiny"  # an open_clip model config name (ours are in assets/model_configs)
+    clip: dict[str, Any] = field(default_factory=dict)  # the open_clip config itself, stored so checkpoints stand alone
+    max_words: int = 32  # DRL: SOT + 30 BPE tokens + EOT
+    max_frames: int = 12  # DRL: 12 frames
+    framerate: float = 1.0  # DRL: frames sampled per second
+    temporal: Temporal = "seqTransf"  # DRL's reported results all use seqTransf; CLIP4Clip meanP has none
+    temporal_layers: int = 4  # DRL: 4 blocks, initialised from CLIP text blocks 0-3
+    interaction: Interaction = "wti"
+    wti_arch: int = 2  # DRL: weight head Linear-ReLU-Linear
+    cdcr: CDCRConfig = field(default_factory=CDCRConfig)
+    unify: UnifyConfig | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip["embed_dim"])
+
+    @property
+    def image_size(self) -> int:
+        size = self.clip["vision_cfg"]["image_size"]
+        return int(size if isinstance(size, int) else size[0])
+
+    @property
+    def text_width(self) -> int:
+        return int(self.clip["text_cfg"]["width"])
+
+    @property
+    def latent_interaction(self) -> Interaction:
+        """The interaction of the latent (dense) branch."""
+        return self.unify.latent if self.unify is not None else self.interaction
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        data = dict(data)
+        data["cdcr"] = CDCRConfig(**data.get("cdcr", {}))
+        if data.get("unify") is not None:
+            data["unify"] = UnifyConfig(**data["unify"])
+        return cls(**data)

@@ -1,0 +1,125 @@
+"""UNIFY's lexicon branch (Liu et al. 2024), as the design note interprets it: a sparse, readable vector over CLIP's
+BPE vocabulary for every text and video, scored by a dot product and fused with the latent score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+# A small English stop-word list: function words name no visual concept, so they never get a lexicon dimension.
+# Direction words (up, down, left, ...) are kept: in video they are motion concepts. Order and count words (first,
+# then, one) are dropped: a bag of words cannot say which event came first, so that is left to the latent branch.
+STOP_WORDS = frozenset("""
+a an the and or but if than so of on in at to from by with without into onto for is are was were be been being am
+do does did doing has have had having it its this that these those there here as while when where which who whom
+whose what why how all any both each few more most other some such no nor not only own same too very can will just
+should now i me my we our you your he him his she her they them their one first then after before again once also
+""".split())
+
+
+@lru_cache(maxsize=1)
+def vocabulary_mask() -> torch.Tensor:
+    """(V,) bool over CLIP's BPE vocabulary: whole-word, alphabetic, at least 2 letters, not a stop word.
+    Special tokens, word pieces and punctuation are never activated."""
+    from tvr_demo.models.backbone import get_tokenizer
+
+    bpe = get_tokenizer().bpe
+    mask = torch.zeros(len(bpe.encoder), dtype=torch.bool)
+    for token, idx in bpe.encoder.items():
+        if token.endswith("</w>"):
+            word = token[:-4]
+            mask[idx] = word.isalpha() and word.isascii() and len(word) >= 2 and word not in STOP_WORDS
+    return mask
+
+
+@lru_cache(maxsize=1)
+def vocabulary_words() -> list[str]:
+    """The word of every vocabulary dimension, for display."""
+    from tvr_demo.models.backbone import get_tokenizer
+
+    decoder = get_tokenizer().bpe.decoder
+    return [decoder[i].replace("</w>", "") for i in range(len(decoder))]
+
+
+class LexiconHead(nn.Module):
+    """MLM-style head: Linear, GELU, LayerNorm, then a projection onto the vocabulary tied to the token embedding
+    matrix (passed in, so it is stored once), plus a bias. Returns pre-activation logits (..., V)."""
+
+    def __init__(self, in_width: int, text_width: int, vocab_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_width, text_width)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(text_width)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.dense(hidden))) @ token_embedding.T + self.bias
+
+
+def lexicon_logits(head_logits: torch.Tensor, mask: torch.Tensor, vocab_mask: torch.Tensor) -> torch.Tensor:
+    """Max over valid positions of the head's logits, vocabulary-masked dims at -inf. (B, L, V) -> (B, V)."""
+    logits = head_logits.masked_fill(mask[..., None] == 0, float("-inf")).amax(1)
+    return logits.masked_fill(~vocab_mask.to(logits.device), float("-inf"))
+
+
+def lexicon_activation(logits: torch.Tensor) -> torch.Tensor:
+    """log(1 + ReLU(.)): non-negative, saturating weights (SPLADE). Max-pooling commutes with it."""
+    return torch.log1p(torch.relu(logits))
+
+
+def topk_sparsify(lexicon: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest dimensions per row (zeros elsewhere): the sparse vectors the gallery index stores."""
+    if k >= lexicon.shape[-1]:
+        return lexicon
+    values, idx = lexicon.topk(k, dim=-1)
+    return torch.zeros_like(lexicon).scatter_(-1, idx, values)
+
+
+def lexicon_similarity(text_lexicon: torch.Tensor, video_lexicon: torch.Tensor) -> torch.Tensor:
+    """Dot product of non-negative lexicon vectors: sum_j q_j v_j. (A, V), (B, V) -> (A, B)."""
+    return text_lexicon @ video_lexicon.T
+
+
+def bag_of_words(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, L) token ids -> (B, V) {0, 1}: which vocabulary entries each caption contains (padding id 0 dropped)."""
+    bow = torch.zeros(ids.shape[0], vocab_size, device=ids.device)
+    bow.scatter_(1, ids, 1.0)
+    bow[:, 0] = 0.0
+    return bow * vocabulary_mask().to(ids.device)
+
+
+def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float) -> np.ndarray:
+    """fused = z(latent) + lambda * z(lexicon), each standardised over the gallery (per query row)."""
+    from tvr_demo.metrics import standardize_rows
+
+    return standardize_rows(latent) + fusion_lambda * standardize_rows(lexicon)
+
+
+@dataclass
+class WordContribution:
+    word: str
+    query_weight: float
+    item_weight: float
+
+    @property
+    def contribution(self) -> float:
+        return self.query_weight * self.item_weight
+
+
+def top_words(lexicon: np.ndarray, k: int = 15) -> list[tuple[str, float]]:
+    """The k most activated words of one lexicon vector (V,)."""
+    words = vocabulary_words()
+    idx = np.argsort(-lexicon)[:k]
+    return [(words[i], float(lexicon[i])) for i in idx if lexicon[i] > 0]
+
+
+def overlap(query: np.ndarray, item: np.ndarray) -> list[WordContribution]:
+    """Words active on both sides with q_j * v_j, largest first; their contributions sum to the lexicon score."""
+    words = vocabulary_words()
+    both = np.nonzero((query > 0) & (item > 0))[0]
+    out = [WordContribution(words[j], float(query[j]), float(item[j])) for j in both]
+    return sorted(out, key=lambda w: -w.contribution)
