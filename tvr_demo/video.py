@@ -1,0 +1,326 @@
+"""Decode a video with decord, pick the frames DRL would pick, and turn them into CLIP-sized uint8 tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import struct
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tvr_demo.errors import TVRError, VideoDecodeError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Containers in the ISO base media format (mp4/mov) carry their box sizes, which lets us spot a cut-off download
+# before decord reads past the end of it.
+_ISO_BMFF_TYPES = {
+    b"ftyp",
+    b"moov",
+    b"mdat",
+    b"free",
+    b"skip",
+    b"wide",
+    b"pnot",
+    b"uuid",
+    b"meta",
+    b"moof",
+    b"mfra",
+    b"styp",
+    b"sidx",
+    b"pdin",
+    b"prfl",
+    b"junk",
+}
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames of a clip the model sees; the defaults are DRL's evaluation settings."""
+
+    max_frames: int = 12  # DRL: 12 frames
+    framerate: float = 1.0  # DRL: 1 frame per second
+    start_s: float | None = None  # a segment of the clip (DiDeMo/ActivityNet style); None = from the start
+    end_s: float | None = None  # None = to the end
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 1:
+            raise TVRError(f"max_frames must be at least 1, got {self.max_frames}")
+        if not self.framerate > 0:
+            raise TVRError(f"framerate must be positive, got {self.framerate}")
+        if self.start_s is not None and self.start_s < 0:
+            raise TVRError(f"start must be 0 or more seconds, got {self.start_s}")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise TVRError(f"end ({self.end_s} s) must come after start ({self.start_s} s)")
+
+
+def sample_frame_indices(num_frames: int, fps: float, sampling: FrameSampling) -> np.ndarray:
+    """DRL's `_get_rawvideo_dec` rule: every round(fps / framerate)-th frame, thinned by linspace to max_frames.
+
+    DRL's loaders pass whole seconds for start/end; with whole seconds this is exactly their computation.
+    """
+    f_start = 0 if sampling.start_s is None else int(sampling.start_s * fps)
+    f_end = int(min(1_000_000_000 if sampling.end_s is None else sampling.end_s * fps, num_frames - 1))
+    if f_end < f_start:
+        return np.zeros(0, dtype=np.int64)
+    stride = max(1, int(round(fps / sampling.framerate)))  # DRL would crash on stride 0 (fps < framerate / 2)
+    candidates = np.arange(f_start, f_end + 1, stride, dtype=np.int64)
+    if len(candidates) > sampling.max_frames:
+        candidates = candidates[np.linspace(0, len(candidates) - 1, num=sampling.max_frames, dtype=int)]
+    return candidates
+
+
+@dataclass
+class SampledVideo:
+    """The frames picked from one clip, where they sit in time, and (when decoded) their RGB pixels."""
+
+    indices: np.ndarray  # (n,) int64 frame numbers
+    timestamps: np.ndarray  # (n,) float64 seconds: index / fps
+    fps: float
+    num_frames: int
+    frames: np.ndarray | None = None  # (n, H, W, 3) uint8 RGB, only with decode=True
+
+    def as_json(self) -> dict:
+        """The `frames` command's output; timestamps rounded to the millisecond for reading."""
+        return {
+            "indices": [int(i) for i in self.indices],
+            "timestamps": [round(float(t), 3) for t in self.timestamps],
+            "fps": float(self.fps),
+            "num_frames": int(self.num_frames),
+        }
+
+
+def _check_file(path: Path) -> None:
+    """Fail early and clearly on what decord would choke on (or, for some garbage, hang on)."""
+    if not path.exists():
+        raise VideoDecodeError(f"video file not found: {path}")
+    if not path.is_file():
+        raise VideoDecodeError(f"not a video file (it is a folder or a device): {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise VideoDecodeError(f"video file is empty (0 bytes): {path}; re-download or re-encode it")
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) == 8 and head[4:8] == b"ftyp":
+            _check_iso_boxes(f, path, size)
+
+
+def _check_iso_boxes(f, path: Path, size: int) -> None:
+    """Walk the top-level mp4/mov boxes: a box that runs past the end of the file means the file was cut off."""
+    offset, seen = 0, set()
+    while offset + 8 <= size:
+        f.seek(offset)
+        box_size, box_type = struct.unpack(">I4s", f.read(8))
+        if box_size == 1:
+            box_size = struct.unpack(">Q", f.read(8))[0]
+        elif box_size == 0:  # the last box runs to the end of the file
+            box_size = size - offset
+        if box_type not in _ISO_BMFF_TYPES and not box_type.isalnum():
+            break  # not a box header: leave the verdict to decord
+        if box_size < 8 or offset + box_size > size:
+            raise VideoDecodeError(
+                f"video file is truncated: {path} is {size} bytes but its "
+                f"'{box_type.decode('latin-1')}' box needs {offset + box_size}; "
+                "re-download or re-encode it"
+            )
+        seen.add(box_type)
+        offset += box_size
+    if b"moov" not in seen and b"moof" not in seen:
+        raise VideoDecodeError(
+            f"video file is truncated or unfinished: {path} has no 'moov' index box; "
+            "re-download or re-encode it"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2: decord's C++ logger prints its own copy of every error there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _open(path: Path, num_threads: int = 0):
+    """A decord VideoReader, with decord's errors turned into one clear VideoDecodeError."""
+    import decord
+
+    _check_file(path)
+    decord.logging.set_level(decord.logging.QUIET)  # its ffmpeg chatter would bury our one-line message
+    try:
+        with _quiet_stderr():
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
+    except Exception as err:  # decord raises RuntimeError or DECORDError with a C++ trace
+        raise VideoDecodeError(
+            f"cannot decode video {path}: not a video file, or a damaged one ({_short(err)})"
+        ) from err
+    return reader
+
+
+def _short(err: Exception) -> str:
+    """decord's messages carry C++ traces: keep the first line."""
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def sample_video(
+    path: Path, sampling: FrameSampling, decode: bool = False, num_threads: int = 0
+) -> SampledVideo:
+    """Open `path`, pick DRL's frames, and decode them when asked (RGB uint8)."""
+    path = Path(path)
+    reader = _open(path, num_threads=num_threads)
+    num_frames, fps = len(reader), float(reader.get_avg_fps())
+    if num_frames == 0:
+        raise VideoDecodeError(f"video has no frames: {path}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise VideoDecodeError(f"video reports no frame rate (fps={fps}): {path}; re-encode it")
+    indices = sample_frame_indices(num_frames, fps, sampling)
+    frames = None
+    if decode and len(indices):
+        try:
+            frames = reader.get_batch(indices.tolist()).asnumpy()
+        except Exception as err:
+            raise VideoDecodeError(
+                f"cannot decode frames {indices.tolist()} of {path}: damaged video ({_short(err)})"
+            ) from err
+    elif decode:
+        frames = np.zeros((0, reader[0].shape[0], reader[0].shape[1], 3), dtype=np.uint8)
+    return SampledVideo(
+        indices=indices, timestamps=indices / fps, fps=fps, num_frames=num_frames, frames=frames
+    )
+
+
+def _resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """torchvision's Resize(size, BICUBIC) on a PIL image: short side to `size`, long side int(size * long / short)."""
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return image
+    return image.resize((new_w, new_h), Image.BICUBIC)
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    """torchvision's CenterCrop(size) after a short-side resize (no padding case): round((H - size) / 2) offsets."""
+    w, h = image.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess_frames(frames: np.ndarray, resolution: int) -> torch.Tensor:
+    """(n, H, W, 3) uint8 RGB -> (n, 3, R, R) uint8: CLIP's bicubic short-side resize and centre crop, unnormalised."""
+    out = torch.empty((len(frames), 3, resolution, resolution), dtype=torch.uint8)
+    for i, frame in enumerate(frames):
+        image = _center_crop(
+            _resize_short_side(Image.fromarray(frame).convert("RGB"), resolution), resolution
+        )
+        out[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # np.array: PIL buffers are read-only
+    return out
+
+
+def normalize_frames(frames_u8: torch.Tensor) -> torch.Tensor:
+    """(..., 3, R, R) uint8 -> float32 in CLIP's input space, in ToTensor + Normalize's exact order of operations."""
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=frames_u8.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=frames_u8.device).view(3, 1, 1)
+    return frames_u8.to(torch.float32).div(255).sub(mean).div(std)
+
+
+def load_video(
+    path: Path, sampling: FrameSampling, resolution: int, num_threads: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One clip as the model takes it: (max_frames, 3, R, R) uint8 zero-padded and a (max_frames,) int64 mask."""
+    sampled = sample_video(Path(path), sampling, decode=True, num_threads=num_threads)
+    if len(sampled.indices) == 0:
+        raise VideoDecodeError(
+            f"no frame of {path} falls in the requested segment "
+            f"[{sampling.start_s}, {sampling.end_s}] s (the clip has {sampled.num_frames} "
+            f"frames at {sampled.fps:g} fps)"
+        )
+    video = torch.zeros((sampling.max_frames, 3, resolution, resolution), dtype=torch.uint8)
+    mask = torch.zeros(sampling.max_frames, dtype=torch.int64)
+    n = len(sampled.indices)
+    video[:n] = preprocess_frames(sampled.frames, resolution)
+    mask[:n] = 1
+    return video, mask
+
+
+@dataclass
+class DecodedVideos:
+    """A batch of clips decoded for the encoder; failed files hold zeros with mask 0 and are listed in `failures`."""
+
+    videos: torch.Tensor  # (N, max_frames, 3, R, R) uint8
+    masks: torch.Tensor  # (N, max_frames) int64
+    failures: list[tuple[Path, str]]  # (file, reason) of each skipped clip
+    ok: np.ndarray  # (N,) bool
+
+
+class _VideoFiles(torch.utils.data.Dataset):
+    """Each item: (index, video, mask, error message or None); errors travel as text so workers never die on them."""
+
+    def __init__(
+        self, paths: Sequence[Path], sampling: FrameSampling, resolution: int, num_threads: int
+    ) -> None:
+        self.paths, self.sampling, self.resolution, self.num_threads = (
+            list(paths),
+            sampling,
+            resolution,
+            num_threads,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            video, mask = load_video(
+                self.paths[i], self.sampling, self.resolution, num_threads=self.num_threads
+            )
+            return i, video, mask, None
+        except VideoDecodeError as err:
+            return i, None, None, str(err)
+
+
+def decode_videos(
+    paths: Sequence[Path],
+    sampling: FrameSampling,
+    resolution: int,
+    num_workers: int = 2,
+    progress: bool = True,
+    skip_errors: bool = True,
+) -> DecodedVideos:
+    """Decode many clips in worker processes with a progress bar; a bad file is skipped and reported, not fatal."""
+    from tqdm import tqdm
+
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    videos = torch.zeros((n, sampling.max_frames, 3, resolution, resolution), dtype=torch.uint8)
+    masks = torch.zeros((n, sampling.max_frames), dtype=torch.int64)
+    ok = np.zeros(n, dtype=bool)
+    failures: list[tuple[Path, str]] = []
+    # one decode thread per worker process: the processes already use the cores
+    dataset = _VideoFiles(paths, sampling, resolution, num_threads=1 if num_workers > 0 else 0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers)
+    with tqdm(total=n, desc="decoding videos", unit="video", file=sys.stderr, disable=not progress) as bar:
+        for i, video, mask, error in loader:
+            if error is None:
+                videos[i], masks[i], ok[i] = video, mask, True
+            elif skip_errors:
+                failures.append((paths[i], error))
+            else:
+                raise VideoDecodeError(error)
+            bar.update(1)
+    return DecodedVideos(videos=videos, masks=masks, failures=failures, ok=ok)
