@@ -1,0 +1,221 @@
+"""Each benchmark format on a small hand-written fixture, and MSR-VTT 1k-A on the real file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tvr_demo.data import Benchmark, detect_kind, load_benchmark
+from tvr_demo.errors import DatasetError
+
+
+def _touch_videos(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"\x00")
+
+
+def _pairs(bench: Benchmark) -> list[tuple[str, str]]:
+    """(ground-truth video id, caption) per caption: the loaders' whole contract in one list."""
+    return [(bench.video_ids[v], c) for v, c in zip(bench.caption_video, bench.captions, strict=True)]
+
+
+def test_msrvtt_1k_a_real_file(msrvtt_reference):
+    bench = load_benchmark(msrvtt_reference)
+    assert (bench.name, bench.split) == ("msrvtt", "test")
+    assert bench.num_captions == 1000 and bench.num_videos == 1000
+    with (msrvtt_reference / "MSRVTT_JSFUSION_test.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert _pairs(bench) == [(r["video_id"], r["sentence"]) for r in rows]  # row order is the matrix order
+    assert bench.captions[154] == "a soccer team walking out on the field"
+    assert bench.video_ids[154] == "video7500" and bench.captions_of(154) == [154]
+    assert bench.video_paths[154] == msrvtt_reference / "video7500.mp4" and bench.video_paths[154].is_file()
+    assert (
+        bench.video_paths[0] == msrvtt_reference / "video9770.mp4"
+    )  # not on disk: kept, the encoder reports it
+    assert len(bench.missing_videos()) == 999
+    assert bench.caption_video.dtype == np.int64 and bench.attributes is None
+
+
+def _write_msrvtt(root: Path) -> None:
+    with (root / "MSRVTT_JSFUSION_test.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "vid_key", "video_id", "sentence"])
+        w.writerows(
+            [["ret0", "msr9", "video9", "a dog, running"], ["ret1", "msr7", "video7", "a cat sleeps"]]
+        )
+    (root / "MSRVTT_train.9k.csv").write_text("video_id\nvideo1\nvideo0\n")
+    sentences = [("video0", "zero a"), ("video9", "nine"), ("video1", "one a"), ("video0", "zero b")]
+    data = {
+        "videos": [],
+        "sentences": [{"video_id": v, "caption": c, "sen_id": i} for i, (v, c) in enumerate(sentences)],
+    }
+    (root / "MSRVTT_data.json").write_text(json.dumps(data))
+    _touch_videos(root / "MSRVTT_Videos" / "all", ["video9.mp4", "video0.mp4"])
+
+
+def test_msrvtt_layout(tmp_path):
+    _write_msrvtt(tmp_path)
+    assert detect_kind(tmp_path) == "msrvtt"
+    test = load_benchmark(tmp_path)
+    assert _pairs(test) == [("video9", "a dog, running"), ("video7", "a cat sleeps")]
+    assert test.video_paths[0] == tmp_path / "MSRVTT_Videos" / "all" / "video9.mp4"
+    assert test.video_paths[1] == tmp_path / "video7.mp4" and not test.video_paths[1].exists()
+    train = load_benchmark(tmp_path, "train")
+    assert train.video_ids == ["video1", "video0"]  # the train CSV's order
+    assert _pairs(train) == [("video0", "zero a"), ("video1", "one a"), ("video0", "zero b")]  # every caption
+    assert train.captions_of(1) == [0, 2]
+    with pytest.raises(DatasetError, match="MSRVTT_JSFUSION_val.csv"):
+        load_benchmark(tmp_path, "val")
+
+
+def test_msrvtt_missing_column_names_file(tmp_path):
+    (tmp_path / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video\nret0,msr1,video1\n")
+    with pytest.raises(DatasetError) as err:
+        load_benchmark(tmp_path)
+    assert (
+        "MSRVTT_JSFUSION_test.csv" in str(err.value)
+        and "video_id" in str(err.value)
+        and "sentence" in str(err.value)
+    )
+
+
+def test_msvd_layout(tmp_path):
+    captions = {
+        "vidA_1_5": [["a", "man", "sings"], ["someone", "sings"]],
+        "vidB_0_9": [["a", "cat"]],
+        "vidC": [["unused"]],
+    }
+    (tmp_path / "raw-captions.pkl").write_bytes(pickle.dumps(captions))
+    (tmp_path / "test_list.txt").write_text("vidB_0_9\nvidA_1_5\n")
+    _touch_videos(tmp_path / "YouTubeClips", ["vidA_1_5.avi", "vidB_0_9.avi", "vidC.avi"])
+    bench = load_benchmark(tmp_path)
+    assert bench.name == "msvd" and bench.video_ids == ["vidB_0_9", "vidA_1_5"]
+    assert _pairs(bench) == [
+        ("vidB_0_9", "a cat"),
+        ("vidA_1_5", "a man sings"),
+        ("vidA_1_5", "someone sings"),
+    ]
+    assert bench.captions_of(1) == [1, 2]
+    assert bench.video_paths[1] == tmp_path / "YouTubeClips" / "vidA_1_5.avi"
+
+
+def test_msvd_pickle_with_code_is_refused(tmp_path):
+    (tmp_path / "raw-captions.pkl").write_bytes(pickle.dumps({"v": [np.array(["a"])]}))
+    (tmp_path / "test_list.txt").write_text("v\n")
+    with pytest.raises(DatasetError, match="raw-captions.pkl"):
+        load_benchmark(tmp_path)
+
+
+def test_vatex_layout(tmp_path):
+    captions = {
+        "abc_000010_000020": ["A girl dances.", "A child is dancing."],
+        "xyz_000001_000011": ["Rain."],
+    }
+    (tmp_path / "ref_captions.json").write_text(json.dumps(captions))
+    (tmp_path / "test_list.txt").write_text("xyz_000001_000011\nabc_000010_000020\n")
+    _touch_videos(tmp_path / "videos", ["abc_000010_000020.mp4"])
+    bench = load_benchmark(tmp_path)
+    assert bench.name == "vatex"
+    assert _pairs(bench) == [
+        ("xyz_000001_000011", "Rain."),
+        ("abc_000010_000020", "A girl dances."),
+        ("abc_000010_000020", "A child is dancing."),
+    ]
+    assert bench.video_paths[1] == tmp_path / "videos" / "abc_000010_000020.mp4"
+    assert bench.video_paths[0] == tmp_path / "videos" / "xyz_000001_000011.mp4"  # expected place when absent
+    with pytest.raises(DatasetError, match="train_list.txt"):
+        load_benchmark(tmp_path, "train")
+
+
+def test_didemo_layout(tmp_path):
+    moments = [
+        {"video": "111@N00_222_abc.mov", "description": "a dog appears ", "times": [[0, 0], [0, 1]]},
+        {"video": "333@N00_444_def.mp4", "description": "people cheer", "times": [[2, 3]]},
+        {"video": "111@N00_222_abc.mov", "description": "the dog leaves", "times": [[4, 5]]},
+        {"video": "555@N00_666_ghi.avi", "description": "not listed", "times": [[1, 1]]},
+    ]
+    (tmp_path / "test_data.json").write_text(json.dumps(moments))
+    (tmp_path / "test_list.txt").write_text("111@N00_222_abc.mov\n333@N00_444_def.mp4\n")
+    _touch_videos(tmp_path / "videos", ["111@N00_222_abc.mp4", "333@N00_444_def.mp4"])  # re-encoded to mp4
+    bench = load_benchmark(tmp_path)
+    assert bench.name == "didemo"
+    assert _pairs(bench) == [
+        ("111@N00_222_abc.mov", "a dog appears the dog leaves"),
+        ("333@N00_444_def.mp4", "people cheer"),
+    ]
+    assert bench.video_paths == [
+        tmp_path / "videos" / "111@N00_222_abc.mp4",
+        tmp_path / "videos" / "333@N00_444_def.mp4",
+    ]
+
+
+def test_lsmdc_layout(tmp_path):
+    lines = [
+        "1001_Movie_00.00.01.000-00.00.03.000\t1.0\t3.0\t1.0\t3.0\tSOMEONE opens a door.",
+        "1001_Movie_00.00.05.000-00.00.07.000\t5.0\t7.0\t5.0\t7.0\tShe smiles.",
+        "",
+    ]
+    (tmp_path / "LSMDC16_challenge_1000_publictect.csv").write_text("\n".join(lines))
+    _touch_videos(tmp_path / "avi" / "1001_Movie", ["1001_Movie_00.00.01.000-00.00.03.000.avi"])
+    bench = load_benchmark(tmp_path)
+    assert bench.name == "lsmdc"
+    assert _pairs(bench) == [
+        ("1001_Movie_00.00.01.000-00.00.03.000", "SOMEONE opens a door."),
+        ("1001_Movie_00.00.05.000-00.00.07.000", "She smiles."),
+    ]
+    assert (
+        bench.video_paths[0] == tmp_path / "avi" / "1001_Movie" / "1001_Movie_00.00.01.000-00.00.03.000.avi"
+    )
+    (tmp_path / "LSMDC16_annos_val.csv").write_text("clip\tonly three\tfields\n")
+    with pytest.raises(DatasetError, match="LSMDC16_annos_val.csv line 1"):
+        load_benchmark(tmp_path, "val")
+
+
+def test_activitynet_layout(tmp_path):
+    captions = {
+        "v_aaa": {
+            "duration": 10.2,
+            "timestamps": [[0, 4], [4, 10]],
+            "sentences": ["A man walks.", " He sits. "],
+        },
+        "v_bbb": {"duration": 5.0, "timestamps": [[0, 5]], "sentences": ["Rain falls."]},
+    }
+    (tmp_path / "val_1.json").write_text(json.dumps(captions))
+    (tmp_path / "val_ids.json").write_text(json.dumps(["v_bbb", "v_aaa", "v_missing"]))
+    _touch_videos(tmp_path / "videos", ["aaa.mp4", "v_bbb.mkv"])
+    bench = load_benchmark(tmp_path)  # "test" reads val_1, the split everyone reports on
+    assert bench.name == "activitynet" and bench.split == "test"
+    assert _pairs(bench) == [("v_bbb", "Rain falls."), ("v_aaa", "A man walks. He sits.")]
+    assert bench.video_paths == [tmp_path / "videos" / "v_bbb.mkv", tmp_path / "videos" / "aaa.mp4"]
+    assert _pairs(load_benchmark(tmp_path, "val")) == _pairs(bench)
+
+
+def test_kind_can_be_forced_and_unknown_layout_is_explained(tmp_path):
+    _write_msrvtt(tmp_path)
+    assert load_benchmark(tmp_path, kind="msrvtt").name == "msrvtt"
+    with pytest.raises(DatasetError, match="test_list.txt"):
+        load_benchmark(tmp_path, kind="msvd")
+    with pytest.raises(DatasetError, match="unknown benchmark kind"):
+        load_benchmark(tmp_path, kind="kinetics")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="MSRVTT_JSFUSION_test.csv"):
+        load_benchmark(empty)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load_benchmark(tmp_path / "nowhere")
+
+
+def test_invalid_json_names_file(tmp_path):
+    (tmp_path / "ref_captions.json").write_text("{not json")
+    (tmp_path / "test_list.txt").write_text("a\n")
+    with pytest.raises(DatasetError, match="ref_captions.json is not valid JSON"):
+        load_benchmark(tmp_path)
