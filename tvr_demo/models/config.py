@@ -29,7 +29,7 @@ class UnifyConfig:
     bow_weight: float = 1.0  # stage 1 bag-of-words grounding loss weight
     flops_weight: float = 0.01  # stage 2 FLOPS regulariser weight, reached by a quadratic ramp (SPLADE)
     distill_weight: float = 1.0  # two-way self-distillation between latent and lexicon in-batch distributions
-    distill_tau: float = 0.1  # temperature of those distributions (on cosine-scale latent scores)
+    distill_tau: float = 1.0  # temperature on top of each branch's own logits (latent x logit scale, lexicon / its temperature)
     lexicon_temperature: float = 1.0  # lexicon scores are unbounded dot products; InfoNCE uses them as logits / this
     fusion_lambda: float = 1.0  # fused = z(latent) + lambda * z(lexicon); chosen on the validation split after training
 

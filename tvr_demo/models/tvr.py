@@ -88,6 +88,11 @@ class TVRModel(nn.Module):
             lexicon = lexicon_logits(head, mask, vocabulary_mask())
         return VideoFeatures(feats, mask, weights, lexicon)
 
+    def forward(self, ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor, video_mask: torch.Tensor
+                ) -> tuple[TextFeatures, VideoFeatures]:
+        """Both towers at once (what DistributedDataParallel wraps during training)."""
+        return self.encode_text(ids, text_mask), self.encode_video(frames, video_mask)
+
     def similarity(self, text: TextFeatures, video: VideoFeatures, interaction: Interaction | None = None
                    ) -> torch.Tensor:
         """The latent retrieval score S (A, B), unscaled (evaluation uses it as is; training multiplies by the

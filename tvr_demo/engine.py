@@ -1,0 +1,300 @@
+"""The engine facade: encode a gallery once, then answer searches, evaluations, failure lists and explanations.
+
+The UI, the CLI and the tests all call this class; it returns numbers and arrays, never figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tvr_demo import metrics
+from tvr_demo.checkpoints import Checkpoint, load_checkpoint
+from tvr_demo.data import Benchmark, load_benchmark
+from tvr_demo.errors import QueryError, TVRError
+from tvr_demo.gallery import EncodedGallery, encode_gallery
+from tvr_demo.models.unify import fuse_scores, topk_sparsify
+from tvr_demo.paths import cache_dir, default_dataset_dir
+from tvr_demo.scoring import TextBank, VideoBank, default_device, encode_texts, encode_video_frames, similarity_matrix
+
+BRANCHES = ("latent", "lexicon", "fused")
+MAX_QUERY_CHARS = 1000
+
+
+def lexicon_scores(texts: TextBank, videos: VideoBank, block: int = 256) -> torch.Tensor:
+    """Sparse lexicon products (A, B): the gallery's top-k vectors as a CSR matrix, queries densified in blocks."""
+    gallery = videos.lexicon if videos.lexicon.layout == torch.sparse_csr else videos.lexicon.to_sparse_csr()
+    queries = texts.lexicon
+    rows = []
+    for start in range(0, queries.shape[0], block):
+        q = queries[start:start + block]
+        q = q.to_dense() if q.layout != torch.strided else q
+        rows.append((gallery @ q.T).T)
+    return torch.cat(rows)
+
+
+def _rows(bank, index):
+    """A sub-bank of the given rows (sparse lexicons included)."""
+    out = {}
+    for name, value in bank.__dict__.items():
+        if value is None:
+            out[name] = None
+        elif value.layout == torch.sparse_csr:
+            out[name] = torch.stack([value[int(i)].to_dense() for i in index])
+        else:
+            out[name] = value[index]
+    return type(bank)(**out)
+
+
+@dataclass
+class SearchHit:
+    index: int  # video index (text -> video) or caption index (video -> text)
+    rank: int  # 0-based
+    score: float  # in the ranking branch
+    scores: dict[str, float]  # every branch the model has
+    is_ground_truth: bool
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    branch: str
+    ground_truth: list[int]  # the query's ground-truth items when the query is a benchmark caption / gallery video
+    ground_truth_rank: int | None  # best rank among them (even when outside the top k)
+    notice: str | None = None  # e.g. the query was truncated
+
+
+class Engine:
+    """One checkpoint + one benchmark split; the gallery is encoded once (or read from the cache)."""
+
+    def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None,
+                 progress: bool = True) -> None:
+        self.checkpoint = checkpoint
+        self.bench = bench
+        self.gallery: EncodedGallery = encode_gallery(checkpoint, bench, Path(cache_root or cache_dir()), progress)
+        if bench.num_videos == 0:
+            raise TVRError(f"the gallery {bench.root} ({bench.split}) has no videos")
+
+    @classmethod
+    def from_names(cls, checkpoint: str, dataset: str | Path | None = None, split: str = "test",
+                   device: str | None = None, progress: bool = True) -> Engine:
+        if dataset is None:
+            from tvr_demo.data.synthetic import ensure_default_dataset
+
+            dataset = ensure_default_dataset(progress=progress)
+        dataset = Path(dataset)
+        return cls(load_checkpoint(checkpoint, default_device(device)), load_benchmark(dataset, split),
+                   progress=progress)
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def model(self):
+        return self.checkpoint.model
+
+    @property
+    def config(self):
+        return self.checkpoint.config
+
+    @property
+    def is_unify(self) -> bool:
+        return self.config.unify is not None
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return BRANCHES if self.is_unify else ("latent",)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.gallery.path
+
+    @property
+    def gallery_size(self) -> int:
+        return self.bench.num_videos
+
+    @property
+    def num_captions(self) -> int:
+        return self.bench.num_captions
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.gallery.failures
+
+    # ------------------------------------------------------------ full matrices
+
+    def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None
+                       ) -> dict[str, np.ndarray]:
+        """Every branch's scores for these texts x videos. Videos that failed to decode (ok False) score -inf:
+        never retrieved. Fused standardises each row over the decodable videos, so it needs whole gallery rows."""
+        latent = similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()
+        out = {"latent": latent}
+        if self.is_unify:
+            out["lexicon"] = lexicon_scores(texts, videos).float().cpu().numpy()
+        if ok is not None and not ok.all():
+            for m in out.values():
+                m[:, ~ok] = -np.inf
+        if self.is_unify:
+            fused = np.full_like(latent, -np.inf)
+            keep = slice(None) if ok is None else ok
+            fused[:, keep] = fuse_scores(latent[:, keep], out["lexicon"][:, keep], self.config.unify.fusion_lambda)
+            out["fused"] = fused
+        return out
+
+    @cached_property
+    def matrices(self) -> dict[str, np.ndarray]:
+        """(n_captions, n_videos) per branch over the whole split, computed once."""
+        return self._branch_matrix(self.gallery.texts, self.gallery.videos, self.gallery.decoded_ok)
+
+    def ranking_branch(self, branch: str | None) -> str:
+        branch = branch or ("fused" if self.is_unify else "latent")
+        if branch not in self.branches:
+            raise QueryError(f"branch {branch!r} is not available for this model (have: {', '.join(self.branches)})")
+        return branch
+
+    # ------------------------------------------------------------ search
+
+    def encode_query(self, text: str) -> tuple[TextBank, str | None]:
+        text = (text or "").strip()
+        if not text:
+            raise QueryError("the query is empty: type a description of a video")
+        notice = None
+        if len(text) > MAX_QUERY_CHARS:
+            text, notice = text[:MAX_QUERY_CHARS], f"query cut to its first {MAX_QUERY_CHARS} characters"
+        from tvr_demo.models.backbone import get_tokenizer
+
+        if get_tokenizer()([text], self.config.max_words).truncated[0]:
+            notice = (f"query truncated to the model's {self.config.max_words - 2} tokens: the rest is not seen")
+        bank = encode_texts(self.model, [text])
+        if self.is_unify:
+            bank.lexicon = topk_sparsify(bank.lexicon, self.config.unify.top_k)
+        return bank, notice
+
+    def caption_index(self, text: str) -> int | None:
+        """The benchmark caption equal to this text (case and surrounding spaces ignored), if any."""
+        key = text.strip().lower()
+        for i, c in enumerate(self.bench.captions):
+            if c.strip().lower() == key:
+                return i
+        return None
+
+    def search_text(self, text: str, k: int = 10, branch: str | None = None) -> SearchResult:
+        branch = self.ranking_branch(branch)
+        query_index = self.caption_index(text)
+        if query_index is not None:
+            scores = {b: m[query_index] for b, m in self.matrices.items()}
+            notice = None
+        else:
+            bank, notice = self.encode_query(text)
+            scores = {b: m[0] for b, m in self._branch_matrix(bank, self.gallery.videos,
+                                                              self.gallery.decoded_ok).items()}
+        gt = [] if query_index is None else [int(self.bench.caption_video[query_index])]
+        return self._hits(scores, branch, k, gt, notice)
+
+    def search_video(self, video: int | Path, k: int = 10, branch: str | None = None) -> SearchResult:
+        """Video to text: a gallery video index or a video file."""
+        branch = self.ranking_branch(branch)
+        if isinstance(video, (int, np.integer)):
+            if not 0 <= int(video) < self.gallery_size:
+                raise QueryError(f"video index {video} is outside the gallery (0..{self.gallery_size - 1})")
+            scores = {b: m[:, int(video)] for b, m in self.matrices.items()}
+            gt = self.bench.captions_of(int(video))
+        else:
+            bank = self.encode_video_file(Path(video))
+            scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank).items()}
+            gt = []
+        return self._hits(scores, branch, k, gt, None)
+
+    def encode_video_file(self, path: Path) -> VideoBank:
+        from tvr_demo.video import FrameSampling, load_video
+
+        frames, mask = load_video(path, FrameSampling(self.config.max_frames, self.config.framerate),
+                                  self.config.image_size)
+        bank = encode_video_frames(self.model, frames[None], mask[None])
+        if self.is_unify:
+            bank.lexicon = topk_sparsify(bank.lexicon, self.config.unify.top_k)
+        return bank
+
+    @staticmethod
+    def _hits(scores: dict[str, np.ndarray], branch: str, k: int, gt: list[int], notice: str | None
+              ) -> SearchResult:
+        ranking = scores[branch]
+        order = np.argsort(-ranking, kind="stable")[:k]
+        gt_rank = min(int((ranking > ranking[g]).sum()) for g in gt) if gt else None
+        hits = [SearchHit(int(i), r, float(ranking[i]), {b: float(s[i]) for b, s in scores.items()}, int(i) in gt)
+                for r, i in enumerate(order)]
+        return SearchResult(hits, branch, gt, gt_rank, notice)
+
+    # ------------------------------------------------------------ evaluation and failures
+
+    def evaluate(self, dsl: bool = False) -> dict:
+        """Official metrics in both directions; for UNIFY per branch (the top level is the fused branch)."""
+        result: dict = {}
+        for branch, sim in self.matrices.items():
+            result[branch] = metrics.evaluate_similarity(sim, self.bench.caption_video)
+            if dsl:
+                result[branch]["dsl"] = metrics.evaluate_similarity(metrics.dual_softmax(sim),
+                                                                    self.bench.caption_video)
+        top = result["fused" if self.is_unify else "latent"]
+        out = {"t2v": top["t2v"], "v2t": top["v2t"]}
+        if dsl:
+            out["dsl"] = {"note": "dual softmax at inference (not in the official DRL code)", **top["dsl"]}
+        if self.is_unify:
+            out.update(result)
+        out["skipped_videos"] = [p for p, _ in self.gallery.failures]
+        return out
+
+    def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:
+        return metrics.query_outcomes(self.matrices[self.ranking_branch(branch)], self.bench.caption_video, direction)
+
+    def ranks(self, direction: str = "t2v", branch: str | None = None) -> np.ndarray:
+        sim = self.matrices[self.ranking_branch(branch)]
+        if direction == "t2v":
+            return metrics.text_to_video_ranks(sim, self.bench.caption_video)
+        return metrics.video_to_text_ranks(sim, self.bench.caption_video)
+
+    def caption_slices(self) -> list[list[str]]:
+        """Per-caption slice labels: the synthetic benchmark's attributes of the caption's video, else keywords."""
+        if self.bench.attributes is None:
+            return metrics.keyword_slices(self.bench.captions)
+        labels = []
+        for v in self.bench.caption_video:
+            attrs = self.bench.attributes[int(v)]
+            row = [f"structure:{attrs.get('structure', '?')}"]
+            for obj in attrs.get("objects", []):
+                row += [f"{key}:{obj[key]}" for key in ("colour", "shape", "size", "motion") if key in obj]
+            labels.append(sorted(set(row)))
+        return labels
+
+    def slice_metrics(self, branch: str | None = None) -> dict:
+        return metrics.slice_metrics(self.ranks("t2v", branch), self.caption_slices())
+
+    # ------------------------------------------------------------ representations for the map and CDCR views
+
+    def pooled_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised sentence (EOT) and video (mean of frames) vectors: what the embedding map projects."""
+        return self.gallery.texts.pooled.float().cpu().numpy(), self.gallery.videos.pooled.float().cpu().numpy()
+
+    def channel_correlation(self) -> np.ndarray:
+        """CDCR's D x D cross-correlation of matched text and video features over the split (variant 3 pairing for
+        token-wise models, pooled features for dp), computed by the training loss's own function."""
+        from tvr_demo.models.losses import cdcr_correlation, pooled_correlation
+
+        texts, videos = self.gallery.texts, self.gallery.videos
+        gt = torch.as_tensor(self.bench.caption_video, device=videos.frames.device)
+        with torch.no_grad():
+            if self.config.latent_interaction == "dp":
+                c = pooled_correlation(texts.pooled, videos.pooled[gt])
+            else:
+                c = cdcr_correlation(3, texts.tokens, texts.mask, videos.frames[gt], videos.mask[gt],
+                                     texts.weights, videos.weights[gt])
+        return c.float().cpu().numpy()
+
+    def text_rows(self, index: list[int]) -> TextBank:
+        return _rows(self.gallery.texts, torch.as_tensor(index))
+
+    def video_rows(self, index: list[int]) -> VideoBank:
+        return _rows(self.gallery.videos, torch.as_tensor(index))

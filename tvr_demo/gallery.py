@@ -1,0 +1,183 @@
+"""Encoded galleries on disk: a benchmark split's text and video banks, keyed by a fingerprint of the checkpoint,
+the preprocessing and the video files; written atomically, resumable chunk by chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tvr_demo.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
+from tvr_demo.data import Benchmark
+from tvr_demo.models.unify import topk_sparsify
+from tvr_demo.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
+from tvr_demo.video import FrameSampling, decode_videos
+
+CACHE_VERSION = 1
+CHUNK = 128  # videos per resumable part
+
+
+def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
+    """sha256 of the weights file (ours or official) and of the config the model runs with."""
+    weights = checkpoint.path / WEIGHTS_FILE if checkpoint.path.is_dir() else checkpoint.path
+    h = hashlib.sha256(sha256_of(weights).encode())
+    h.update(json.dumps(checkpoint.config.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def gallery_fingerprint(checkpoint: Checkpoint, bench: Benchmark) -> str:
+    """Checkpoint + preprocessing + the video files (name, size, mtime) + the captions."""
+    config = checkpoint.config
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{checkpoint_fingerprint(checkpoint)}".encode())
+    h.update(json.dumps([config.max_frames, config.framerate, config.image_size, config.max_words]).encode())
+    for p in bench.video_paths:
+        st = p.stat() if p.is_file() else None
+        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}\n".encode())
+    h.update("\n".join(bench.captions).encode())
+    return h.hexdigest()[:24]
+
+
+def _sparse_lexicon(bank, top_k: int):
+    """Keep only the top-k lexicon dimensions per item (what the gallery index serves)."""
+    if bank.lexicon is not None:
+        bank.lexicon = topk_sparsify(bank.lexicon, top_k).to_sparse_csr()
+    return bank
+
+
+def _bank_tensors(bank) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in fields(bank):
+        value = getattr(bank, f.name)
+        if value is None:
+            continue
+        if f.name == "lexicon":
+            value = value.to_dense() if value.layout != torch.strided else value
+            idx = value.nonzero()
+            out["lexicon_index"] = idx.contiguous()
+            out["lexicon_value"] = value[idx[:, 0], idx[:, 1]].contiguous()
+            out["lexicon_shape"] = torch.tensor(value.shape)
+        else:
+            out[f.name] = value.detach().cpu().contiguous()
+    return out
+
+
+def _bank_from_tensors(cls, tensors: dict[str, torch.Tensor]):
+    values = {f.name: tensors.get(f.name) for f in fields(cls)}
+    if "lexicon_index" in tensors:
+        idx, val = tensors["lexicon_index"], tensors["lexicon_value"]
+        shape = tuple(tensors["lexicon_shape"].tolist())
+        values["lexicon"] = torch.sparse_coo_tensor(idx.T, val, shape).coalesce().to_sparse_csr()
+    return cls(**values)
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta or {})})
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _concat(cls, parts: list):
+    out = {}
+    for f in fields(cls):
+        vals = [getattr(p, f.name) for p in parts]
+        if vals[0] is None:
+            out[f.name] = None
+        elif vals[0].layout == torch.sparse_csr:
+            out[f.name] = torch.cat([v.to_sparse_coo() for v in vals]).coalesce().to_sparse_csr()
+        else:
+            out[f.name] = torch.cat(vals)
+    return cls(**out)
+
+
+@dataclass
+class EncodedGallery:
+    texts: TextBank  # the split's captions
+    videos: VideoBank  # the split's videos (failed ones are zero-masked and listed in `failures`)
+    decoded_ok: np.ndarray  # (n_videos,) bool
+    failures: list[tuple[str, str]]  # (file, reason) of videos that could not be decoded
+    path: Path
+
+
+def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
+                   num_workers: int = 2) -> EncodedGallery:
+    """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache; an interrupted
+    encode keeps its finished chunks in `<key>.partial/` and resumes from them."""
+    model, config = checkpoint.model, checkpoint.config
+    top_k = config.unify.top_k if config.unify is not None else 0
+    key = gallery_fingerprint(checkpoint, bench)
+    final = Path(cache_root) / "gallery" / key
+    if not (final / "videos.safetensors").is_file():
+        partial = final.with_name(key + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        sampling = FrameSampling(config.max_frames, config.framerate)
+        n = bench.num_videos
+        chunks = range(0, n, CHUNK)
+        bar = tqdm(total=n, desc="encoding gallery", unit="clip", disable=not progress)
+        failures: list[tuple[str, str]] = []
+        for start in chunks:
+            part = partial / f"videos_{start:07d}.safetensors"
+            paths = bench.video_paths[start:start + CHUNK]
+            if not part.is_file():
+                decoded = decode_videos(paths, sampling, config.image_size, num_workers=num_workers, progress=False)
+                bank = _sparse_lexicon(encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
+                                                           torch.as_tensor(np.asarray(decoded.masks))), top_k)
+                tensors = _bank_tensors(bank)
+                tensors["decoded_ok"] = torch.as_tensor(np.asarray(decoded.ok))
+                _save(part, tensors, {"failures": [(str(p), r) for p, r in decoded.failures]})
+            bar.update(len(paths))
+        bar.close()
+        parts, ok = [], []
+        for start in chunks:
+            part = partial / f"videos_{start:07d}.safetensors"
+            tensors = _load(part)
+            ok.append(tensors.pop("decoded_ok").numpy())
+            parts.append(_bank_from_tensors(VideoBank, tensors))
+            from safetensors import safe_open
+
+            with safe_open(str(part), "pt") as f:
+                failures += [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
+        videos = _concat(VideoBank, parts)
+        texts = _sparse_lexicon(encode_texts(model, bench.captions), top_k)
+        tmp = final.with_name(key + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        vt = _bank_tensors(videos)
+        vt["decoded_ok"] = torch.as_tensor(np.concatenate(ok))
+        _save(tmp / "videos.safetensors", vt, {"failures": failures})
+        _save(tmp / "texts.safetensors", _bank_tensors(texts))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        shutil.rmtree(partial, ignore_errors=True)
+    return read_gallery(final, checkpoint.model.device)
+
+
+def read_gallery(directory: Path, device: torch.device) -> EncodedGallery:
+    from safetensors import safe_open
+
+    vt = _load(directory / "videos.safetensors")
+    with safe_open(str(directory / "videos.safetensors"), "pt") as f:
+        failures = [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
+    ok = vt.pop("decoded_ok").numpy().astype(bool)
+    videos = _bank_from_tensors(VideoBank, vt)
+    texts = _bank_from_tensors(TextBank, _load(directory / "texts.safetensors"))
+    for bank in (videos, texts):
+        for f in fields(bank):
+            value = getattr(bank, f.name)
+            if value is not None:
+                setattr(bank, f.name, value.to(device))
+    return EncodedGallery(texts, videos, ok, failures, directory)

@@ -1,0 +1,133 @@
+"""Torch-level encoding and blocked scoring shared by training's validation, the engine and `score`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures
+from tvr_demo.models import drl
+from tvr_demo.models.backbone import get_tokenizer
+from tvr_demo.video import normalize_frames
+
+
+def default_device(device: str | None = None) -> torch.device:
+    """cuda when present unless told otherwise."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class TextBank:
+    """Encoded texts, ready to score: L2-normalised tokens and their interaction weights computed once."""
+
+    tokens: torch.Tensor  # (N, T, D) L2-normalised
+    mask: torch.Tensor  # (N, T)
+    weights: torch.Tensor  # (N, T) WTI softmax weights (uniform over valid tokens without a weight head)
+    pooled: torch.Tensor  # (N, D) L2-normalised EOT feature (DP)
+    ids: torch.Tensor  # (N, T)
+    lexicon: torch.Tensor | None  # (N, Vocab) dense non-negative lexicon (UNIFY), or None
+
+
+@dataclass
+class VideoBank:
+    frames: torch.Tensor  # (N, V, D) L2-normalised
+    mask: torch.Tensor  # (N, V)
+    weights: torch.Tensor  # (N, V)
+    pooled: torch.Tensor  # (N, D) L2-normalised masked mean of normalised frames (DP / meanP)
+    lexicon: torch.Tensor | None
+
+
+def text_bank(model: TVRModel, feats: TextFeatures) -> TextBank:
+    return TextBank(drl.l2_normalize(feats.tokens), feats.mask, drl.interaction_weights(feats.weight_logits, feats.mask),
+                    drl.l2_normalize(drl.eot_features(feats.tokens, feats.mask)), feats.ids,
+                    model.lexicon(feats) if feats.lexicon_logits is not None else None)
+
+
+def video_bank(model: TVRModel, feats: VideoFeatures) -> VideoBank:
+    return VideoBank(drl.l2_normalize(feats.frames), feats.mask,
+                     drl.interaction_weights(feats.weight_logits, feats.mask),
+                     drl.mean_pooled_frames(feats.frames, feats.mask),
+                     model.lexicon(feats) if feats.lexicon_logits is not None else None)
+
+
+def _cat(parts: list, cls):
+    fields = cls.__dataclass_fields__
+    return cls(**{f: None if parts[0].__dict__[f] is None else torch.cat([p.__dict__[f] for p in parts])
+                  for f in fields})
+
+
+@torch.no_grad()
+def encode_texts(model: TVRModel, captions: Sequence[str], batch_size: int = 256) -> TextBank:
+    tokenizer = get_tokenizer()
+    parts = []
+    for start in range(0, len(captions), batch_size):
+        tok = tokenizer(list(captions[start:start + batch_size]), model.config.max_words)
+        feats = model.encode_text(tok.ids.to(model.device), tok.mask.to(model.device))
+        parts.append(text_bank(model, feats))
+    return _cat(parts, TextBank)
+
+
+@torch.no_grad()
+def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.Tensor, batch_size: int = 32
+                        ) -> VideoBank:
+    """frames_u8 (N, V, 3, R, R) uint8 as decode_videos returns them."""
+    parts = []
+    for start in range(0, frames_u8.shape[0], batch_size):
+        frames = normalize_frames(frames_u8[start:start + batch_size]).to(model.device)
+        feats = model.encode_video(frames, masks[start:start + batch_size].to(model.device))
+        parts.append(video_bank(model, feats))
+    return _cat(parts, VideoBank)
+
+
+def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int = 64) -> torch.Tensor:
+    """The latent score S (n_texts, n_videos), blocked over texts so the (A, B, T, V) cosines stay small."""
+    if interaction == "dp":
+        return texts.pooled @ videos.pooled.T
+    weighted = interaction == "wti"
+    t_w = texts.weights if weighted else drl.interaction_weights(None, texts.mask)
+    v_w = videos.weights if weighted else drl.interaction_weights(None, videos.mask)
+    rows = []
+    for start in range(0, texts.tokens.shape[0], block):
+        sl = slice(start, start + block)
+        rows.append(drl.wti_similarity(texts.tokens[sl], texts.mask[sl], t_w[sl], videos.frames, videos.mask, v_w))
+    return torch.cat(rows)
+
+
+def lexicon_matrix(texts: TextBank, videos: VideoBank, top_k: int | None = None) -> torch.Tensor:
+    from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
+
+    t, v = texts.lexicon, videos.lexicon
+    if top_k:
+        t, v = topk_sparsify(t, top_k), topk_sparsify(v, top_k)
+    return lexicon_similarity(t, v)
+
+
+def score_files(checkpoint: str, captions: list[str], videos: list[Path], device: str | None = None,
+                interaction: str | None = None, batch_size: int = 16, num_workers: int = 2) -> np.ndarray:
+    """`python -m tvr_demo score`: caption x video latent similarity (columns in the given order, or sorted names
+    for one folder)."""
+    from tvr_demo.checkpoints import load_checkpoint
+    from tvr_demo.errors import QueryError, VideoDecodeError
+    from tvr_demo.video import FrameSampling, decode_videos
+
+    if not captions:
+        raise QueryError("the captions file has no non-empty line")
+    if len(videos) == 1 and videos[0].is_dir():
+        folder = videos[0]
+        videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".mp4", ".avi", ".mkv", ".webm", ".mov"})
+        if not videos:
+            raise VideoDecodeError(f"no video files (.mp4 .avi .mkv .webm .mov) in {folder}")
+    ckpt = load_checkpoint(checkpoint, default_device(device), interaction)
+    model, config = ckpt.model, ckpt.model.config
+    decoded = decode_videos(videos, FrameSampling(config.max_frames, config.framerate), config.image_size,
+                            num_workers=num_workers, progress=True, skip_errors=False)
+    texts = encode_texts(model, captions)
+    bank = encode_video_frames(model, torch.from_numpy(np.asarray(decoded.videos)) if isinstance(
+        decoded.videos, np.ndarray) else decoded.videos, torch.as_tensor(decoded.masks), batch_size)
+    return similarity_matrix(texts, bank, interaction or config.latent_interaction).float().cpu().numpy()
