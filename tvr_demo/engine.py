@@ -10,43 +10,52 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from tvr_demo import metrics
 from tvr_demo.checkpoints import Checkpoint, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
+from tvr_demo.explain import PairExplanation, explain_pair
 from tvr_demo.gallery import EncodedGallery, encode_gallery
 from tvr_demo.models.unify import fuse_scores, topk_sparsify
-from tvr_demo.paths import cache_dir, default_dataset_dir
-from tvr_demo.scoring import TextBank, VideoBank, default_device, encode_texts, encode_video_frames, similarity_matrix
+from tvr_demo.paths import cache_dir
+from tvr_demo.scoring import (
+    TextBank,
+    VideoBank,
+    default_device,
+    encode_texts,
+    encode_video_frames,
+    similarity_matrix,
+)
 
 BRANCHES = ("latent", "lexicon", "fused")
 MAX_QUERY_CHARS = 1000
 
 
-def lexicon_scores(texts: TextBank, videos: VideoBank, block: int = 256) -> torch.Tensor:
-    """Sparse lexicon products (A, B): the gallery's top-k vectors as a CSR matrix, queries densified in blocks."""
-    gallery = videos.lexicon if videos.lexicon.layout == torch.sparse_csr else videos.lexicon.to_sparse_csr()
-    queries = texts.lexicon
-    rows = []
-    for start in range(0, queries.shape[0], block):
-        q = queries[start:start + block]
-        q = q.to_dense() if q.layout != torch.strided else q
-        rows.append((gallery @ q.T).T)
-    return torch.cat(rows)
+def _csr(lexicon) -> scipy.sparse.csr_matrix:
+    if scipy.sparse.issparse(lexicon):
+        return lexicon.tocsr()
+    return scipy.sparse.csr_matrix(lexicon.float().cpu().numpy())
+
+
+def lexicon_scores(texts: TextBank, videos: VideoBank) -> torch.Tensor:
+    """Sparse lexicon products (A, B) = Q V^T over top-k vectors: only shared active words cost anything, as in an
+    inverted index."""
+    return torch.from_numpy((_csr(texts.lexicon) @ _csr(videos.lexicon).T).toarray())
 
 
 def _rows(bank, index):
-    """A sub-bank of the given rows (sparse lexicons included)."""
+    """A sub-bank of the given rows (sparse lexicons densified)."""
     out = {}
     for name, value in bank.__dict__.items():
         if value is None:
             out[name] = None
-        elif value.layout == torch.sparse_csr:
-            out[name] = torch.stack([value[int(i)].to_dense() for i in index])
+        elif scipy.sparse.issparse(value):
+            out[name] = torch.from_numpy(value[np.asarray(index)].toarray())
         else:
-            out[name] = value[index]
+            out[name] = value[index.to(value.device)]
     return type(bank)(**out)
 
 
@@ -298,3 +307,22 @@ class Engine:
 
     def video_rows(self, index: list[int]) -> VideoBank:
         return _rows(self.gallery.videos, torch.as_tensor(index))
+
+    # ------------------------------------------------------------ explanations
+
+    def explain(self, query: str | int, video_index: int) -> PairExplanation:
+        """Why this video scored what it did for this query: the scorer's own pieces, per branch."""
+        if not 0 <= int(video_index) < self.gallery_size:
+            raise QueryError(f"video index {video_index} is outside the gallery (0..{self.gallery_size - 1})")
+        if isinstance(query, str) and self.caption_index(query) is not None:
+            query = self.caption_index(query)
+        if isinstance(query, (int, np.integer)):
+            text, caption = self.text_rows([int(query)]), self.bench.captions[int(query)]
+            row = {b: m[int(query)] for b, m in self.matrices.items()}
+        else:
+            text, _ = self.encode_query(query)
+            caption = query.strip()
+            row = {b: m[0] for b, m in self._branch_matrix(text, self.gallery.videos, self.gallery.decoded_ok).items()}
+        scores = {b: float(r[int(video_index)]) for b, r in row.items()}
+        return explain_pair(text, self.video_rows([int(video_index)]), caption, int(video_index),
+                            self.config.latent_interaction, self.is_unify, scores)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 from tqdm import tqdm
 
@@ -45,9 +46,9 @@ def gallery_fingerprint(checkpoint: Checkpoint, bench: Benchmark) -> str:
 
 
 def _sparse_lexicon(bank, top_k: int):
-    """Keep only the top-k lexicon dimensions per item (what the gallery index serves)."""
+    """Keep only the top-k lexicon dimensions per item, as a scipy CSR matrix: the inverted index's rows."""
     if bank.lexicon is not None:
-        bank.lexicon = topk_sparsify(bank.lexicon, top_k).to_sparse_csr()
+        bank.lexicon = scipy.sparse.csr_matrix(topk_sparsify(bank.lexicon, top_k).float().cpu().numpy())
     return bank
 
 
@@ -58,10 +59,9 @@ def _bank_tensors(bank) -> dict[str, torch.Tensor]:
         if value is None:
             continue
         if f.name == "lexicon":
-            value = value.to_dense() if value.layout != torch.strided else value
-            idx = value.nonzero()
-            out["lexicon_index"] = idx.contiguous()
-            out["lexicon_value"] = value[idx[:, 0], idx[:, 1]].contiguous()
+            out["lexicon_data"] = torch.from_numpy(value.data.astype(np.float32))
+            out["lexicon_indices"] = torch.from_numpy(value.indices.astype(np.int64))
+            out["lexicon_indptr"] = torch.from_numpy(value.indptr.astype(np.int64))
             out["lexicon_shape"] = torch.tensor(value.shape)
         else:
             out[f.name] = value.detach().cpu().contiguous()
@@ -70,10 +70,10 @@ def _bank_tensors(bank) -> dict[str, torch.Tensor]:
 
 def _bank_from_tensors(cls, tensors: dict[str, torch.Tensor]):
     values = {f.name: tensors.get(f.name) for f in fields(cls)}
-    if "lexicon_index" in tensors:
-        idx, val = tensors["lexicon_index"], tensors["lexicon_value"]
-        shape = tuple(tensors["lexicon_shape"].tolist())
-        values["lexicon"] = torch.sparse_coo_tensor(idx.T, val, shape).coalesce().to_sparse_csr()
+    if "lexicon_data" in tensors:
+        values["lexicon"] = scipy.sparse.csr_matrix(
+            (tensors["lexicon_data"].numpy(), tensors["lexicon_indices"].numpy(), tensors["lexicon_indptr"].numpy()),
+            shape=tuple(tensors["lexicon_shape"].tolist()))
     return cls(**values)
 
 
@@ -97,8 +97,8 @@ def _concat(cls, parts: list):
         vals = [getattr(p, f.name) for p in parts]
         if vals[0] is None:
             out[f.name] = None
-        elif vals[0].layout == torch.sparse_csr:
-            out[f.name] = torch.cat([v.to_sparse_coo() for v in vals]).coalesce().to_sparse_csr()
+        elif scipy.sparse.issparse(vals[0]):
+            out[f.name] = scipy.sparse.vstack(vals, format="csr")
         else:
             out[f.name] = torch.cat(vals)
     return cls(**out)
@@ -178,6 +178,6 @@ def read_gallery(directory: Path, device: torch.device) -> EncodedGallery:
     for bank in (videos, texts):
         for f in fields(bank):
             value = getattr(bank, f.name)
-            if value is not None:
+            if isinstance(value, torch.Tensor):
                 setattr(bank, f.name, value.to(device))
     return EncodedGallery(texts, videos, ok, failures, directory)
