@@ -6,10 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures
-from tvr_demo.models import drl
-from tvr_demo.models.losses import (bag_of_words_loss, cdcr_correlation, decorrelation_loss, flops_regularizer,
-                                    pooled_correlation, self_distillation, symmetric_infonce)
+from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
+from tvr_demo.models.losses import (
+    bag_of_words_loss,
+    cdcr_correlation,
+    decorrelation_loss,
+    flops_regularizer,
+    pooled_correlation,
+    self_distillation,
+    symmetric_infonce,
+)
 from tvr_demo.models.unify import lexicon_activation, vocabulary_mask
 
 
@@ -37,7 +43,7 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
     latent = model.similarity(text, video)  # (B, B) unscaled
     latent_logits = scale * latent
     loss = symmetric_infonce(latent_logits)
-    parts = {"contrastive": float(loss)}
+    parts = {"contrastive": float(loss.detach())}
 
     if config.cdcr.variant and config.unify is None:
         if config.interaction == "dp":
@@ -51,7 +57,7 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
                                  drl.interaction_weights(video.weight_logits if wti else None, video.mask))
         cdcr = decorrelation_loss(c, config.cdcr.alpha1, config.cdcr.alpha2)
         loss = loss + config.cdcr.weight * cdcr
-        parts["cdcr"] = float(cdcr)
+        parts["cdcr"] = float(cdcr.detach())
 
     if config.unify is not None:
         u = config.unify
@@ -64,16 +70,16 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
         lex_logits = lex / u.lexicon_temperature
         lexicon_nce = symmetric_infonce(lex_logits)
         loss = loss + lexicon_nce
-        parts["lexicon"] = float(lexicon_nce)
+        parts["lexicon"] = float(lexicon_nce.detach())
         if stage == 1 and video_words is not None:
             bow = bag_of_words_loss(video.lexicon_logits, video_words, vocabulary_mask().to(lex.device))
             loss = loss + u.bow_weight * bow
-            parts["bow"] = float(bow)
+            parts["bow"] = float(bow.detach())
         if stage == 2:
             flops = flops_regularizer(t_lex) + flops_regularizer(v_lex)
             loss = loss + ramp * u.flops_weight * flops
-            parts["flops"] = float(flops)
+            parts["flops"] = float(flops.detach())
         distill = self_distillation(latent_logits, lex_logits, u.distill_tau)
         loss = loss + u.distill_weight * distill
-        parts["distill"] = float(distill)
+        parts["distill"] = float(distill.detach())
     return LossTerms(loss, parts)

@@ -153,7 +153,7 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     rows = [c[0] for c in data.captions_of]
     texts = text_bank(model, model.encode_text(data.caption_ids[rows].to(model.device),
                                                data.caption_mask[rows].to(model.device)))
-    videos = encode_video_frames(model, torch.from_numpy(np.ascontiguousarray(data.frames)),
+    videos = encode_video_frames(model, torch.from_numpy(np.array(data.frames)),
                                  torch.from_numpy(np.ascontiguousarray(data.masks)))
     latent = similarity_matrix(texts, videos, model.config.latent_interaction).cpu().numpy()
     gt = np.arange(len(rows))
@@ -235,7 +235,7 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
             rows = [int(rng.choice(train_data.captions_of[v])) for v in batch]
             ids = train_data.caption_ids[rows].to(dev)
             tmask = train_data.caption_mask[rows].to(dev)
-            frames = normalize_frames(torch.from_numpy(train_data.frames[batch])).to(dev)
+            frames = normalize_frames(torch.from_numpy(np.array(train_data.frames[batch]))).to(dev)
             vmask = torch.from_numpy(train_data.masks[batch]).to(dev)
             words = None
             if run.model.unify is not None:
@@ -258,11 +258,17 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
+        checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
+        checksums = [checksum.clone() for _ in range(world)]
+        if world > 1:
+            dist.all_gather(checksums, checksum)  # every rank must hold the same weights after each epoch
         if rank == 0:
             val = validate(model, val_data)
             sims = val.pop("_sims", None)
-            record = {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), "loss_last": losses[-1],
-                      "val": val, "elapsed_s": round(time.time() - started, 1), "world_size": world}
+            record = {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
+                      "losses": [round(x, 4) for x in losses[:: max(1, len(losses) // 20)]] + [round(losses[-1], 4)],
+                      "val": val, "elapsed_s": round(time.time() - started, 1), "world_size": world,
+                      "param_checksums": [float(c) for c in checksums]}
             if sims is not None and epoch + 1 == epochs:
                 model.config.unify.fusion_lambda = choose_fusion_lambda(*sims)
                 record["fusion_lambda"] = model.config.unify.fusion_lambda
@@ -290,6 +296,8 @@ def train_from_args(args) -> None:
     run = RunConfig.load(args.config)
     if args.seed is not None:
         run.train.seed = args.seed
+    if args.batch_size is not None:
+        run.train.batch_size = args.batch_size
     dataset = Path(args.dataset) if args.dataset else default_dataset_dir()
     if not dataset.exists():
         raise TVRError(f"dataset folder {dataset} not found (generate it with `python -m tvr_demo generate --out "

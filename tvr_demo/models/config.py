@@ -24,6 +24,8 @@ class UnifyConfig:
     """UNIFY's lexicon branch (a documented interpretation: no official code exists; see the design note)."""
 
     top_k: int = 64  # design note: dimensions kept per item at inference (sparse gallery)
+    head_bias_init: float = -1.0  # every word starts off (a scratch MLM head would light up half the vocabulary,
+    # and 49k small activations make unbounded dot products); a word turns on only when training grounds it
     latent: Interaction = "dp"  # design note: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY
     stage1_fraction: float = 0.3  # share of training steps in stage 1 (activation); the rest is stage 2 (suppression)
     bow_weight: float = 1.0  # stage 1 bag-of-words grounding loss weight

@@ -48,9 +48,9 @@ class TVRModel(nn.Module):
             self.text_weight_fc = drl.weight_head(width, config.wti_arch)
             self.video_weight_fc = drl.weight_head(width, config.wti_arch)
         if config.unify is not None:
-            vocab = config.clip["text_cfg"]["vocab_size"]
-            self.text_lexicon_head = LexiconHead(config.text_width, config.text_width, vocab)
-            self.video_lexicon_head = LexiconHead(width, config.text_width, vocab)
+            vocab, bias = config.clip["text_cfg"]["vocab_size"], config.unify.head_bias_init
+            self.text_lexicon_head = LexiconHead(config.text_width, config.text_width, vocab, bias)
+            self.video_lexicon_head = LexiconHead(width, config.text_width, vocab, bias)
 
     @torch.no_grad()
     def init_from_clip_text(self) -> None:

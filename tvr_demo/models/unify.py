@@ -49,12 +49,12 @@ class LexiconHead(nn.Module):
     """MLM-style head: Linear, GELU, LayerNorm, then a projection onto the vocabulary tied to the token embedding
     matrix (passed in, so it is stored once), plus a bias. Returns pre-activation logits (..., V)."""
 
-    def __init__(self, in_width: int, text_width: int, vocab_size: int) -> None:
+    def __init__(self, in_width: int, text_width: int, vocab_size: int, bias_init: float = 0.0) -> None:
         super().__init__()
         self.dense = nn.Linear(in_width, text_width)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(text_width)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.bias = nn.Parameter(torch.full((vocab_size,), bias_init))
 
     def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(hidden))) @ token_embedding.T + self.bias
