@@ -13,19 +13,28 @@ from tvr_demo.metrics import QueryOutcome
 
 
 def loop_ranks(sim: np.ndarray, gt) -> list[int]:
-    """Optimistic rank by counting, row by row, the entries strictly above the ground truth."""
+    """Pessimistic rank by counting, row by row, the other entries scoring >= the ground truth."""
     rows = sim.tolist()
-    return [sum(1 for v in row if v > row[g]) for row, g in zip(rows, gt, strict=True)]
+    return [
+        sum(1 for j, v in enumerate(row) if j != g and v >= row[g]) for row, g in zip(rows, gt, strict=True)
+    ]
 
 
 def loop_v2t_ranks(sim: np.ndarray, caption_video) -> list[int]:
-    """For each video: captions strictly above its best ground-truth caption, by explicit loops."""
+    """For each video: captions of other videos scoring >= its best ground-truth caption, by explicit loops."""
     n_captions, n_videos = sim.shape
     ranks = []
     for v in range(n_videos):
         best = max(sim[c, v] for c in range(n_captions) if caption_video[c] == v)
-        ranks.append(sum(1 for c in range(n_captions) if sim[c, v] > best))
+        ranks.append(sum(1 for c in range(n_captions) if caption_video[c] != v and sim[c, v] >= best))
     return ranks
+
+
+def loop_top_other(sim: np.ndarray, gt_of, n_items: int, query: int) -> int:
+    """First item (column of row `query`) with the highest score among items that are not ground truths."""
+    others = [j for j in range(n_items) if not gt_of(j)]
+    best = max(sim[query, j] for j in others)
+    return next(j for j in others if sim[query, j] == best)
 
 
 def official_ranks(x: np.ndarray) -> np.ndarray:
@@ -38,18 +47,36 @@ def official_ranks(x: np.ndarray) -> np.ndarray:
 # A tiny worked example: 4 captions x 4 videos, one caption per video, with ties.
 TIED = np.array(
     [
-        [0.9, 0.9, 0.1, 0.0],  # gt 0 tied with col 1 for first -> rank 0 (optimistic)
-        [0.5, 0.2, 0.5, 0.2],  # gt 1 = 0.2: two entries above, col 3 tied -> rank 2
-        [0.1, 0.2, 0.3, 0.4],  # gt 2 = 0.3: one above -> rank 1
-        [0.7, 0.7, 0.7, 0.7],  # all tied -> rank 0
+        [0.9, 0.9, 0.1, 0.0],  # gt 0 = 0.9 tied with col 1 for first -> rank 1 (pessimistic)
+        [0.5, 0.2, 0.5, 0.2],  # gt 1 = 0.2: cols 0 and 2 above, col 3 tied -> rank 3
+        [0.1, 0.2, 0.3, 0.4],  # gt 2 = 0.3: col 3 above, no tie -> rank 1
+        [0.7, 0.7, 0.7, 0.7],  # all tied: the 3 others count -> rank 3
     ]
 )
 
 
-def test_ties_are_optimistic():
-    """A ground truth tied with others counts only the entries strictly above it."""
-    np.testing.assert_array_equal(metrics.gt_ranks(TIED, np.arange(4)), [0, 2, 1, 0])
+def test_ties_are_pessimistic():
+    """A ground truth tied with others ranks below them: every other entry >= its score counts."""
+    np.testing.assert_array_equal(metrics.gt_ranks(TIED, np.arange(4)), [1, 3, 1, 3])
     np.testing.assert_array_equal(metrics.gt_ranks(TIED, np.arange(4)), loop_ranks(TIED, range(4)))
+
+
+def test_constant_scores_get_no_credit():
+    """A model scoring everything alike (e.g. all-zero sparse lexicon scores) gets R@1 = 0, not 100."""
+    for n in (2, 5, 100):
+        result = metrics.evaluate_similarity(np.zeros((n, n), dtype=np.float32), np.arange(n))
+        for direction in ("t2v", "v2t"):
+            assert result[direction]["R@1"] == 0.0
+            assert result[direction]["MdR"] == result[direction]["MnR"] == n  # every rank is n - 1
+    # One item: nothing else to tie with, so it is found.
+    assert metrics.evaluate_similarity(np.zeros((1, 1)), np.arange(1))["t2v"]["R@1"] == 100.0
+    # Several captions per video: only captions of other videos count in v2t.
+    caption_video = np.array([0, 0, 1, 2, 2, 2])
+    sim = np.full((6, 3), 0.5)
+    np.testing.assert_array_equal(metrics.text_to_video_ranks(sim, caption_video), [2] * 6)
+    np.testing.assert_array_equal(metrics.video_to_text_ranks(sim, caption_video), [4, 5, 3])
+    outcomes = metrics.query_outcomes(sim, caption_video, "t2v")
+    assert len(metrics.failures(outcomes)) == 6 and all(o.margin == 0.0 for o in outcomes)
 
 
 def test_official_lookup_misaligns_on_ties_but_agrees_without():
@@ -69,13 +96,15 @@ def test_recall_metrics_by_hand():
 
 
 def test_tiny_example_both_directions():
-    """TIED as (captions, videos): t2v ranks [0,2,1,0]; v2t counts column entries above the diagonal."""
+    """TIED as (captions, videos): t2v ranks [1,3,1,3]; v2t counts off-diagonal column entries >= diagonal."""
     result = metrics.evaluate_similarity(TIED, np.arange(4))
-    assert result["t2v"] == pytest.approx({"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 1.5, "MnR": 1.75})
-    # Columns: v0 [.9,.5,.1,.7] gt .9 -> 0; v1 [.9,.2,.2,.7] gt .2 -> 2; v2 [.1,.5,.3,.7] gt .3 -> 2;
-    # v3 [0,.2,.4,.7] gt .7 -> 0.
-    np.testing.assert_array_equal(metrics.video_to_text_ranks(TIED, np.arange(4)), [0, 2, 2, 0])
-    assert result["v2t"] == pytest.approx({"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 2.0})
+    # t2v: median(1,1,3,3) + 1 = 3, mean 8/4 + 1 = 3.
+    assert result["t2v"] == pytest.approx({"R@1": 0.0, "R@5": 100.0, "R@10": 100.0, "MdR": 3.0, "MnR": 3.0})
+    # Columns: v0 [.9,.5,.1,.7] gt .9 -> 0; v1 [.9,.2,.2,.7] gt .2 -> 3 (.9, .7 and the tied .2);
+    # v2 [.1,.5,.3,.7] gt .3 -> 2; v3 [0,.2,.4,.7] gt .7 -> 0.
+    np.testing.assert_array_equal(metrics.video_to_text_ranks(TIED, np.arange(4)), [0, 3, 2, 0])
+    # v2t: median(0,0,2,3) + 1 = 2, mean 5/4 + 1 = 2.25.
+    assert result["v2t"] == pytest.approx({"R@1": 50.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": 2.25})
 
 
 def test_multi_caption_matches_loops():
@@ -99,6 +128,20 @@ def test_multi_caption_v2t_uses_best_caption():
     np.testing.assert_array_equal(metrics.text_to_video_ranks(sim, caption_video), [0, 0, 0])
 
 
+def test_multi_caption_v2t_ties():
+    """A video's own captions tied with its best never count; another video's tied caption does."""
+    # Column v0: captions 0, 1 (both v0) and 2 (v1) all 0.5 -> only caption 2 counts -> rank 1, top 2.
+    # Column v1: gt caption 2 = 0.3, captions 0 and 1 tie it -> rank 2, top 0.
+    sim = np.array([[0.5, 0.3], [0.5, 0.3], [0.5, 0.3]])
+    caption_video = np.array([0, 0, 1])
+    np.testing.assert_array_equal(metrics.video_to_text_ranks(sim, caption_video), [1, 2])
+    v2t = metrics.query_outcomes(sim, caption_video, "v2t")
+    assert v2t[0] == QueryOutcome(query=0, gt=0, rank=1, top=2, gt_score=0.5, top_score=0.5, margin=0.0)
+    assert v2t[1] == QueryOutcome(query=1, gt=2, rank=2, top=0, gt_score=0.3, top_score=0.3, margin=0.0)
+    # t2v: caption 0's gt v0 = 0.5 beats v1 = 0.3 -> 0; caption 2's gt v1 = 0.3 is beaten by v0 -> 1.
+    np.testing.assert_array_equal(metrics.text_to_video_ranks(sim, caption_video), [0, 0, 1])
+
+
 def test_one_caption_per_video_reduces_to_diagonal():
     """With one caption per video (any order), v2t is gt_ranks on S transposed."""
     rng = np.random.default_rng(2)
@@ -119,8 +162,13 @@ def test_blockwise_matches_loops(monkeypatch):
         metrics.video_to_text_ranks(sim, caption_video), loop_v2t_ranks(sim, caption_video)
     )
     for o in metrics.query_outcomes(sim, caption_video, "v2t"):
-        column = sim[:, o.query].tolist()
-        assert o.rank == 0 or o.top == column.index(max(column))  # the first caption with the top score
+        if o.rank > 0:  # the first caption of another video with the top score among those
+            want = loop_top_other(sim.T, lambda c, v=o.query: caption_video[c] == v, sim.shape[0], o.query)
+            assert o.top == want and o.margin >= 0
+    for o in metrics.query_outcomes(sim, caption_video, "t2v"):
+        if o.rank > 0:  # the first video other than the gt with the top score among those
+            assert o.top == loop_top_other(sim, lambda j, g=o.gt: j == g, sim.shape[1], o.query)
+            assert o.top != o.gt and o.margin >= 0
 
 
 def test_bad_inputs_are_refused():
@@ -167,13 +215,18 @@ def test_standardize_rows():
 
 
 def test_query_outcomes_t2v_and_v2t():
-    """t2v: winner and margin per caption; a tie for first keeps gt as top. v2t: gt is the best caption."""
+    """t2v: best other item and margin per caption; a tie is a miss with margin 0. v2t: gt is the best caption."""
     out = metrics.query_outcomes(TIED, np.arange(4), "t2v")
-    assert out[0] == QueryOutcome(query=0, gt=0, rank=0, top=0, gt_score=0.9, top_score=0.9, margin=0.0)
+    assert out[0] == QueryOutcome(query=0, gt=0, rank=1, top=1, gt_score=0.9, top_score=0.9, margin=0.0)
     assert out[1] == QueryOutcome(
-        query=1, gt=1, rank=2, top=0, gt_score=0.2, top_score=0.5, margin=pytest.approx(0.3)
+        query=1, gt=1, rank=3, top=0, gt_score=0.2, top_score=0.5, margin=pytest.approx(0.3)
     )
-    assert out[3].top == 3 and out[3].margin == 0.0
+    assert out[2] == QueryOutcome(
+        query=2, gt=2, rank=1, top=3, gt_score=0.3, top_score=0.4, margin=pytest.approx(0.1)
+    )
+    assert out[3] == QueryOutcome(query=3, gt=3, rank=3, top=0, gt_score=0.7, top_score=0.7, margin=0.0)
+    # rank 3 (margins .3, 0), then rank 1 (margins .1, 0)
+    assert [o.query for o in metrics.failures(out)] == [1, 3, 2, 0]
 
     sim = np.array([[0.1, 0.0], [0.8, 0.9], [0.5, 0.2]])
     v2t = metrics.query_outcomes(sim, np.array([0, 1, 0]), "v2t")

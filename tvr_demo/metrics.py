@@ -44,10 +44,14 @@ def _check_index(index: np.ndarray, size: int, what: str) -> np.ndarray:
 def gt_ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """0-based rank of each row's ground-truth column among the row sorted descending.
 
-    Ties are optimistic: rank = number of entries strictly greater than the ground truth's score, so a ground
-    truth tied for first has rank 0. The official DRL/CLIP4Clip `compute_metrics` finds the rank with
+    Ties are pessimistic: rank = number of OTHER entries scoring >= the ground truth's score (the ground truth
+    itself excluded), so a ground truth tied with anything ranks below it. Optimistic ties (count only the
+    entries strictly above) would flatter degenerate models: UNIFY's sparse lexicon scores are exactly 0 for
+    most pairs and an untrained model can score everything alike, and a constant matrix would get R@1 = 100;
+    pessimistically it gets R@1 = 0. Without ties this equals the official DRL/CLIP4Clip rank, so real-valued
+    matrices give the official numbers. The official `compute_metrics` finds the rank with
     `np.where(np.sort(-x, 1) - diag == 0)`, which returns several hits for a tied row and so misaligns every
-    later row; we do not copy that bug (without ties the two agree).
+    later row; we do not copy that bug.
     """
     sim = _check_sim(sim)
     gt = _check_index(gt, sim.shape[1], "ground-truth column index")
@@ -60,7 +64,8 @@ def gt_ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
     for start in range(0, sim.shape[0], step):
         block = sim[start : start + step]  # (b, G)
         gt_score = block[np.arange(block.shape[0]), gt[start : start + step]]  # (b,)
-        ranks[start : start + step] = np.count_nonzero(block > gt_score[:, None], axis=1)
+        # The ground truth is always >= itself (no NaNs), so subtracting 1 leaves the other entries.
+        ranks[start : start + step] = np.count_nonzero(block >= gt_score[:, None], axis=1) - 1
     return ranks
 
 
@@ -76,7 +81,11 @@ def recall_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[st
 
 
 def text_to_video_ranks(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
-    """Each caption queries the videos; sim (n_captions, n_videos), caption_video[i] = caption i's video."""
+    """Each caption queries the videos; sim (n_captions, n_videos), caption_video[i] = caption i's video.
+
+    A caption has exactly one ground-truth video, so this is gt_ranks (pessimistic ties) with several
+    captions per video as well.
+    """
     return gt_ranks(sim, caption_video)
 
 
@@ -103,20 +112,28 @@ def _best_gt_captions(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
 
 def _video_to_text(sim: np.ndarray, caption_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(best ground-truth caption, rank) per video; sim is already checked."""
-    best = _best_gt_captions(sim, caption_video)  # (n_videos,)
-    best_score = sim[best, np.arange(sim.shape[1])]  # (n_videos,)
-    ranks = np.zeros(sim.shape[1], dtype=np.int64)
-    step = _rows_per_block(sim.shape[1])
+    best = _best_gt_captions(sim, caption_video)  # (n_videos,); caption_video checked there
+    caption_video = np.asarray(caption_video, dtype=np.int64)
+    n_videos = sim.shape[1]
+    best_score = sim[best, np.arange(n_videos)]  # (n_videos,)
+    ranks = np.zeros(n_videos, dtype=np.int64)
+    step = _rows_per_block(n_videos)
     for start in range(0, sim.shape[0], step):  # caption blocks, so S is never transposed into a copy
-        ranks += np.count_nonzero(sim[start : start + step] > best_score[None, :], axis=0)
+        ranks += np.count_nonzero(sim[start : start + step] >= best_score[None, :], axis=0)
+    # Take back the video's own captions counted above: those scoring >= its best, i.e. tied with it.
+    own_score = sim[np.arange(sim.shape[0]), caption_video]  # (n_captions,)
+    own_counted = caption_video[own_score >= best_score[caption_video]]
+    ranks -= np.bincount(own_counted, minlength=n_videos)
     return best, ranks
 
 
 def video_to_text_ranks(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
     """Each video is a query over all captions and counts as found by its best-ranked caption.
 
-    rank = number of captions scoring strictly higher than the video's best ground-truth caption (optimistic
-    ties); with one caption per video this is `gt_ranks(sim.T, arange)`. sim is (n_captions, n_videos).
+    rank = number of non-ground-truth captions scoring >= the video's best ground-truth caption (pessimistic
+    ties, as in gt_ranks: a tie never flatters a model; without ties this is the official rank). The video's
+    other captions never count against it. With one caption per video this is `gt_ranks(sim.T, arange)`.
+    sim is (n_captions, n_videos).
     """
     return _video_to_text(_check_sim(sim), caption_video)[1]
 
@@ -165,39 +182,81 @@ class QueryOutcome:
     query: int
     gt: int
     rank: int
-    top: int  # the best-scoring item: the ground truth itself when rank == 0, else the item that beat it
+    top: int  # the ground truth itself when rank == 0, else the best-scoring non-ground-truth item
     gt_score: float
     top_score: float
-    margin: float  # top_score - gt_score; 0 when correct
+    margin: float  # top_score - gt_score: 0 when correct or tied (a tie is a miss), else > 0
 
 
-def _column_argmax(sim: np.ndarray) -> np.ndarray:
-    """sim.argmax(axis=0) in row blocks: numpy's argmax over a non-last axis copies the whole matrix."""
+def _row_top_other(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Per row, the first column with the highest score other than the row's gt column, in row blocks.
+
+    The maximum is taken with the gt masked to -inf, then the first non-gt column equal to it is picked, so a
+    row whose other entries are all -inf still gets a non-gt column. A row with no other column gets 0.
+    """
+    top = np.zeros(sim.shape[0], dtype=np.int64)
     step = _rows_per_block(sim.shape[1])
-    columns = np.arange(sim.shape[1])
-    arg = sim[:step].argmax(axis=0)
-    best = sim[arg, columns]
-    for start in range(step, sim.shape[0], step):
-        block_arg = sim[start : start + step].argmax(axis=0)
-        block_best = sim[start + block_arg, columns]
-        better = block_best > best  # strict: the first maximum wins, as in np.argmax
-        arg[better], best[better] = start + block_arg[better], block_best[better]
-    return arg
+    for start in range(0, sim.shape[0], step):
+        block = sim[start : start + step]  # (b, G)
+        rows = np.arange(block.shape[0])
+        other = np.ones(block.shape, dtype=bool)
+        other[rows, gt[start : start + step]] = False
+        best = np.where(other, block, -np.inf).max(axis=1)  # (b,)
+        top[start : start + step] = ((block == best[:, None]) & other).argmax(axis=1)
+    return top
+
+
+def _column_top_other(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
+    """Per video (column), the first caption with the highest score among captions of other videos.
+
+    Two passes over caption blocks (column maximum, then its first occurrence): numpy's argmax over a
+    non-last axis would copy the whole matrix. A video that every caption belongs to gets 0.
+    """
+    n_videos = sim.shape[1]
+    step = _rows_per_block(n_videos)
+
+    def other_mask(start: int, block: np.ndarray) -> np.ndarray:
+        other = np.ones(block.shape, dtype=bool)
+        other[np.arange(block.shape[0]), caption_video[start : start + step]] = False
+        return other
+
+    best = np.full(n_videos, -np.inf)
+    for start in range(0, sim.shape[0], step):
+        block = sim[start : start + step]
+        best = np.maximum(best, np.where(other_mask(start, block), block, -np.inf).max(axis=0))
+    top = np.zeros(n_videos, dtype=np.int64)
+    found = np.zeros(n_videos, dtype=bool)
+    for start in range(0, sim.shape[0], step):
+        block = sim[start : start + step]
+        hit = (block == best[None, :]) & other_mask(start, block)
+        new = hit.any(axis=0) & ~found
+        top[new] = start + hit.argmax(axis=0)[new]
+        found |= new
+        if found.all():
+            break
+    return top
 
 
 def query_outcomes(sim: np.ndarray, caption_video: np.ndarray, direction: str = "t2v") -> list[QueryOutcome]:
-    """Per-query outcomes for the failure list; for v2t the ground truth is the video's best caption."""
+    """Per-query outcomes for the failure list; for v2t the ground truth is the video's best caption.
+
+    rank is the pessimistic rank of text_to_video_ranks / video_to_text_ranks. When rank > 0, top is the
+    best-scoring non-ground-truth item (first on ties; for v2t a caption of another video), which scores >=
+    the ground truth, so margin >= 0, and margin == 0 means a tie that counts as a miss.
+    """
     sim = _check_sim(sim)
     if direction == "t2v":
         gt = _check_index(caption_video, sim.shape[1], "caption_video")
         ranks = gt_ranks(sim, gt)
-        scores, argmax = sim, sim.argmax(axis=1)  # (Q, G): queries on rows
+        scores, other_top = sim, _row_top_other(sim, gt)  # (Q, G): queries on rows
     elif direction == "v2t":
         gt, ranks = _video_to_text(sim, caption_video)
-        scores, argmax = sim.T, _column_argmax(sim)  # sim.T is a view: videos on rows, captions on columns
+        caption_video = np.asarray(caption_video, dtype=np.int64)
+        # sim.T is a view: videos on rows, captions on columns
+        scores, other_top = sim.T, _column_top_other(sim, caption_video)
     else:
         raise ValueError(f"direction must be 't2v' or 'v2t', got {direction!r}")
-    top = np.where(ranks == 0, gt, argmax)  # on a tie for first the ground truth is the top item
+    top = np.where(ranks == 0, gt, other_top)
     rows = np.arange(scores.shape[0])
     gt_score = scores[rows, gt].astype(np.float64)
     top_score = scores[rows, top].astype(np.float64)
