@@ -1,0 +1,24 @@
+"""Plotly figures for the app and for slides: each function takes arrays and labels and knows nothing of models."""
+
+from tvr_demo.plots.correlation import correlation_figure, correlation_stats
+from tvr_demo.plots.embedding import embedding_map_figure
+from tvr_demo.plots.explain import (
+    lexicon_difference_figure,
+    lexicon_figure,
+    pooled_figure,
+    token_frame_figure,
+)
+from tvr_demo.plots.metrics import compare_figure, metrics_figure, slice_figure
+
+__all__ = [
+    "compare_figure",
+    "correlation_figure",
+    "correlation_stats",
+    "embedding_map_figure",
+    "lexicon_difference_figure",
+    "lexicon_figure",
+    "metrics_figure",
+    "pooled_figure",
+    "slice_figure",
+    "token_frame_figure",
+]

@@ -1,0 +1,113 @@
+"""The checkpoints and galleries the app serves: each engine is built once (with progress) and then shared,
+read-only, by every user and listener."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tvr_demo.checkpoints import list_checkpoints, load_checkpoint
+from tvr_demo.data import Benchmark, load_benchmark
+from tvr_demo.engine import Engine
+from tvr_demo.errors import CheckpointError, DatasetError, QueryError
+from tvr_demo.scoring import default_device
+from tvr_demo.ui.media import video_thumbnail
+
+Progress = Callable[..., object] | None  # gr.Progress or None
+
+
+def _label(spec: str, taken: set[str]) -> str:
+    """A short dropdown name for a checkpoint spec: the registry name, or the folder / file name of a path."""
+    path = Path(spec)
+    base = path.name if (path.exists() or "/" in spec) else spec
+    label, n = base, 2
+    while label in taken:
+        label, n = f"{base}-{n}", n + 1
+    return label
+
+
+def model_summary(config) -> str:
+    """One line on what a model computes, for headers and tables."""
+    if config.unify is not None:
+        return f"UNIFY: latent {config.unify.latent} + lexicon (top-{config.unify.top_k} words), fused"
+    parts = [config.interaction.upper(), config.temporal]
+    if config.cdcr.variant:
+        parts.append(f"CDCR v{config.cdcr.variant} (α1={config.cdcr.alpha1:g}, α2={config.cdcr.alpha2:g})")
+    return " + ".join(parts)
+
+
+class Session:
+    """Checkpoint specs by display name, the gallery given at start, and the engines built so far."""
+
+    def __init__(self, checkpoints: Sequence[str] | None = None, dataset: str | Path | None = None,
+                 split: str = "test", device: str | None = None, cache_root: Path | None = None) -> None:
+        specs = list(checkpoints) if checkpoints else [entry["name"] for entry in list_checkpoints()]
+        if not specs:
+            raise CheckpointError("no checkpoints: checkpoints/registry.json lists none and no --checkpoint was "
+                                  "given; pass --checkpoint NAME_OR_PATH")
+        self.models: dict[str, str] = {}
+        for spec in specs:
+            self.models[_label(str(spec), set(self.models))] = str(spec)
+        self.dataset = str(dataset) if dataset else ""  # "" = the bundled benchmark, generated on first use
+        self.split = split
+        self.device = str(default_device(device))
+        self.cache_root = cache_root
+        self._engines: dict[tuple[str, str, str], Engine] = {}
+        self._benchmarks: dict[tuple[str, str], Benchmark] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def default_model(self) -> str:
+        return next(iter(self.models))
+
+    def dataset_dir(self, dataset: str | None, progress: Progress = None) -> Path:
+        """The folder of a gallery; blank means the bundled benchmark, generated (with progress) if missing."""
+        dataset = (dataset or self.dataset or "").strip()
+        if dataset:
+            path = Path(dataset).expanduser()
+            if not path.is_dir():
+                raise DatasetError(f"gallery folder {path} does not exist; give a benchmark folder (e.g. one written "
+                                   "by `python -m tvr_demo generate --out DIR`)")
+            return path.resolve()
+        from tvr_demo.data.synthetic import ensure_default_dataset
+
+        if progress is not None:
+            progress(0, desc="preparing the bundled benchmark (generated once, a few minutes)")
+        return ensure_default_dataset(progress=True)
+
+    def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
+        root, split = self.dataset_dir(dataset, progress), split or self.split
+        key = (str(root), split)
+        with self._lock:
+            if key not in self._benchmarks:
+                self._benchmarks[key] = load_benchmark(root, split)
+            return self._benchmarks[key]
+
+    def engine(self, model: str | None = None, dataset: str | None = None, split: str | None = None,
+               progress: Progress = None) -> Engine:
+        """The engine for a model and gallery, built on first use: load the checkpoint, encode (or read back) the
+        gallery. One build at a time, so two users never encode the same gallery twice."""
+        model = model or self.default_model
+        if model not in self.models:
+            raise QueryError(f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
+        bench = self.benchmark(dataset, split, progress)
+        key = (model, str(bench.root), bench.split)
+        if key in self._engines:
+            return self._engines[key]
+        with self._lock:
+            if key not in self._engines:
+                if progress is not None:
+                    progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
+                                     f"({bench.num_videos} videos; cached after the first time)")
+                checkpoint = load_checkpoint(self.models[model], self.device)
+                self._engines[key] = Engine(checkpoint, bench, self.cache_root, progress=True)
+            return self._engines[key]
+
+    def thumbnail(self, gallery_key: str, index: int) -> str:
+        """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
+        root, _, split = str(gallery_key).rpartition("::")
+        bench = self._benchmarks.get((root, split))
+        if bench is None or not 0 <= int(index) < bench.num_videos:
+            return ""
+        return video_thumbnail(str(bench.video_paths[int(index)]))
