@@ -64,14 +64,13 @@ def build_demo(session: Session) -> gr.Blocks:
         header = (f"**Device** `{session.device}` · **Model** `{model}`: {model_summary(e.config)} · **Gallery** "
                   f"{bench.name}/{bench.split}: {bench.num_videos} videos, {bench.num_captions} captions "
                   f"(`{bench.root}`)" + (f"\n\n{description}" if description else "")
-                  + (f"\n\n⚠️ {len(e.skipped)} videos could not be decoded and are never retrieved."
+                  + (f"\n\n⚠ {len(e.skipped)} videos could not be decoded and are never retrieved."
                      if e.skipped else ""))
         captions = list(dict.fromkeys(bench.captions))[:500]
         colours = analysis.map_colour_choices(e)
         return (header, gr.Dropdown(choices=captions), gr.Dropdown(choices=bench.video_ids),
                 gr.Dropdown(choices=analysis.slice_choices(e), value=analysis.ALL_SLICES),
-                gr.Dropdown(choices=colours, value=colours[0]), gr.Column(visible=e.is_unify),
-                gr.Column(visible=e.is_unify))
+                gr.Dropdown(choices=colours, value=colours[0]), *[gr.Column(visible=e.is_unify)] * 3)
 
     @user_errors
     def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
@@ -153,35 +152,41 @@ def build_demo(session: Session) -> gr.Blocks:
     def to_explain():
         return gr.Tabs(selected="explain")
 
-    def open_result(order, query, evt: gr.SelectData):
-        return order[evt.index], f"selected: result #{evt.index + 1}"
+    def open_result(order, model, dataset, split, evt: gr.SelectData):
+        video = order[evt.index]
+        return video, f"Selected **{engine(model, dataset, split).bench.video_ids[video]}** (result {evt.index + 1})"
 
-    def explain_selected(query, selected):
+    def open_pair(context, query, video, compare_query="", compare_video=None):
+        """Switch to the explain tab with its fields filled (videos by id); the explain listener runs next."""
+        ids = engine(*context).bench.video_ids
+        return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
+                "" if compare_video is None or compare_video < 0 else ids[compare_video])
+
+    def explain_selected(query, selected, model, dataset, split):
         if selected is None:
             raise gr.Error("click a result first", print_exception=False)
-        return to_explain(), query, str(selected), "", ""
+        return open_pair((model, dataset, split), query, selected)
 
-    def open_table_row(order, query, evt: gr.SelectData):
-        return to_explain(), query, str(order[evt.index[0]]), "", ""
+    def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
+        return open_pair((model, dataset, split), query, order[evt.index[0]])
 
-    def open_caption_row(captions, video_index, evt: gr.SelectData):
+    def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
         if video_index is None:
             raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
-        e_caption = captions[evt.index[0]]
-        return to_explain(), e_caption, str(video_index), "", ""
+        caption = engine(model, dataset, split).bench.captions[captions[evt.index[0]]]
+        return open_pair((model, dataset, split), caption, video_index)
 
-    def open_pair_row(pairs, evt: gr.SelectData):
-        qa, va, qb, vb = pairs[evt.index[0]]
-        return to_explain(), qa, str(va), qb, "" if vb is None or vb < 0 else str(vb)
+    def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
+        return open_pair((model, dataset, split), *pairs[evt.index[0]])
 
     def open_map_point(model, dataset, split, evt: gr.EventData):
-        data = evt._data or {}
-        e = engine(model, dataset, split)
+        context = (model, dataset, split)
+        data, bench = evt._data or {}, engine(*context).bench
         kind, index = data.get("kind"), int(data.get("index", 0))
         if kind == "caption":
-            return to_explain(), e.bench.captions[index], "", "", ""
-        captions = e.bench.captions_of(index)
-        return to_explain(), e.bench.captions[captions[0]] if captions else "", str(index), "", ""
+            return open_pair(context, bench.captions[index], None)
+        captions = bench.captions_of(index)
+        return open_pair(context, bench.captions[captions[0]] if captions else "", index)
 
     def map_selection(model, dataset, split, evt: gr.EventData):
         e = engine(model, dataset, split)
@@ -199,7 +204,7 @@ def build_demo(session: Session) -> gr.Blocks:
             dataset = gr.Textbox(session.dataset, label="Gallery folder", scale=3,
                                  placeholder="blank = the bundled synthetic benchmark")
             split = gr.Dropdown(["test", "val", "train"], value=session.split, label="Split", scale=1)
-            load_btn = gr.Button("Load", scale=1)
+            load_btn = gr.Button("Load", scale=0, min_width=100)
         ctx = [model, dataset, split]
         with gr.Tabs() as tabs:
             with gr.Tab("Search", id="search"):
@@ -211,12 +216,13 @@ def build_demo(session: Session) -> gr.Blocks:
                 examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
                                        allow_custom_value=False)
                 summary = gr.Markdown()
-                results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=5, height="auto",
+                results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=6, height="auto", object_fit="contain",
                                      elem_id="search-results")
                 with gr.Row():
                     selected_md = gr.Markdown()
                     explain_btn_search = gr.Button("Explain the selected result", variant="primary")
                 results_table = gr.Dataframe(label="Ranking (click a row to explain it)", interactive=False,
+                                             headers=["rank", "video", "index", "score", "ground truth"],
                                              elem_id="search-table")
                 order, selected = gr.State([]), gr.State(None)
                 with gr.Accordion("Video → text: the captions that match a clip", open=False):
@@ -227,7 +233,8 @@ def build_demo(session: Session) -> gr.Blocks:
                     vsummary = gr.Markdown()
                     with gr.Row():
                         vpreview = gr.Video(label="Query clip", interactive=False, height=240)
-                        vtable = gr.Dataframe(label="Top-k captions (click a row to explain it)", interactive=False)
+                        vtable = gr.Dataframe(label="Top-k captions (click a row to explain it)", interactive=False,
+                                              headers=["rank", "caption", "caption #", "score", "ground truth"])
                     vcaptions, vindex = gr.State([]), gr.State(None)
             with gr.Tab("Explain", id="explain"):
                 with gr.Row(equal_height=True):
@@ -247,12 +254,14 @@ def build_demo(session: Session) -> gr.Blocks:
                         fig_b = gr.Plot(label="Pair B", elem_id="explain-b")
                         with gr.Column(visible=False) as lex_col_b:
                             lex_b = gr.Plot(label="Lexicon words B (UNIFY)")
-                diff = gr.Plot(label="Words that separate A from B (UNIFY, same query)")
+                with gr.Column(visible=False) as diff_col:
+                    diff = gr.Plot(label="Words that separate A from B (UNIFY, same query)")
             with gr.Tab("Failures", id="failures") as failures_tab:
                 metrics_btn = gr.Button("Evaluate")
                 with gr.Row():
                     metrics_fig = gr.Plot(label="Benchmark metrics", elem_id="metrics-plot")
-                    metrics_table = gr.Dataframe(label="All metrics", interactive=False)
+                    metrics_table = gr.Dataframe(label="All metrics", interactive=False,
+                                                 headers=["series", "direction", "R@1", "R@5", "R@10", "MdR", "MnR"])
                 with gr.Row(equal_height=True):
                     direction = gr.Radio(["t2v", "v2t"], value="t2v", label="Direction")
                     fail_branch = gr.Dropdown(BRANCHES, value="auto", label="Branch")
@@ -262,7 +271,8 @@ def build_demo(session: Session) -> gr.Blocks:
                 failures_btn = gr.Button("List failures", variant="primary")
                 failures_md = gr.Markdown()
                 failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)",
-                                              interactive=False, elem_id="failures-table")
+                                              interactive=False, elem_id="failures-table",
+                                              headers=["query #", "caption", "ground truth", "rank", "beaten by"])
                 failure_pairs = gr.State([])
                 with gr.Row(equal_height=True):
                     model_b = gr.Dropdown(list(session.models), value=list(session.models)[-1],
@@ -275,7 +285,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 with gr.Row():
                     compare_fig = gr.Plot(label="Agreement")
                     compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong",
-                                                 interactive=False)
+                                                 interactive=False, headers=["which", "query #", "caption"])
                 compare_pairs = gr.State([])
             with gr.Tab("Channels", id="channels"):
                 names = list(session.models)
@@ -295,7 +305,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 gr.Markdown("Hover a video (◆) for its frame; click any point to open it in Explain; lasso to list.")
                 map_fig = gr.Plot(label="Embedding map", elem_id=MAP_ELEM_ID)
                 bridge = gr.HTML("", js_on_load=MAP_BRIDGE_JS, server_functions=[thumbnail])
-                map_selected = gr.Dataframe(label="Lasso selection", interactive=False)
+                map_selected = gr.Dataframe(label="Lasso selection", interactive=False, headers=["kind", "#", "item"])
             with gr.Tab("Teach", id="teach"):
                 walkthrough = gr.Markdown("Explain a pair first: this page then tells its story with its numbers.")
                 gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
@@ -306,14 +316,14 @@ def build_demo(session: Session) -> gr.Blocks:
                     export_file = gr.File(label="Download", interactive=False)
 
         # ------------------------------------------------------------------ wiring
-        loaded = [header, examples, video_pick, slice_label, colour_by, lex_col_a, lex_col_b]
+        loaded = [header, examples, video_pick, slice_label, colour_by, lex_col_a, lex_col_b, diff_col]
         gr.on([demo.load, model.change, split.change, load_btn.click, dataset.submit], load, ctx, loaded,
               api_name="load")
         search_out = [results, summary, results_table, order]
         gr.on([query.submit], run_search, [query, k, branch, *ctx], search_out, api_name="search")
         examples.input(lambda c: c, examples, query, api_visibility="private").then(
             run_search, [query, k, branch, *ctx], search_out, api_visibility="private")
-        results.select(open_result, [order, query], [selected, selected_md], api_visibility="private")
+        results.select(open_result, [order, *ctx], [selected, selected_md], api_visibility="private")
         explain_out = [md_a, fig_a, lex_a, md_b, fig_b, lex_b, diff, walkthrough]
         explain_in = [ex_query, ex_video, cmp_query, cmp_video, *ctx]
         open_out = [tabs, ex_query, ex_video, cmp_query, cmp_video]
@@ -322,11 +332,11 @@ def build_demo(session: Session) -> gr.Blocks:
             event(fn, inputs, open_out, api_visibility="private").success(
                 run_explain, explain_in, explain_out, api_visibility="private")
 
-        opens(explain_btn_search.click, explain_selected, [query, selected])
-        opens(results_table.select, open_table_row, [order, query])
+        opens(explain_btn_search.click, explain_selected, [query, selected, *ctx])
+        opens(results_table.select, open_table_row, [order, query, *ctx])
         vsearch_btn.click(run_search_video, [video_pick, upload, k, branch, *ctx],
                           [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video")
-        opens(vtable.select, open_caption_row, [vcaptions, vindex])
+        opens(vtable.select, open_caption_row, [vcaptions, vindex, *ctx])
         explain_btn.click(run_explain, explain_in, explain_out, api_name="explain")
         ex_query.submit(run_explain, explain_in, explain_out, api_visibility="private")
 
@@ -336,11 +346,11 @@ def build_demo(session: Session) -> gr.Blocks:
         failures_btn.click(run_failures, failures_in, failures_out, api_name="failures")
         failures_tab.select(run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private").then(
             run_failures, failures_in, failures_out, api_visibility="private")
-        opens(failures_table.select, open_pair_row, [failure_pairs])
+        opens(failures_table.select, open_pair_row, [failure_pairs, *ctx])
         slices_btn.click(run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices")
         compare_btn.click(run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
                                                                      compare_md], api_name="compare")
-        opens(compare_table.select, open_pair_row, [compare_pairs])
+        opens(compare_table.select, open_pair_row, [compare_pairs, *ctx])
         corr_btn.click(run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation")
         map_btn.click(run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
         opens(bridge.click, open_map_point, ctx)

@@ -25,16 +25,18 @@ def correlation_stats(c: np.ndarray) -> dict[str, float]:
 def correlation_figure(matrices: Mapping[str, np.ndarray], title: str = "") -> go.Figure:
     """One heatmap per model (shared colour scale, -1..1) and a histogram of each model's off-diagonal entries."""
     names = list(matrices)
-    fig = make_subplots(rows=1, cols=len(names) + 1, horizontal_spacing=0.06,
+    fig = make_subplots(rows=1, cols=len(names) + 1, horizontal_spacing=0.08,
                         column_widths=[1.0] * len(names) + [0.8],
                         subplot_titles=[*(f"{n}: diag {correlation_stats(matrices[n])['diag_mean']:.3f}, "
                                           f"|off| {correlation_stats(matrices[n])['offdiag_mean_abs']:.3f}"
                                           for n in names), "off-diagonal entries"])
     colours = px.colors.qualitative.Set1
+    last = fig.get_subplot(1, len(names)).xaxis.domain[1]  # the colour bar sits right after the last heatmap
     for col, name in enumerate(names, start=1):
         c = np.asarray(matrices[name], dtype=float)
         fig.add_trace(go.Heatmap(z=c, colorscale="RdBu_r", zmin=-1, zmax=1, zmid=0, showscale=col == len(names),
-                                 name=name, colorbar=dict(title=dict(text="c<sub>ij</sub>"), x=0.78, len=0.9),
+                                 name=name, colorbar=dict(title=dict(text="c<sub>ij</sub>"), x=last + 0.005, xanchor="left",
+                                               len=0.9, thickness=12),
                                  hovertemplate=f"{name}<br>text ch %{{y}} × video ch %{{x}}: %{{z:.3f}}<extra></extra>"),
                       row=1, col=col)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)

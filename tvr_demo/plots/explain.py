@@ -68,7 +68,8 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
     fig.add_trace(go.Heatmap(
         z=cosine, x=v_idx, y=t_idx, customdata=np.dstack([hover_tokens, np.array([frames] * n_tok)]),
         colorscale="Viridis", name="cosine s[t, v]",
-        colorbar=dict(title=dict(text="cos"), x=1.0, xanchor="right", y=0.99, yanchor="top", len=0.22, thickness=10),
+        colorbar=dict(title=dict(text="cos"), x=1.0, xanchor="right", y=1.0, yanchor="top", len=0.22, thickness=10,
+                      orientation="v"),
         hovertemplate="token %{customdata[0]} × %{customdata[1]}<br>s = %{z:.4f}<extra></extra>"), row=2, col=1)
     fig.add_trace(go.Scatter(
         x=token_argmax, y=t_real, mode="markers", name="each token's best frame (max over v)",
@@ -95,19 +96,18 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
                          marker_color=CONTRIB_COLOUR, legendgroup="contrib",
                          hovertemplate="w_t·max_v s = %{x:.4f}<extra></extra>"), row=2, col=2)
     heat = fig.get_subplot(2, 1)
-    fig.update_yaxes(tickvals=t_idx, ticktext=list(tokens), autorange="reversed", row=2, col=1)
-    fig.update_xaxes(tickvals=v_idx, ticktext=frames, row=2, col=1)
-    fig.update_xaxes(title_text="w_t and w_t·max_v s", row=2, col=2)
-    fig.update_yaxes(title_text="w_v and w_v·max_t s", row=1, col=1)
+    fig.update_yaxes(tickvals=t_idx, ticktext=tokens, autorange="reversed", row=2, col=1)
+    ticks = frames if not thumbnails else ["" if v < len(thumbnails) else frames[v] for v in v_idx]  # images label
+    fig.update_xaxes(tickvals=v_idx, ticktext=ticks, row=2, col=1)
     _add_thumbnails(fig, thumbnails, heat.xaxis.plotly_name.replace("axis", ""),
-                    heat.yaxis.plotly_name.replace("axis", ""))
-    fig.add_annotation(text=formula_text(t2v, v2t, score, weighted), xref="paper", yref="paper", x=1.0, y=0.99,
-                       xanchor="right", yanchor="top", showarrow=False, align="right", font=dict(size=12),
-                       xshift=-60)
+                    heat.yaxis.plotly_name.replace("axis", ""), size=min(0.25, 3.0 / max(n_tok, 1)))
+    formula = formula_text(t2v, v2t, score, weighted)
     fig.update_layout(
-        title=dict(text=title), barmode="group", bargap=0.15, template="plotly_white",
-        height=max(480, 26 * n_tok + 260), margin=dict(l=10, r=10, t=60 if title else 30, b=110 if thumbnails else 40),
-        legend=dict(orientation="h", x=0, y=-0.02 if not thumbnails else -0.16, yanchor="top"),
+        title=dict(text=f"{title}<br><span style='font-size:12px'>{formula}</span>" if title else formula,
+                   font=dict(size=14)),
+        barmode="group", bargap=0.15, template="plotly_white", height=max(500, 24 * n_tok + 300),
+        margin=dict(l=10, r=10, t=120, b=130 if thumbnails else 60),
+        legend=dict(orientation="h", x=0, y=-0.18 if thumbnails else -0.06, yanchor="top", font=dict(size=11)),
         uirevision="token-frame")
     return fig
 

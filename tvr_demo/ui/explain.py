@@ -103,16 +103,16 @@ def difference_figure(engine: Engine, a: PairView, b: PairView) -> go.Figure | N
 def pair_markdown(engine: Engine, view: PairView) -> str:
     """The pair's header: what it is, its rank and every branch's score, and the formula with the numbers."""
     ids, latent = engine.bench.video_ids, view.explanation.latent
-    gt = " · ✅ ground truth" if view.is_ground_truth else ""
+    gt = " · ✓ ground truth" if view.is_ground_truth else ""
     scores = " · ".join(f"{b} **{s:.4f}**" for b, s in view.explanation.scores.items())
     lines = [f"#### {ids[view.pair.video]} — {view.pair.role}",
              f"Query “{view.pair.query}” · rank **{view.rank + 1}** of {engine.gallery_size}{gt}", f"Scores: {scores}"]
     if isinstance(latent, TokenFrameExplanation):
-        lines.append(f"`S = (t2v + v2t) / 2 = ({latent.t2v:.4f} + {latent.v2t:.4f}) / 2 = {latent.score:.4f}` "
-                     f"with t2v = Σ_t w_t·max_v s = Σ of the orange token bars, v2t = Σ_v w_v·max_t s = Σ of the "
-                     f"orange frame bars.")
+        lines.append(f"S = (t2v + v2t) / 2 = ({latent.t2v:.4f} + {latent.v2t:.4f}) / 2 = **{latent.score:.4f}**: the "
+                     "orange bars are each token's w_t·max_v s (they add up to t2v) and each frame's w_v·max_t s "
+                     "(they add up to v2t).")
     else:
-        lines.append(f"`S = cos(sentence <eot>, mean of frames) = {latent.score:.4f}`")
+        lines.append(f"S = cos(sentence vector, mean of the frames) = **{latent.score:.4f}**")
     lex = view.explanation.lexicon
     if lex is not None:
         missing = [w for w, _ in lex.query_words if w not in {o.word for o in lex.overlap}]

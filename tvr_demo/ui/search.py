@@ -43,7 +43,7 @@ def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int
     rank = result.ground_truth_rank + 1
     gt = ", ".join(names[g] for g in result.ground_truth)
     where = f"in the top {k}" if rank <= k else f"**outside the top {k}**, shown last"
-    mark = "✅" if rank == 1 else "❌"
+    mark = "✓" if rank == 1 else "✗"
     return f"{mark} Ground truth **{gt}** is at **rank {rank}** of {total} ({where})."
 
 
@@ -61,15 +61,15 @@ def search_text(engine: Engine, query: str, k: int, branch: str | None
             all_hits = engine.search_text(query, k=engine.gallery_size, branch=result.branch).hits
             hits.append(next(h for h in all_hits if h.index == g))
     for h in hits:
-        gt = " ✅ ground truth" if h.is_ground_truth else ""
+        gt = " ✓ ground truth" if h.is_ground_truth else ""
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
                                                        f"{h.score:.4f}{gt}"))
         rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
-                     **_score_columns(result, h.scores), "ground truth": "✅" if h.is_ground_truth else ""})
+                     **_score_columns(result, h.scores), "ground truth": "✓" if h.is_ground_truth else ""})
         order.append(h.index)
     summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
     if result.notice:
-        summary += f"\n\n⚠️ {result.notice}"
+        summary += f"\n\n⚠ {result.notice}"
     return items, summary, pd.DataFrame(rows), order, result.notice
 
 
@@ -89,7 +89,7 @@ def search_video(engine: Engine, video: str | None, upload: str | None, k: int, 
         all_hits = {h.index: h for h in engine.search_video(index, k=engine.num_captions, branch=result.branch).hits}
         hits += sorted((all_hits[g] for g in missing), key=lambda h: h.rank)
     rows = [{"rank": h.rank + 1, "caption": bench.captions[h.index], "caption #": h.index,
-             **_score_columns(result, h.scores), "ground truth": "✅" if h.is_ground_truth else ""} for h in hits]
+             **_score_columns(result, h.scores), "ground truth": "✓" if h.is_ground_truth else ""} for h in hits]
     if upload:
         summary = f"Uploaded clip `{Path(upload).name}`: the {int(k)} best-matching benchmark captions."
     else:

@@ -1,0 +1,44 @@
+"""What the app tests share: a small generated benchmark, random-weight tiny checkpoints and a launched app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from tvr_demo.checkpoints import save_checkpoint
+from tvr_demo.data.synthetic import SyntheticConfig, generate
+from tvr_demo.models import ModelConfig, TVRModel, UnifyConfig
+from tvr_demo.models.backbone import clip_config
+from tvr_demo.ui.session import Session
+
+MODELS = {  # name -> config; random weights are enough to drive every view
+    "drl-wti": dict(interaction="wti"),
+    "unify": dict(interaction="dp", unify=UnifyConfig(latent="dp", top_k=64)),
+}
+
+
+def tiny_session(root: Path, n_test: int = 12) -> Session:
+    """A session over a generated test split of n_test clips and one random tiny checkpoint per entry of MODELS."""
+    bench = generate(root / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=n_test), progress=False, num_workers=0)
+    specs = []
+    for name, fields in MODELS.items():
+        torch.manual_seed(0)
+        model = TVRModel(ModelConfig(clip=clip_config("tvr-tiny"), **fields)).eval()
+        specs.append(str(save_checkpoint(model, root / "checkpoints" / name, {"description": f"{name}, random weights"})))
+    return Session(specs, bench, "test", device="cpu", cache_root=root / "cache")
+
+
+@contextlib.contextmanager
+def launched(session: Session) -> Iterator[str]:
+    """The app served in this process (as `python app.py` would) at a free local port; yields its URL."""
+    import app
+
+    demo = app.build_demo(session)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, show_error=False)
+    try:
+        yield url
+    finally:
+        demo.close()

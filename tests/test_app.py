@@ -1,0 +1,151 @@
+"""The app through its scripting API (gradio_client), as a user script would drive it: search, explain, failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from app_support import launched, tiny_session
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    session = tiny_session(tmp_path_factory.mktemp("app"))
+    with launched(session) as url:
+        yield session, gradio_client.Client(url, verbose=False)
+
+
+def _ctx(session, model="drl-wti"):
+    return (model, session.dataset, "test")
+
+
+def _plot(value) -> dict:
+    assert value and value["type"] == "plotly", value
+    return json.loads(value["plot"])
+
+
+def _array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly 6+'s typed-array form {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return out.reshape([int(n) for n in str(value.get("shape", len(out))).split(",")])
+    return np.asarray(value)
+
+
+def _rank_by_loop(scores: np.ndarray, gt: int) -> int:
+    """1-based rank of the ground truth: one plus the videos that score strictly higher."""
+    return 1 + sum(1 for v in range(len(scores)) if v != gt and scores[v] > scores[gt])
+
+
+def test_every_listener_has_its_stable_api_name(served):
+    _, client = served
+    names = set(client.view_api(return_format="dict")["named_endpoints"])
+    assert {"/load", "/search", "/search_video", "/explain", "/metrics", "/failures", "/slices", "/compare",
+            "/correlation", "/embedding_map", "/export_html"} <= names
+
+
+def test_header_names_device_model_and_gallery(served):
+    session, client = served
+    header = client.predict(*_ctx(session), api_name="/load")[0]
+    assert "cpu" in header and "drl-wti" in header and "12 videos" in header
+
+
+def test_search_marks_the_ground_truth_with_its_rank_outside_the_top_k(served):
+    """A caption whose video is not first: the summary and the table still give the ground truth and its rank."""
+    session, client = served
+    engine = session.engine("drl-wti")
+    sim = engine.matrices["latent"]
+    query = next(i for i in range(engine.num_captions)
+                 if _rank_by_loop(sim[i], int(engine.bench.caption_video[i])) > 1)
+    gt = int(engine.bench.caption_video[query])
+    rank = _rank_by_loop(sim[query], gt)
+    gallery, summary, table, *_ = client.predict(engine.bench.captions[query], 1, "auto", *_ctx(session),
+                                                 api_name="/search")
+    gt_id = engine.bench.video_ids[gt]
+    assert f"rank {rank}" in summary and gt_id in summary and "outside the top 1" in summary
+    rows = {row[table["headers"].index("video")]: row for row in table["data"]}
+    assert rows[gt_id][table["headers"].index("ground truth")] == "✓"
+    assert rows[gt_id][table["headers"].index("rank")] == rank
+    assert len(gallery) == 2 and "ground truth" in gallery[-1]["caption"]  # the top 1, then the ground truth
+
+
+def test_free_text_query_has_no_ground_truth_and_an_overlong_one_says_so(served):
+    session, client = served
+    _, summary, table, *_ = client.predict("a red circle moves to the left " * 20, 3, "auto", *_ctx(session),
+                                           api_name="/search")
+    assert "no ground truth" in summary and "truncated" in summary
+    assert len(table["data"]) == 3
+
+
+def test_empty_query_is_a_clear_error(served):
+    session, client = served
+    with pytest.raises(AppError, match="query is empty"):
+        client.predict("   ", 5, "auto", *_ctx(session), api_name="/search")
+
+
+def test_explain_shows_the_heatmap_whose_contributions_add_up(served):
+    """Explaining a failed caption's top result puts the ground truth beside it; the heatmap's bars add up."""
+    session, client = served
+    engine = session.engine("drl-wti")
+    caption = engine.bench.captions[0]
+    md_a, fig_a, _, md_b, fig_b, *_ , walkthrough = client.predict(caption, "", "", "", *_ctx(session),
+                                                                   api_name="/explain")
+    data = _plot(fig_a)["data"]
+    heat = next(t for t in data if t["type"] == "heatmap")
+    assert _array(heat["z"]).ndim == 2
+    t2v = _array(next(t for t in data if t.get("name", "").startswith("token contribution"))["x"]).sum()
+    v2t = _array(next(t for t in data if t.get("name", "").startswith("frame contribution"))["y"]).sum()
+    score = float(md_a.split("Scores: latent **")[1].split("**")[0])
+    assert (t2v + v2t) / 2 == pytest.approx(score, abs=1e-4)
+    gt_rank = _rank_by_loop(engine.matrices["latent"][0], int(engine.bench.caption_video[0]))
+    if gt_rank > 1:
+        assert "ground truth" in md_b and f"rank **{gt_rank}**" in md_b
+    else:
+        assert "beat" in md_b or "runner-up" in md_b
+    assert _plot(fig_b)["data"] and "S = (" in walkthrough
+
+
+def test_explain_unify_gives_words_and_all_three_scores(served):
+    session, client = served
+    caption = session.engine("unify").bench.captions[1]
+    md_a, _, lex_a, *_ = client.predict(caption, "", "", "", *_ctx(session, "unify"), api_name="/explain")
+    assert all(b in md_a for b in ("latent", "lexicon", "fused"))
+    assert [t["type"] for t in _plot(lex_a)["data"]] == ["bar", "bar", "bar"]
+
+
+def test_unknown_video_is_a_clear_error(served):
+    session, client = served
+    with pytest.raises(AppError, match="no video 'nope'"):
+        client.predict("a red circle", "nope", "", "", *_ctx(session), api_name="/explain")
+
+
+def test_corrupt_upload_is_a_clear_error(served, tmp_path):
+    session, client = served
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 10)
+    with pytest.raises(AppError, match="broken.mp4"):
+        client.predict(None, gradio_client.handle_file(str(bad)), 5, "auto", *_ctx(session), api_name="/search_video")
+
+
+def test_failures_and_metrics(served):
+    session, client = served
+    table, summary = client.predict("t2v", "auto", "rank", "(all)", 100, *_ctx(session), api_name="/failures")
+    ranks = [row[table["headers"].index("rank")] for row in table["data"]]
+    assert ranks and all(r > 1 for r in ranks) and ranks == sorted(ranks, reverse=True)
+    assert f"**{len(ranks)}** of 12" in summary
+    fig, metrics_table = client.predict(*_ctx(session), api_name="/metrics")
+    assert {t["type"] for t in _plot(fig)["data"]} == {"bar"}
+    assert {row[1] for row in metrics_table["data"]} == {"t2v", "v2t"}
+
+
+def test_compare_and_correlation(served):
+    session, client = served
+    fig, table, summary = client.predict("unify", 1, *_ctx(session), api_name="/compare")
+    assert _array(_plot(fig)["data"][0]["z"]).sum() == 12
+    fig, stats = client.predict("drl-wti", "unify", session.dataset, "test", api_name="/correlation")
+    assert [t["type"] for t in _plot(fig)["data"]].count("heatmap") == 2 and "diag mean" in stats
