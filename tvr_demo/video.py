@@ -22,24 +22,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Containers in the ISO base media format (mp4/mov) carry their box sizes, which lets us spot a cut-off download
 # before decord reads past the end of it.
-_ISO_BMFF_TYPES = {
-    b"ftyp",
-    b"moov",
-    b"mdat",
-    b"free",
-    b"skip",
-    b"wide",
-    b"pnot",
-    b"uuid",
-    b"meta",
-    b"moof",
-    b"mfra",
-    b"styp",
-    b"sidx",
-    b"pdin",
-    b"prfl",
-    b"junk",
-}
+_ISO_BMFF_TYPES = set(
+    b"ftyp moov mdat free skip wide pnot uuid meta moof mfra styp sidx pdin prfl junk".split()
+)
 
 
 @dataclass(frozen=True)
@@ -274,12 +259,8 @@ class _VideoFiles(torch.utils.data.Dataset):
     def __init__(
         self, paths: Sequence[Path], sampling: FrameSampling, resolution: int, num_threads: int
     ) -> None:
-        self.paths, self.sampling, self.resolution, self.num_threads = (
-            list(paths),
-            sampling,
-            resolution,
-            num_threads,
-        )
+        self.paths = list(paths)
+        self.sampling, self.resolution, self.num_threads = sampling, resolution, num_threads
 
     def __len__(self) -> int:
         return len(self.paths)
