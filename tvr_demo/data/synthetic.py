@@ -320,20 +320,10 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle_deg: float) -> li
         points = [(r if k % 2 == 0 else 0.45 * r, 90 + 36 * k) for k in range(10)]
     else:  # cross: a plus sign with arms 0.3 r wide
         w, arm = 0.3 * r, 0.95 * r
-        corners = [
-            (w, arm),
-            (w, w),
-            (arm, w),
-            (arm, -w),
-            (w, -w),
-            (w, -arm),
-            (-w, -arm),
-            (-w, -w),
-            (-arm, -w),
-            (-arm, w),
-            (-w, w),
-            (-w, arm),
-        ]
+        # fmt: off
+        corners = [(w, arm), (w, w), (arm, w), (arm, -w), (w, -w), (w, -arm),
+                   (-w, -arm), (-w, -w), (-arm, -w), (-arm, w), (-w, w), (-w, arm)]
+        # fmt: on
         points = [(float(np.hypot(px, py)), float(np.degrees(np.arctan2(py, px)))) for px, py in corners]
     return [
         (cx + d * np.cos(np.radians(a + angle_deg)), cy - d * np.sin(np.radians(a + angle_deg)))
@@ -353,9 +343,8 @@ def render_frames(record: dict) -> np.ndarray:
             if not obj["visible_s"][0] <= t < obj["visible_s"][1]:
                 continue
             t0, t1 = obj["window_s"]
-            p = min(
-                max((t - t0) / max(t1 - t0 - 1 / record["fps"], 1e-6), 0.0), 1.0
-            )  # 1 on the window's last frame
+            # progress through the object's window: 0 on its first frame, 1 on its last
+            p = min(max((t - t0) / max(t1 - t0 - 1 / record["fps"], 1e-6), 0.0), 1.0)
             cx, cy = ((s + p * (e - s)) * size for s, e in zip(obj["start"], obj["end"], strict=True))
             r = (obj["radius"][0] + p * (obj["radius"][1] - obj["radius"][0])) * size
             colour = COLOURS[obj["colour"]][0]
@@ -395,7 +384,7 @@ def _plan_split(rng: np.random.Generator, n: int, cfg: SyntheticConfig, unique: 
     seen: set[str] = set()
     p_twin = cfg.twin_fraction / (
         2 - cfg.twin_fraction
-    )  # a twin pair adds 2 clips: this gives the share asked for
+    )  # a pair adds 2 clips: this gives the share asked for
     while len(clips) < n:
         clip = _sample_clip(rng, cfg)
         if unique and _describe(clip, canonical=True) in seen:
