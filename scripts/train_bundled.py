@@ -59,7 +59,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--bundle-only", action="store_true", help="skip training; bundle existing runs")
     args = parser.parse_args()
-    registry = json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {}
     for name in args.names:
         run_dir = Path(args.runs) / name
         started = time.time()
@@ -73,8 +72,10 @@ def main() -> None:
         if args.bundle_only:
             log = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
             elapsed = log[-1]["elapsed_s"]
-        registry[name] = bundle(name, run_dir, Path(args.dataset), elapsed)
-        REGISTRY_FILE.write_text(json.dumps(registry, indent=2) + "\n")
+        entry = bundle(name, run_dir, Path(args.dataset), elapsed)
+        registry = json.loads(REGISTRY_FILE.read_text()) if REGISTRY_FILE.is_file() else {}  # re-read: chains run
+        registry[name] = entry  # side by side
+        REGISTRY_FILE.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")
         print(json.dumps({name: registry[name]["metrics"]["t2v"]}))
 
 
