@@ -134,8 +134,12 @@ def build_demo(session: Session) -> gr.Blocks:
         progress(0.5, desc="projecting with UMAP (once per model and gallery, then cached)")
         return analysis.map_view(e, text, video, colour_by, n_lines, model)
 
-    def thumbnail(gallery_key, index):
-        return session.thumbnail(gallery_key, index)
+    def thumbnail(point):
+        """Server function for the map's hover; gradio hands it the JS call's arguments as one list."""
+        while isinstance(point, list) and len(point) == 1:
+            point = point[0]
+        gallery_key, index = point
+        return session.thumbnail(str(gallery_key), int(index))
 
     def export_html(which, *figures):
         plot = dict(zip(EXPORTABLE, figures, strict=True)).get(which)
@@ -215,7 +219,7 @@ def build_demo(session: Session) -> gr.Blocks:
                     branch = gr.Dropdown(BRANCHES, value="auto", label="Ranking branch (UNIFY)", scale=1)
                 examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
                                        allow_custom_value=False)
-                summary = gr.Markdown()
+                summary = gr.Markdown(elem_id="search-summary")
                 results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=6, height="auto", object_fit="contain",
                                      elem_id="search-results")
                 with gr.Row():

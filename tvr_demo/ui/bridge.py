@@ -24,7 +24,7 @@ const onHover = async (ev) => {
   const p = ev && ev.points && ev.points[0];
   if (!p || !p.customdata || p.customdata[0] !== 'video') return;
   hovered = p.customdata[1];
-  const uri = await server.thumbnail(p.customdata[2], p.customdata[1]);
+  const uri = await server.thumbnail([p.customdata[2], p.customdata[1]]);
   if (!uri || hovered !== p.customdata[1]) return;
   tip.innerHTML = '<img alt="thumbnail" style="display:block;height:96px" src="' + uri + '">';
   tip.style.left = (ev.event.clientX + 16) + 'px';
