@@ -78,13 +78,14 @@ class Tokenizer:
 
     def __call__(self, texts: list[str], max_words: int = 32) -> Tokenized:
         ids = torch.zeros(len(texts), max_words, dtype=torch.long)
+        mask = torch.zeros_like(ids)
         truncated = []
         for i, text in enumerate(texts):
             bpe = self.bpe.encode(text)
             truncated.append(len(bpe) > max_words - 2)
             row = [self.sot, *bpe[: max_words - 2], self.eot]
             ids[i, : len(row)] = torch.tensor(row)
-        mask = (ids != 0).long()
+            mask[i, : len(row)] = 1  # by position, as DRL: BPE id 0 is '!', a real token (e.g. in "!?!!")
         return Tokenized(ids, mask, truncated)
 
     def token_strings(self, ids: list[int]) -> list[str]:
