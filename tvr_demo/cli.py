@@ -26,7 +26,8 @@ def _cmd_frames(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from tvr_demo.data.synthetic import SyntheticConfig, generate
 
-    out = generate(Path(args.out), SyntheticConfig(seed=args.seed, n_train=args.n_train, n_test=args.n_test))
+    config = SyntheticConfig(seed=args.seed, n_train=args.n_train, n_test=args.n_test, n_val=args.n_val)
+    out = generate(Path(args.out), config)
     print(json.dumps({"out": str(out)}))
     return 0
 
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=5000)
     p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--n-val", type=int, default=200)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("score", help="caption x video similarity matrix to .npy")
