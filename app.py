@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import gradio as gr
+import pandas as pd
 
 from tvr_demo.errors import TVRError
 from tvr_demo.ui import analysis, explain, search
@@ -51,7 +52,10 @@ def _branch(value: str | None) -> str | None:
 def build_demo(session: Session) -> gr.Blocks:
     """The whole page; every callback is a few lines over the session's engines."""
     engine = session.engine
-    search_text, map_embeddings = gpu(search.search_text), gpu(analysis.map_embeddings)
+
+    def bench(model, dataset, split):
+        """The gallery's benchmark alone (glue code needs names, not the model)."""
+        return session.benchmark(dataset, split)
 
     # ------------------------------------------------------------------ callbacks (GPU work under @gpu)
 
@@ -72,10 +76,13 @@ def build_demo(session: Session) -> gr.Blocks:
                 gr.Dropdown(choices=analysis.slice_choices(e), value=analysis.ALL_SLICES),
                 gr.Dropdown(choices=colours, value=colours[0]), *[gr.Column(visible=e.is_unify)] * 3)
 
+    @gpu
+    def search_text(query, k, branch, model, dataset, split, progress):
+        return search.search_text(engine(model, dataset, split, progress), query, k, _branch(branch))
+
     @user_errors
     def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
-        items, summary, table, order, notice = search_text(engine(model, dataset, split, progress), query, k,
-                                                           _branch(branch))
+        items, summary, table, order, notice = search_text(query, k, branch, model, dataset, split, progress)
         if notice:
             gr.Warning(notice)
         return items, summary, table, order
@@ -127,12 +134,15 @@ def build_demo(session: Session) -> gr.Blocks:
         names = list(dict.fromkeys([model_a, model_b]))
         return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
 
+    @gpu
+    def map_embeddings(model, dataset, split, progress):
+        return analysis.map_embeddings(engine(model, dataset, split, progress))
+
     @user_errors
     def run_map(colour_by, n_lines, model, dataset, split, progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
-        text, video = map_embeddings(e)
+        text, video = map_embeddings(model, dataset, split, progress)
         progress(0.5, desc="projecting with UMAP (once per model and gallery, then cached)")
-        return analysis.map_view(e, text, video, colour_by, n_lines, model)
+        return analysis.map_view(engine(model, dataset, split), text, video, colour_by, n_lines, model)
 
     def thumbnail(point):
         """Server function for the map's hover; gradio hands it the JS call's arguments as one list."""
@@ -158,11 +168,11 @@ def build_demo(session: Session) -> gr.Blocks:
 
     def open_result(order, model, dataset, split, evt: gr.SelectData):
         video = order[evt.index]
-        return video, f"Selected **{engine(model, dataset, split).bench.video_ids[video]}** (result {evt.index + 1})"
+        return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
 
     def open_pair(context, query, video, compare_query="", compare_video=None):
         """Switch to the explain tab with its fields filled (videos by id); the explain listener runs next."""
-        ids = engine(*context).bench.video_ids
+        ids = bench(*context).video_ids
         return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
                 "" if compare_video is None or compare_video < 0 else ids[compare_video])
 
@@ -177,26 +187,33 @@ def build_demo(session: Session) -> gr.Blocks:
     def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
         if video_index is None:
             raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
-        caption = engine(model, dataset, split).bench.captions[captions[evt.index[0]]]
+        caption = bench(model, dataset, split).captions[captions[evt.index[0]]]
         return open_pair((model, dataset, split), caption, video_index)
 
     def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
         return open_pair((model, dataset, split), *pairs[evt.index[0]])
 
-    def open_map_point(model, dataset, split, evt: gr.EventData):
-        context = (model, dataset, split)
-        data, bench = evt._data or {}, engine(*context).bench
-        kind, index = data.get("kind"), int(data.get("index", 0))
+    def open_item(context, kind, index):
+        """A map point or selection row: a caption opens with its top result, a video with its first caption."""
+        b = bench(*context)
         if kind == "caption":
-            return open_pair(context, bench.captions[index], None)
-        captions = bench.captions_of(index)
-        return open_pair(context, bench.captions[captions[0]] if captions else "", index)
+            return open_pair(context, b.captions[index], None)
+        captions = b.captions_of(index)
+        return open_pair(context, b.captions[captions[0]] if captions else "", index)
+
+    def open_map_point(model, dataset, split, evt: gr.EventData):
+        data = evt._data or {}
+        return open_item((model, dataset, split), data.get("kind"), int(data.get("index", 0)))
+
+    def open_selection_row(rows, model, dataset, split, evt: gr.SelectData):
+        row = rows.iloc[evt.index[0]]
+        return open_item((model, dataset, split), row["kind"], int(row["#"]))
 
     def map_selection(model, dataset, split, evt: gr.EventData):
-        e = engine(model, dataset, split)
-        rows = [{"kind": kind, "#": int(i), "item": e.bench.captions[int(i)] if kind == "caption"
-                 else e.bench.video_ids[int(i)]} for kind, i in (evt._data or {}).get("items", [])]
-        return rows
+        b = bench(model, dataset, split)
+        rows = [(kind, int(i), b.captions[int(i)] if kind == "caption" else b.video_ids[int(i)])
+                for kind, i in (evt._data or {}).get("items", [])]
+        return pd.DataFrame(rows, columns=["kind", "#", "item"])
 
     # ------------------------------------------------------------------ layout
 
@@ -349,7 +366,8 @@ def build_demo(session: Session) -> gr.Blocks:
             failures_table, failures_md, failure_pairs]
         failures_btn.click(run_failures, failures_in, failures_out, api_name="failures")
         failures_tab.select(run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private").then(
-            run_failures, failures_in, failures_out, api_visibility="private")
+            run_failures, failures_in, failures_out, api_visibility="private").then(
+            run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private")
         opens(failures_table.select, open_pair_row, [failure_pairs, *ctx])
         slices_btn.click(run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices")
         compare_btn.click(run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
@@ -358,6 +376,7 @@ def build_demo(session: Session) -> gr.Blocks:
         corr_btn.click(run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation")
         map_btn.click(run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
         opens(bridge.click, open_map_point, ctx)
+        opens(map_selected.select, open_selection_row, [map_selected, *ctx])
         bridge.input(map_selection, ctx, map_selected, api_visibility="private")
         figures = [fig_a, fig_b, lex_a, lex_b, diff, metrics_fig, slices_fig, compare_fig, corr_fig, map_fig]
         export_btn.click(export_html, [which, *figures], export_file, api_name="export_html")
@@ -389,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         session = Session(args.checkpoint, args.dataset, args.split, args.device)
         if not on_zero_gpu():  # ZeroGPU only allows CUDA inside @gpu calls: there the first request loads instead
-            session.engine()
+            session.warm()
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

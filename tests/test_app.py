@@ -105,8 +105,8 @@ def test_explain_shows_the_heatmap_whose_contributions_add_up(served):
     gt_rank = _rank_by_loop(engine.matrices["latent"][0], int(engine.bench.caption_video[0]))
     if gt_rank > 1:
         assert "ground truth" in md_b and f"rank **{gt_rank}**" in md_b
-    else:
-        assert "beat" in md_b or "runner-up" in md_b
+    else:  # the top result is the ground truth: the runner-up stands beside it
+        assert "ground truth" in md_a and "rank **2**" in md_b
     assert _plot(fig_b)["data"] and "S = (" in walkthrough
 
 
@@ -149,3 +149,24 @@ def test_compare_and_correlation(served):
     assert _array(_plot(fig)["data"][0]["z"]).sum() == 12
     fig, stats = client.predict("drl-wti", "unify", session.dataset, "test", api_name="/correlation")
     assert [t["type"] for t in _plot(fig)["data"]].count("heatmap") == 2 and "diag mean" in stats
+
+
+def test_a_figure_exports_as_standalone_html(served):
+    session, client = served
+    fig, _ = client.predict(*_ctx(session), api_name="/metrics")
+    path = client.predict("metrics", *[None] * 5, fig, *[None] * 4, api_name="/export_html")
+    html = open(path, encoding="utf-8").read()
+    assert "<html>" in html and "plotly" in html.lower() and "R@10" in html
+
+
+def test_a_failure_explains_the_ground_truth_beside_the_video_that_beat_it(served):
+    """What a click on a failure row shows: the ground truth and the winner, each with its rank."""
+    session, client = served
+    engine = session.engine("drl-wti")
+    table, _ = client.predict("t2v", "auto", "rank", "(all)", 10, *_ctx(session), api_name="/failures")
+    row = dict(zip(table["headers"], table["data"][0], strict=True))
+    md_a, _, _, md_b, *_ = client.predict(row["caption"], row["ground truth"], "", row["beaten by"], *_ctx(session),
+                                          api_name="/explain")
+    assert md_a.startswith(f"#### {row['ground truth']} — ground truth, rank {row['rank']}")
+    assert md_b.startswith(f"#### {row['beaten by']} — rank 1: beat the ground truth")
+    assert engine.bench.video_ids[engine.search_text(row["caption"], k=1).hits[0].index] == row["beaten by"]

@@ -159,7 +159,9 @@ def _groups(engine: Engine, colour_by: str) -> tuple[list[str], list[str]]:
 
 
 def map_embeddings(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
-    """The model's part of the map (runs on the GPU when there is one); the projection itself is CPU work."""
+    """The model's part of the map (runs on the GPU when there is one, with the score matrices the colours and
+    failure lines need); the projection itself is CPU work."""
+    _ = engine.matrices
     return engine.pooled_embeddings()
 
 

@@ -21,7 +21,7 @@ from tvr_demo.ui.search import resolve_video
 class Pair:
     query: str
     video: int
-    role: str  # what this pair is, in words: "ground truth", "rank 1: beat the ground truth", ...
+    role: str  # what this pair is, in words: "ground truth, rank 3", "rank 1: beat the ground truth", ...
 
 
 @dataclass
@@ -40,24 +40,35 @@ def _ranking(engine: Engine, query: str) -> tuple[dict[int, int], list[int], int
     return {h.index: h.rank for h in result.hits}, result.ground_truth, result.ground_truth_rank
 
 
-def contrast_pair(engine: Engine, query: str, video: int) -> Pair | None:
-    """The pair to show beside (query, video): the ground truth when the video is not it; the video that beat the
-    ground truth when it is; else the runner-up (top result for a free-text query)."""
+def role(engine: Engine, query: str, video: int) -> str:
+    """What a pair is, in words: its rank and how it stands against the query's ground truth."""
+    ranks, gt, gt_rank = _ranking(engine, query)
+    rank = ranks[video] + 1
+    if video in gt:
+        return f"ground truth, rank {rank}"
+    if gt:
+        return f"rank {rank}: {'beat' if rank <= gt_rank else 'below'} the ground truth"
+    return f"rank {rank}" + (": top result" if rank == 1 else "")
+
+
+def contrast_video(engine: Engine, query: str, video: int) -> int | None:
+    """The video to show beside (query, video): the ground truth when the video is not it; the video that beat the
+    ground truth when it is; else the runner-up (the top result for a free-text query)."""
     ranks, gt, gt_rank = _ranking(engine, query)
     by_rank = sorted(ranks, key=ranks.get)
     if gt and video not in gt:
-        return Pair(query, gt[0], f"ground truth (rank {gt_rank + 1})")
+        return gt[0]
     if gt and gt_rank:
-        return Pair(query, by_rank[0], "rank 1: beat the ground truth")
+        return by_rank[0]
     if len(by_rank) < 2:
         return None
-    other = by_rank[1] if by_rank[0] == video else by_rank[0]
-    return Pair(query, other, f"rank {ranks[other] + 1}: {'runner-up' if by_rank[0] == video else 'top result'}")
+    return by_rank[1] if by_rank[0] == video else by_rank[0]
 
 
-def view_pair(engine: Engine, pair: Pair) -> PairView:
-    ranks, gt, _ = _ranking(engine, pair.query)
-    return PairView(pair, engine.explain(pair.query, pair.video), ranks[pair.video], pair.video in gt)
+def view_pair(engine: Engine, query: str, video: int) -> PairView:
+    ranks, gt, _ = _ranking(engine, query)
+    return PairView(Pair(query, video, role(engine, query, video)), engine.explain(query, video), ranks[video],
+                    video in gt)
 
 
 def latent_figure(engine: Engine, view: PairView) -> go.Figure:
@@ -144,17 +155,15 @@ def explain(engine: Engine, query: str, video: str | None, compare_query: str | 
     if index is None:
         ranks, _, _ = _ranking(engine, query)
         index = min(ranks, key=ranks.get)
-    a = Pair(query, index, "selected")
-    b_index = resolve_video(engine, compare_video)
-    b = (Pair((compare_query or "").strip() or query, b_index, "compared") if b_index is not None
-         else contrast_pair(engine, query, index))
-    view_a = view_pair(engine, a)
-    if b is None:
+    compare_query = (compare_query or "").strip() or query
+    compare = resolve_video(engine, compare_video)
+    if compare is None:  # same query: the automatic contrast; another query: the same video
+        compare = contrast_video(engine, query, index) if compare_query == query else index
+    view_a = view_pair(engine, query, index)
+    if compare is None:
         return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a),
                              lexicon_figure(engine, view_a), "", None, None, None, walkthrough(engine, view_a))
-    view_b = view_pair(engine, b)
-    if view_a.is_ground_truth:
-        a.role = "ground truth"
+    view_b = view_pair(engine, compare_query, compare)
     return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a), lexicon_figure(engine, view_a),
                          pair_markdown(engine, view_b), latent_figure(engine, view_b), lexicon_figure(engine, view_b),
                          difference_figure(engine, view_a, view_b), walkthrough(engine, view_a))

@@ -104,6 +104,12 @@ class Session:
                 self._engines[key] = Engine(checkpoint, bench, self.cache_root, progress=True)
             return self._engines[key]
 
+    def warm(self, model: str | None = None) -> Engine:
+        """Build a model's engine and score every caption once, so the first request does not wait for either."""
+        engine = self.engine(model)
+        _ = engine.matrices
+        return engine
+
     def thumbnail(self, gallery_key: str, index: int) -> str:
         """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
         root, _, split = str(gallery_key).rpartition("::")
