@@ -124,7 +124,7 @@ def pooled_figure(tokens: Sequence[str], frame_cosine: np.ndarray, score: float,
                            customdata=frames, hovertemplate="%{customdata}: cos = %{y:.4f}<extra></extra>"))
     fig.add_hline(y=score, line=dict(color=CONTRIB_COLOUR, width=2, dash="dash"),
                   annotation_text=f"S = cos(sentence, mean of frames) = {score:.4f}", annotation_position="top left")
-    fig.update_xaxes(tickvals=v_idx, ticktext=frames)
+    fig.update_xaxes(tickvals=v_idx, ticktext=frames, showticklabels=not thumbnails)  # the images label the frames
     _add_thumbnails(fig, thumbnails, "x", "y", size=0.25)
     sentence = " ".join(tokens[1:-1]) if len(tokens) > 2 else " ".join(tokens)
     fig.update_layout(
@@ -143,7 +143,7 @@ def lexicon_figure(query_words: Sequence[tuple[str, float]], video_words: Sequen
     contrib = [(w, q * v) for w, q, v in shared]
     total = float(sum(c for _, c in contrib))
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12, subplot_titles=(
-        "query's top words", "video's top words", f"shared words: q<sub>j</sub>·v<sub>j</sub> (Σ = {total:.4f})"))
+        "query's top words", "video's top words", f"shared: q<sub>j</sub>·v<sub>j</sub>, Σ = {total:.4f}"))
     for col, words in ((1, query_words), (2, video_words)):
         fig.add_trace(go.Bar(
             y=[w for w, _ in words], x=[a for _, a in words], orientation="h", showlegend=False,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -117,7 +118,7 @@ def pair_markdown(engine: Engine, view: PairView) -> str:
     gt = " · ✓ ground truth" if view.is_ground_truth else ""
     scores = " · ".join(f"{b} **{s:.4f}**" for b, s in view.explanation.scores.items())
     lines = [f"#### {ids[view.pair.video]} — {view.pair.role}",
-             f"Query “{view.pair.query}” · rank **{view.rank + 1}** of {engine.gallery_size}{gt}", f"Scores: {scores}"]
+             f"Query “{html.escape(view.pair.query)}” · rank **{view.rank + 1}** of {engine.gallery_size}{gt}", f"Scores: {scores}"]
     if isinstance(latent, TokenFrameExplanation):
         lines.append(f"S = (t2v + v2t) / 2 = ({latent.t2v:.4f} + {latent.v2t:.4f}) / 2 = **{latent.score:.4f}**: the "
                      "orange bars are each token's w_t·max_v s (they add up to t2v) and each frame's w_v·max_t s "
@@ -173,13 +174,13 @@ def walkthrough(engine: Engine, view: PairView) -> str:
     """The teaching text: WTI, CDCR and the lexicon branch, each told with this pair's numbers."""
     config, latent, ids = engine.config, view.explanation.latent, engine.bench.video_ids
     video = ids[view.pair.video]
-    parts = [f"### The pair on screen\nQuery “{view.pair.query}” against **{video}** (rank {view.rank + 1}) "
+    parts = [f"### The pair on screen\nQuery “{html.escape(view.pair.query)}” against **{video}** (rank {view.rank + 1}) "
              f"with model `{engine.checkpoint.name}`."]
     if isinstance(latent, TokenFrameExplanation):
         top = np.argsort(-latent.token_contrib)[:3]
         n = len(latent.tokens)
         token_lines = "\n".join(
-            f"- **{latent.tokens[t]}**: weight w_t = {latent.token_weights[t]:.3f}, best frame f{latent.token_argmax[t]} "
+            f"- `{latent.tokens[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame f{latent.token_argmax[t]} "
             f"with s = {latent.cosine[t, latent.token_argmax[t]]:.3f}, so it adds {latent.token_weights[t]:.3f} × "
             f"{latent.cosine[t, latent.token_argmax[t]]:.3f} = {latent.token_contrib[t]:.4f} to t2v" for t in top)
         weighted = latent.interaction == "wti"
@@ -199,7 +200,7 @@ def walkthrough(engine: Engine, view: PairView) -> str:
         best = int(np.argmax(latent.frame_cosine))
         parts.append(
             "### 1. Token-wise interaction (WTI)\n"
-            f"This model does not use it: it compares one sentence vector (the <eot> token) with the mean of the frames "
+            f"This model does not use it: it compares one sentence vector (the `<eot>` token) with the mean of the frames "
             f"(S = {latent.score:.4f}). The frame closest to the sentence is f{best} "
             f"(cos {latent.frame_cosine[best]:.4f}). Choose `drl-wti` to see tokens matched to frames one by one.")
     cdcr = config.cdcr
