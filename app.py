@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import tempfile
 import time
@@ -393,8 +394,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                    "generated on first start)")
     p.add_argument("--split", default="test", help="gallery split (default: test)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to serve on (default 127.0.0.1, or $GRADIO_SERVER_NAME as set on Spaces)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                   help="port (default 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     args = p.parse_args(argv)
     if args.checkpoint:
@@ -405,10 +408,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    if on_zero_gpu() and args.device is None:
+        # ZeroGPU has no GPU at start-up, when the gallery is encoded and cached in memory; the tiny bundled models
+        # then serve from the CPU (a GPU call's new CUDA tensors would not outlive the call).
+        args.device = "cpu"
     try:
         session = Session(args.checkpoint, args.dataset, args.split, args.device)
-        if not on_zero_gpu():  # ZeroGPU only allows CUDA inside @gpu calls: there the first request loads instead
-            session.warm()
+        session.warm()
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
