@@ -318,11 +318,6 @@ def test_every_variant_trains(fields, progress):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: tvr.py builds WTI weight heads when config.interaction is 'wti' even though UNIFY scores with "
-    "unify.latent ('dp'); the heads never get a gradient (DDP without find_unused_parameters then fails)",
-)
 def test_unify_with_default_interaction_has_no_dead_parameters():
     """A UNIFY config left at the default interaction ("wti") with latent "dp" builds no unused WTI weight heads."""
     model = build_model(tiny_config(unify=UnifyConfig(latent="dp")), seed=3).train()

@@ -253,6 +253,7 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
             terms.total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            model.clip.logit_scale.data.clamp_(max=math.log(100))  # as CLIP/DRL: the scale never passes 100
             losses.append(float(terms.total))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale()):.1f}")
             step += 1

@@ -44,7 +44,7 @@ class TVRModel(nn.Module):
             context = config.clip["text_cfg"]["context_length"]
             self.frame_position_embeddings = nn.Embedding(context, width)  # DRL: Embedding(context_length, width)
             self.transformerClip = drl.TemporalTransformer(width, config.temporal_layers, max(1, width // 64))
-        if "wti" in (config.interaction, config.latent_interaction):
+        if config.latent_interaction == "wti":
             self.text_weight_fc = drl.weight_head(width, config.wti_arch)
             self.video_weight_fc = drl.weight_head(width, config.wti_arch)
         if config.unify is not None:
