@@ -7,217 +7,29 @@ Every public listener has a stable api_name: `gradio_client.Client(url).predict(
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
-import tempfile
 import time
 
 import gradio as gr
-import pandas as pd
 
 from tvr_demo.errors import TVRError
-from tvr_demo.ui import analysis, explain, search
+from tvr_demo.ui import analysis
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
-from tvr_demo.ui.gpu import gpu, on_zero_gpu
-from tvr_demo.ui.session import Session, model_summary
+from tvr_demo.ui.callbacks import EXPORTABLE, make_callbacks
+from tvr_demo.ui.gpu import on_zero_gpu
+from tvr_demo.ui.session import Session
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
-PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context, so one default serves all
-EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B", "metrics", "slices", "comparison",
-              "channel correlation", "embedding map")
 INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a result to see in **Explain** how the "
          "model matched each word to each frame (DRL) or which words it shared (UNIFY), browse **Failures**, compare "
          "**Channels** with and without CDCR, and find clusters on the **Map**. UNIFY here is our documented "
          "interpretation of the paper: no official code exists.")
 
 
-def user_errors(fn):
-    """Show the project's user-facing errors (empty query, unknown video, corrupt upload...) as a notice, never a
-    stack trace."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TVRError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-
-    return wrapper
-
-
-def _branch(value: str | None) -> str | None:
-    return None if value in (None, "", "auto") else value
-
-
 def build_demo(session: Session) -> gr.Blocks:
-    """The whole page; every callback is a few lines over the session's engines."""
-    engine = session.engine
-
-    def bench(model, dataset, split):
-        """The gallery's benchmark alone (glue code needs names, not the model)."""
-        return session.benchmark(dataset, split)
-
-    # ------------------------------------------------------------------ callbacks (GPU work under @gpu)
-
-    @user_errors
-    @gpu(duration=180)
-    def load(model, dataset, split, progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
-        bench, meta = e.bench, e.checkpoint.meta
-        description = meta.get("description", "")
-        header = (f"**Device** `{session.device}` · **Model** `{model}`: {model_summary(e.config)} · **Gallery** "
-                  f"{bench.name}/{bench.split}: {bench.num_videos} videos, {bench.num_captions} captions "
-                  f"(`{bench.root}`)" + (f"\n\n{description}" if description else "")
-                  + (f"\n\n⚠ {len(e.skipped)} videos could not be decoded and are never retrieved."
-                     if e.skipped else ""))
-        captions = list(dict.fromkeys(bench.captions))[:500]
-        colours = analysis.map_colour_choices(e)
-        return (header, gr.Dropdown(choices=captions), gr.Dropdown(choices=bench.video_ids),
-                gr.Dropdown(choices=analysis.slice_choices(e), value=analysis.ALL_SLICES),
-                gr.Dropdown(choices=colours, value=colours[0]), *[gr.Column(visible=e.is_unify)] * 3)
-
-    @gpu
-    def search_text(query, k, branch, model, dataset, split, progress):
-        return search.search_text(engine(model, dataset, split, progress), query, k, _branch(branch))
-
-    @user_errors
-    def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
-        items, summary, table, order, notice = search_text(query, k, branch, model, dataset, split, progress)
-        if notice:
-            gr.Warning(notice)
-        return items, summary, table, order
-
-    @user_errors
-    @gpu
-    def run_search_video(video, upload, k, branch, model, dataset, split, progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
-        summary, table, captions, index = search.search_video(e, video, upload, k, _branch(branch))
-        preview = upload if upload else str(e.bench.video_paths[index])
-        return summary, preview, table, captions, index
-
-    @user_errors
-    @gpu
-    def run_explain(query, video, compare_query, compare_video, model, dataset, split,
-                    progress=PROGRESS):
-        out = explain.explain(engine(model, dataset, split, progress), query, video, compare_query, compare_video)
-        return (out.markdown_a, out.latent_a, out.lexicon_a, out.markdown_b, out.latent_b, out.lexicon_b,
-                out.difference, out.walkthrough)
-
-    @user_errors
-    @gpu
-    def run_metrics(model, dataset, split, progress=PROGRESS):
-        return analysis.metrics_view(engine(model, dataset, split, progress), model)
-
-    @user_errors
-    @gpu
-    def run_failures(direction, branch, sort_by, slice_label, limit, model, dataset, split,
-                     progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
-        table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
-        return table, summary, pairs
-
-    @user_errors
-    @gpu
-    def run_slices(branch, model_b, model, dataset, split, progress=PROGRESS):
-        names = [model] + ([model_b] if model_b and model_b != model else [])
-        return analysis.slices_view({n: engine(n, dataset, split, progress) for n in names}, _branch(branch))
-
-    @user_errors
-    @gpu
-    def run_compare(model_b, k, model, dataset, split, progress=PROGRESS):
-        return analysis.compare_view(engine(model, dataset, split, progress), model,
-                                     engine(model_b, dataset, split, progress), model_b, k)
-
-    @user_errors
-    @gpu
-    def run_correlation(model_a, model_b, dataset, split, progress=PROGRESS):
-        names = list(dict.fromkeys([model_a, model_b]))
-        return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
-
-    @gpu
-    def map_embeddings(model, dataset, split, progress):
-        return analysis.map_embeddings(engine(model, dataset, split, progress))
-
-    @user_errors
-    def run_map(colour_by, n_lines, model, dataset, split, progress=PROGRESS):
-        text, video = map_embeddings(model, dataset, split, progress)
-        progress(0.5, desc="projecting with UMAP (once per model and gallery, then cached)")
-        return analysis.map_view(engine(model, dataset, split), text, video, colour_by, n_lines, model)
-
-    def thumbnail(point):
-        """Server function for the map's hover; gradio hands it the JS call's arguments as one list."""
-        while isinstance(point, list) and len(point) == 1:
-            point = point[0]
-        gallery_key, index = point
-        return session.thumbnail(str(gallery_key), int(index))
-
-    def export_html(which, *figures):
-        plot = dict(zip(EXPORTABLE, figures, strict=True)).get(which)
-        if plot is None or getattr(plot, "type", None) != "plotly":
-            raise gr.Error(f"the {which!r} figure is empty: show it first, then export it", print_exception=False)
-        import plotly.io as pio
-
-        path = tempfile.NamedTemporaryFile(suffix=f"-{which.replace(' ', '_')}.html", delete=False).name
-        pio.from_json(plot.plot).write_html(path, include_plotlyjs=True, full_html=True)
-        return path
-
-    # ------------------------------------------------------------------ glue: open a pair in the explain view
-
-    def to_explain():
-        return gr.Tabs(selected="explain")
-
-    def open_result(order, model, dataset, split, evt: gr.SelectData):
-        video = order[evt.index]
-        return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
-
-    def open_pair(context, query, video, compare_query="", compare_video=None):
-        """Switch to the explain tab with its fields filled (videos by id); the explain listener runs next."""
-        ids = bench(*context).video_ids
-        return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
-                "" if compare_video is None or compare_video < 0 else ids[compare_video])
-
-    def explain_selected(query, selected, model, dataset, split):
-        if selected is None:
-            raise gr.Error("click a result first", print_exception=False)
-        return open_pair((model, dataset, split), query, selected)
-
-    def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), query, order[evt.index[0]])
-
-    def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
-        if video_index is None:
-            raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
-        caption = bench(model, dataset, split).captions[captions[evt.index[0]]]
-        return open_pair((model, dataset, split), caption, video_index)
-
-    def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), *pairs[evt.index[0]])
-
-    def open_item(context, kind, index):
-        """A map point or selection row: a caption opens with its top result, a video with its first caption."""
-        b = bench(*context)
-        if kind == "caption":
-            return open_pair(context, b.captions[index], None)
-        captions = b.captions_of(index)
-        return open_pair(context, b.captions[captions[0]] if captions else "", index)
-
-    def open_map_point(model, dataset, split, evt: gr.EventData):
-        data = evt._data or {}
-        return open_item((model, dataset, split), data.get("kind"), int(data.get("index", 0)))
-
-    def open_selection_row(rows, model, dataset, split, evt: gr.SelectData):
-        row = rows.iloc[evt.index[0]]
-        return open_item((model, dataset, split), row["kind"], int(row["#"]))
-
-    def map_selection(model, dataset, split, evt: gr.EventData):
-        b = bench(model, dataset, split)
-        rows = [(kind, int(i), b.captions[int(i)] if kind == "caption" else b.video_ids[int(i)])
-                for kind, i in (evt._data or {}).get("items", [])]
-        return pd.DataFrame(rows, columns=["kind", "#", "item"])
-
-    # ------------------------------------------------------------------ layout
-
+    """The whole page, laid out as it looks; the listeners are the callbacks of tvr_demo.ui.callbacks."""
+    cb = make_callbacks(session)
     with gr.Blocks(title="TVR demo: DRL and UNIFY") as demo:
         gr.Markdown(f"## Text-video retrieval: DRL and UNIFY\n{INTRO}")
         header = gr.Markdown("Loading…")
@@ -326,7 +138,7 @@ def build_demo(session: Session) -> gr.Blocks:
                     map_btn = gr.Button("Draw the map", variant="primary")
                 gr.Markdown("Hover a video (◆) for its frame; click any point to open it in Explain; lasso to list.")
                 map_fig = gr.Plot(label="Embedding map", elem_id=MAP_ELEM_ID)
-                bridge = gr.HTML("", js_on_load=MAP_BRIDGE_JS, server_functions=[thumbnail])
+                bridge = gr.HTML("", js_on_load=MAP_BRIDGE_JS, server_functions=[cb.thumbnail])
                 map_selected = gr.Dataframe(label="Lasso selection", interactive=False, headers=["kind", "#", "item"])
             with gr.Tab("Teach", id="teach"):
                 walkthrough = gr.Markdown("Explain a pair first: this page then tells its story with its numbers.")
@@ -339,48 +151,48 @@ def build_demo(session: Session) -> gr.Blocks:
 
         # ------------------------------------------------------------------ wiring
         loaded = [header, examples, video_pick, slice_label, colour_by, lex_col_a, lex_col_b, diff_col]
-        gr.on([demo.load, model.change, split.change, load_btn.click, dataset.submit], load, ctx, loaded,
+        gr.on([demo.load, model.change, split.change, load_btn.click, dataset.submit], cb.load, ctx, loaded,
               api_name="load")
         search_out = [results, summary, results_table, order]
-        gr.on([query.submit], run_search, [query, k, branch, *ctx], search_out, api_name="search")
+        gr.on([query.submit], cb.run_search, [query, k, branch, *ctx], search_out, api_name="search")
         examples.input(lambda c: c, examples, query, api_visibility="private").then(
-            run_search, [query, k, branch, *ctx], search_out, api_visibility="private")
-        results.select(open_result, [order, *ctx], [selected, selected_md], api_visibility="private")
+            cb.run_search, [query, k, branch, *ctx], search_out, api_visibility="private")
+        results.select(cb.open_result, [order, *ctx], [selected, selected_md], api_visibility="private")
         explain_out = [md_a, fig_a, lex_a, md_b, fig_b, lex_b, diff, walkthrough]
         explain_in = [ex_query, ex_video, cmp_query, cmp_video, *ctx]
         open_out = [tabs, ex_query, ex_video, cmp_query, cmp_video]
 
         def opens(event, fn, inputs):
             event(fn, inputs, open_out, api_visibility="private").success(
-                run_explain, explain_in, explain_out, api_visibility="private")
+                cb.run_explain, explain_in, explain_out, api_visibility="private")
 
-        opens(explain_btn_search.click, explain_selected, [query, selected, *ctx])
-        opens(results_table.select, open_table_row, [order, query, *ctx])
-        vsearch_btn.click(run_search_video, [video_pick, upload, k, branch, *ctx],
+        opens(explain_btn_search.click, cb.explain_selected, [query, selected, *ctx])
+        opens(results_table.select, cb.open_table_row, [order, query, *ctx])
+        vsearch_btn.click(cb.run_search_video, [video_pick, upload, k, branch, *ctx],
                           [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video")
-        opens(vtable.select, open_caption_row, [vcaptions, vindex, *ctx])
-        explain_btn.click(run_explain, explain_in, explain_out, api_name="explain")
-        ex_query.submit(run_explain, explain_in, explain_out, api_visibility="private")
+        opens(vtable.select, cb.open_caption_row, [vcaptions, vindex, *ctx])
+        explain_btn.click(cb.run_explain, explain_in, explain_out, api_name="explain")
+        ex_query.submit(cb.run_explain, explain_in, explain_out, api_visibility="private")
 
-        metrics_btn.click(run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics")
+        metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics")
         failures_in, failures_out = [direction, fail_branch, sort_by, slice_label, limit, *ctx], [
             failures_table, failures_md, failure_pairs]
-        failures_btn.click(run_failures, failures_in, failures_out, api_name="failures")
-        failures_tab.select(run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private").then(
-            run_failures, failures_in, failures_out, api_visibility="private").then(
-            run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private")
-        opens(failures_table.select, open_pair_row, [failure_pairs, *ctx])
-        slices_btn.click(run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices")
-        compare_btn.click(run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
+        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures")
+        failures_tab.select(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private").then(
+            cb.run_failures, failures_in, failures_out, api_visibility="private").then(
+            cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private")
+        opens(failures_table.select, cb.open_pair_row, [failure_pairs, *ctx])
+        slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices")
+        compare_btn.click(cb.run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
                                                                      compare_md], api_name="compare")
-        opens(compare_table.select, open_pair_row, [compare_pairs, *ctx])
-        corr_btn.click(run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation")
-        map_btn.click(run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
-        opens(bridge.click, open_map_point, ctx)
-        opens(map_selected.select, open_selection_row, [map_selected, *ctx])
-        bridge.input(map_selection, ctx, map_selected, api_visibility="private")
+        opens(compare_table.select, cb.open_pair_row, [compare_pairs, *ctx])
+        corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation")
+        map_btn.click(cb.run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
+        opens(bridge.click, cb.open_map_point, ctx)
+        opens(map_selected.select, cb.open_selection_row, [map_selected, *ctx])
+        bridge.input(cb.map_selection, ctx, map_selected, api_visibility="private")
         figures = [fig_a, fig_b, lex_a, lex_b, diff, metrics_fig, slices_fig, compare_fig, corr_fig, map_fig]
-        export_btn.click(export_html, [which, *figures], export_file, api_name="export_html")
+        export_btn.click(cb.export_html, [which, *figures], export_file, api_name="export_html")
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 

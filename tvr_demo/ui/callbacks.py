@@ -1,0 +1,215 @@
+"""The app's callbacks: thin functions over the session's engines, built once per app by `make_callbacks`.
+
+GPU work runs under `@gpu` (ZeroGPU); user-facing errors become notices (`user_errors`); the `open_*` glue fills the
+explain view's fields and switches to its tab.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from tvr_demo.errors import TVRError
+from tvr_demo.ui import analysis, explain, search
+from tvr_demo.ui.gpu import gpu
+from tvr_demo.ui.session import Session, model_summary
+
+PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context, so one default serves all
+EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B", "metrics", "slices", "comparison",
+              "channel correlation", "embedding map")  # the figures the Teach tab exports, in build_demo's order
+
+
+def user_errors(fn):
+    """Show the project's user-facing errors (empty query, unknown video, corrupt upload...) as a notice, never a
+    stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TVRError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    return wrapper
+
+
+def _branch(value: str | None) -> str | None:
+    return None if value in (None, "", "auto") else value
+
+
+def make_callbacks(session: Session) -> SimpleNamespace:
+    """Every listener's function, bound to one session (the engines every user shares, read-only)."""
+    engine = session.engine
+
+    def bench(model, dataset, split):
+        """The gallery's benchmark alone (glue code needs names, not the model)."""
+        return session.benchmark(dataset, split)
+
+    # ------------------------------------------------------------------ callbacks (GPU work under @gpu)
+
+    @user_errors
+    @gpu(duration=180)
+    def load(model, dataset, split, progress=PROGRESS):
+        e = engine(model, dataset, split, progress)
+        b, description = e.bench, e.checkpoint.meta.get("description", "")
+        header = (f"**Device** `{session.device}` · **Model** `{model}`: {model_summary(e.config)} · **Gallery** "
+                  f"{b.name}/{b.split}: {b.num_videos} videos, {b.num_captions} captions "
+                  f"(`{b.root}`)" + (f"\n\n{description}" if description else "")
+                  + (f"\n\n⚠ {len(e.skipped)} videos could not be decoded and are never retrieved."
+                     if e.skipped else ""))
+        captions = list(dict.fromkeys(b.captions))[:500]
+        colours = analysis.map_colour_choices(e)
+        return (header, gr.Dropdown(choices=captions), gr.Dropdown(choices=b.video_ids),
+                gr.Dropdown(choices=analysis.slice_choices(e), value=analysis.ALL_SLICES),
+                gr.Dropdown(choices=colours, value=colours[0]), *[gr.Column(visible=e.is_unify)] * 3)
+
+    @gpu
+    def search_text(query, k, branch, model, dataset, split, progress):
+        return search.search_text(engine(model, dataset, split, progress), query, k, _branch(branch))
+
+    @user_errors
+    def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
+        items, summary, table, order, notice = search_text(query, k, branch, model, dataset, split, progress)
+        if notice:
+            gr.Warning(notice)
+        return items, summary, table, order
+
+    @user_errors
+    @gpu
+    def run_search_video(video, upload, k, branch, model, dataset, split, progress=PROGRESS):
+        e = engine(model, dataset, split, progress)
+        summary, table, captions, index = search.search_video(e, video, upload, k, _branch(branch))
+        preview = upload if upload else str(e.bench.video_paths[index])
+        return summary, preview, table, captions, index
+
+    @user_errors
+    @gpu
+    def run_explain(query, video, compare_query, compare_video, model, dataset, split,
+                    progress=PROGRESS):
+        out = explain.explain(engine(model, dataset, split, progress), query, video, compare_query, compare_video)
+        return (out.markdown_a, out.latent_a, out.lexicon_a, out.markdown_b, out.latent_b, out.lexicon_b,
+                out.difference, out.walkthrough)
+
+    @user_errors
+    @gpu
+    def run_metrics(model, dataset, split, progress=PROGRESS):
+        return analysis.metrics_view(engine(model, dataset, split, progress), model)
+
+    @user_errors
+    @gpu
+    def run_failures(direction, branch, sort_by, slice_label, limit, model, dataset, split,
+                     progress=PROGRESS):
+        e = engine(model, dataset, split, progress)
+        table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
+        return table, summary, pairs
+
+    @user_errors
+    @gpu
+    def run_slices(branch, model_b, model, dataset, split, progress=PROGRESS):
+        names = [model] + ([model_b] if model_b and model_b != model else [])
+        return analysis.slices_view({n: engine(n, dataset, split, progress) for n in names}, _branch(branch))
+
+    @user_errors
+    @gpu
+    def run_compare(model_b, k, model, dataset, split, progress=PROGRESS):
+        return analysis.compare_view(engine(model, dataset, split, progress), model,
+                                     engine(model_b, dataset, split, progress), model_b, k)
+
+    @user_errors
+    @gpu
+    def run_correlation(model_a, model_b, dataset, split, progress=PROGRESS):
+        names = list(dict.fromkeys([model_a, model_b]))
+        return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
+
+    @gpu
+    def map_embeddings(model, dataset, split, progress):
+        return analysis.map_embeddings(engine(model, dataset, split, progress))
+
+    @user_errors
+    def run_map(colour_by, n_lines, model, dataset, split, progress=PROGRESS):
+        text, video = map_embeddings(model, dataset, split, progress)
+        progress(0.5, desc="projecting with UMAP (once per model and gallery, then cached)")
+        return analysis.map_view(engine(model, dataset, split), text, video, colour_by, n_lines, model)
+
+    def thumbnail(point):
+        """Server function for the map's hover; gradio hands it the JS call's arguments as one list."""
+        while isinstance(point, list) and len(point) == 1:
+            point = point[0]
+        gallery_key, index = point
+        return session.thumbnail(str(gallery_key), int(index))
+
+    def export_html(which, *figures):
+        plot = dict(zip(EXPORTABLE, figures, strict=True)).get(which)
+        if plot is None or getattr(plot, "type", None) != "plotly":
+            raise gr.Error(f"the {which!r} figure is empty: show it first, then export it", print_exception=False)
+        import plotly.io as pio
+
+        path = tempfile.NamedTemporaryFile(suffix=f"-{which.replace(' ', '_')}.html", delete=False).name
+        pio.from_json(plot.plot).write_html(path, include_plotlyjs=True, full_html=True)
+        return path
+
+    # ------------------------------------------------------------------ glue: open a pair in the explain view
+
+    def to_explain():
+        return gr.Tabs(selected="explain")
+
+    def open_result(order, model, dataset, split, evt: gr.SelectData):
+        video = order[evt.index]
+        return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
+
+    def open_pair(context, query, video, compare_query="", compare_video=None):
+        """Switch to the explain tab with its fields filled (videos by id); the explain listener runs next."""
+        ids = bench(*context).video_ids
+        return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
+                "" if compare_video is None or compare_video < 0 else ids[compare_video])
+
+    def explain_selected(query, selected, model, dataset, split):
+        if selected is None:
+            raise gr.Error("click a result first", print_exception=False)
+        return open_pair((model, dataset, split), query, selected)
+
+    def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
+        return open_pair((model, dataset, split), query, order[evt.index[0]])
+
+    def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
+        if video_index is None:
+            raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
+        caption = bench(model, dataset, split).captions[captions[evt.index[0]]]
+        return open_pair((model, dataset, split), caption, video_index)
+
+    def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
+        return open_pair((model, dataset, split), *pairs[evt.index[0]])
+
+    def open_item(context, kind, index):
+        """A map point or selection row: a caption opens with its top result, a video with its first caption."""
+        b = bench(*context)
+        if kind == "caption":
+            return open_pair(context, b.captions[index], None)
+        captions = b.captions_of(index)
+        return open_pair(context, b.captions[captions[0]] if captions else "", index)
+
+    def open_map_point(model, dataset, split, evt: gr.EventData):
+        data = evt._data or {}
+        return open_item((model, dataset, split), data.get("kind"), int(data.get("index", 0)))
+
+    def open_selection_row(rows, model, dataset, split, evt: gr.SelectData):
+        row = rows.iloc[evt.index[0]]
+        return open_item((model, dataset, split), row["kind"], int(row["#"]))
+
+    def map_selection(model, dataset, split, evt: gr.EventData):
+        b = bench(model, dataset, split)
+        rows = [(kind, int(i), b.captions[int(i)] if kind == "caption" else b.video_ids[int(i)])
+                for kind, i in (evt._data or {}).get("items", [])]
+        return pd.DataFrame(rows, columns=["kind", "#", "item"])
+
+    return SimpleNamespace(
+        load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
+        run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
+        run_correlation=run_correlation, run_map=run_map, thumbnail=thumbnail, export_html=export_html,
+        open_result=open_result, explain_selected=explain_selected, open_table_row=open_table_row,
+        open_caption_row=open_caption_row, open_pair_row=open_pair_row, open_map_point=open_map_point,
+        open_selection_row=open_selection_row, map_selection=map_selection)
