@@ -54,7 +54,7 @@ def build_demo(session: Session) -> gr.Blocks:
                                      elem_id="search-results")
                 with gr.Row():
                     selected_md = gr.Markdown()
-                    explain_btn_search = gr.Button("Explain the selected result", variant="primary")
+                    explain_btn_search = gr.Button("Explain the selected (or top) result", variant="primary")
                 results_table = gr.Dataframe(label="Ranking (click a row to explain it)", interactive=False,
                                              headers=["rank", "video", "index", "score", "ground truth"],
                                              elem_id="search-table")
@@ -153,7 +153,7 @@ def build_demo(session: Session) -> gr.Blocks:
         loaded = [header, examples, video_pick, slice_label, colour_by, lex_col_a, lex_col_b, diff_col]
         gr.on([demo.load, model.change, split.change, load_btn.click, dataset.submit], cb.load, ctx, loaded,
               api_name="load")
-        search_out = [results, summary, results_table, order]
+        search_out = [results, summary, results_table, order, selected, selected_md]
         gr.on([query.submit], cb.run_search, [query, k, branch, *ctx], search_out, api_name="search")
         examples.input(lambda c: c, examples, query, api_visibility="private").then(
             cb.run_search, [query, k, branch, *ctx], search_out, api_visibility="private")
@@ -166,7 +166,7 @@ def build_demo(session: Session) -> gr.Blocks:
             event(fn, inputs, open_out, api_visibility="private").success(
                 cb.run_explain, explain_in, explain_out, api_visibility="private")
 
-        opens(explain_btn_search.click, cb.explain_selected, [query, selected, *ctx])
+        opens(explain_btn_search.click, cb.explain_selected, [query, selected, order, *ctx])
         opens(results_table.select, cb.open_table_row, [order, query, *ctx])
         vsearch_btn.click(cb.run_search_video, [video_pick, upload, k, branch, *ctx],
                           [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video")

@@ -76,7 +76,7 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         items, summary, table, order, notice = search_text(query, k, branch, model, dataset, split, progress)
         if notice:
             gr.Warning(notice)
-        return items, summary, table, order
+        return items, summary, table, order, None, ""  # a new ranking: nothing selected yet
 
     @user_errors
     @gpu
@@ -167,10 +167,11 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
                 "" if compare_video is None or compare_video < 0 else ids[compare_video])
 
-    def explain_selected(query, selected, model, dataset, split):
-        if selected is None:
-            raise gr.Error("click a result first", print_exception=False)
-        return open_pair((model, dataset, split), query, selected)
+    def explain_selected(query, selected, order, model, dataset, split):
+        """The clicked result, or the top one when none was clicked."""
+        if selected is None and not order:
+            raise gr.Error("search first, then click a result to explain it", print_exception=False)
+        return open_pair((model, dataset, split), query, order[0] if selected is None else selected)
 
     def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
         return open_pair((model, dataset, split), query, order[evt.index[0]])
