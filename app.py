@@ -67,7 +67,7 @@ def build_demo(session: Session) -> gr.Blocks:
                     vsummary = gr.Markdown()
                     with gr.Row():
                         vpreview = gr.Video(label="Query clip", interactive=False, height=240)
-                        vtable = gr.Dataframe(label="Top-k captions (click a row to explain it)", interactive=False,
+                        vtable = gr.Dataframe(label="Top-k captions (click a row to explain it)", interactive=False, wrap=True,
                                               headers=["rank", "caption", "caption #", "score", "ground truth"])
                     vcaptions, vindex = gr.State([]), gr.State(None)
             with gr.Tab("Explain", id="explain"):
@@ -104,7 +104,7 @@ def build_demo(session: Session) -> gr.Blocks:
                     limit = gr.Slider(10, 1000, value=100, step=10, label="Rows")
                 failures_btn = gr.Button("List failures", variant="primary")
                 failures_md = gr.Markdown()
-                failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)",
+                failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)", wrap=True,
                                               interactive=False, elem_id="failures-table",
                                               headers=["query #", "caption", "ground truth", "rank", "beaten by"])
                 failure_pairs = gr.State([])
@@ -118,7 +118,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 compare_md = gr.Markdown()
                 with gr.Row():
                     compare_fig = gr.Plot(label="Agreement")
-                    compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong",
+                    compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
                                                  interactive=False, headers=["which", "query #", "caption"])
                 compare_pairs = gr.State([])
             with gr.Tab("Channels", id="channels"):
@@ -139,7 +139,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 gr.Markdown("Hover a video (◆) for its frame; click any point to open it in Explain; lasso to list.")
                 map_fig = gr.Plot(label="Embedding map", elem_id=MAP_ELEM_ID)
                 bridge = gr.HTML("", js_on_load=MAP_BRIDGE_JS, server_functions=[cb.thumbnail])
-                map_selected = gr.Dataframe(label="Lasso selection", interactive=False, headers=["kind", "#", "item"])
+                map_selected = gr.Dataframe(label="Lasso selection", interactive=False, wrap=True, headers=["kind", "#", "item"])
             with gr.Tab("Teach", id="teach"):
                 walkthrough = gr.Markdown("Explain a pair first: this page then tells its story with its numbers.")
                 gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
