@@ -154,9 +154,6 @@ def make_callbacks(session: Session) -> SimpleNamespace:
 
     # ------------------------------------------------------------------ glue: open a pair in the explain view
 
-    def to_explain():
-        return gr.Tabs(selected="explain")
-
     def open_result(order, model, dataset, split, evt: gr.SelectData):
         video = order[evt.index]
         return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
@@ -207,10 +204,9 @@ def make_callbacks(session: Session) -> SimpleNamespace:
                 for kind, i in (evt._data or {}).get("items", [])]
         return pd.DataFrame(rows, columns=["kind", "#", "item"])
 
+    glue = {fn.__name__: user_errors(fn) for fn in (open_result, explain_selected, open_table_row, open_caption_row,
+                                                     open_pair_row, open_map_point, open_selection_row, map_selection)}
     return SimpleNamespace(
         load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
         run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        run_correlation=run_correlation, run_map=run_map, thumbnail=thumbnail, export_html=export_html,
-        open_result=open_result, explain_selected=explain_selected, open_table_row=open_table_row,
-        open_caption_row=open_caption_row, open_pair_row=open_pair_row, open_map_point=open_map_point,
-        open_selection_row=open_selection_row, map_selection=map_selection)
+        run_correlation=run_correlation, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
