@@ -131,20 +131,23 @@ def test_lexicon_heads_are_tied_to_the_token_embedding(tiny_unify):
 
 
 def test_lexicon_logits_max_over_valid_positions_only():
-    """Max-pooling ignores padded positions (even huge logits there) and puts masked vocabulary dims at -inf."""
-    g = torch.Generator().manual_seed(1)
-    head = torch.randn(2, 4, 7, generator=g)
+    """Max-pooling ignores padded positions (even when they would win) and puts masked vocabulary dims at -inf."""
+    torch.manual_seed(1)
+    head = LexiconHead(5, 4, VOCAB)
+    emb = torch.randn(VOCAB, 4)
+    hidden = torch.randn(2, 4, 5)
+    hidden[0, 2:] = 50.0  # padded positions of text 0: huge activations that must not leak into the max
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    vocab_mask = torch.tensor([True, True, False, True, True, False, True])
-    head[0, 2:] = 1e6
-    got = lexicon_logits(head, mask, vocab_mask)
+    with torch.no_grad():
+        got = lexicon_logits(head, hidden, mask, emb)
+        full = head(hidden, emb)  # (2, 4, V): the plain formula at every position and word
+    vocab_mask = vocabulary_mask()
     for i in range(2):
-        for j in range(7):
-            if not vocab_mask[j]:
-                assert got[i, j] == float("-inf")
-            else:
-                assert float(got[i, j]) == max(float(head[i, p, j]) for p in range(4) if mask[i, p])
-    assert torch.equal(lexicon_activation(got)[:, ~vocab_mask], torch.zeros(2, 2))
+        valid = [p for p in range(4) if mask[i, p]]
+        expected = torch.stack([full[i, p] for p in valid]).amax(0)
+        torch.testing.assert_close(got[i, vocab_mask], expected[vocab_mask])
+        assert torch.isneginf(got[i, ~vocab_mask]).all()
+    assert torch.equal(lexicon_activation(got)[:, ~vocab_mask], torch.zeros(2, int((~vocab_mask).sum())))
 
 
 def test_lexicon_activation_is_log1p_relu():

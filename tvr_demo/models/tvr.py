@@ -14,7 +14,7 @@ from torch import nn
 from tvr_demo.models import drl
 from tvr_demo.models.backbone import build_clip, text_token_features, video_frame_features
 from tvr_demo.models.config import Interaction, ModelConfig
-from tvr_demo.models.unify import LexiconHead, lexicon_activation, lexicon_logits, vocabulary_mask
+from tvr_demo.models.unify import LexiconHead, lexicon_activation, lexicon_logits
 
 
 @dataclass
@@ -72,8 +72,8 @@ class TVRModel(nn.Module):
         weights = self.text_weight_fc(tokens).squeeze(-1) if hasattr(self, "text_weight_fc") else None
         lexicon = None
         if self.config.unify is not None:
-            head = self.text_lexicon_head(hidden.float(), self.clip.token_embedding.weight.float())
-            lexicon = lexicon_logits(head, mask, vocabulary_mask())
+            lexicon = lexicon_logits(self.text_lexicon_head, hidden.float(), mask,
+                                     self.clip.token_embedding.weight.float())
         return TextFeatures(tokens, mask, ids, weights, lexicon)
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
@@ -84,8 +84,7 @@ class TVRModel(nn.Module):
         weights = self.video_weight_fc(feats).squeeze(-1) if hasattr(self, "video_weight_fc") else None
         lexicon = None
         if self.config.unify is not None:
-            head = self.video_lexicon_head(feats, self.clip.token_embedding.weight.float())
-            lexicon = lexicon_logits(head, mask, vocabulary_mask())
+            lexicon = lexicon_logits(self.video_lexicon_head, feats, mask, self.clip.token_embedding.weight.float())
         return VideoFeatures(feats, mask, weights, lexicon)
 
     def forward(self, ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor, video_mask: torch.Tensor

@@ -3,6 +3,7 @@ BPE vocabulary for every text and video, scored by a dot product and fused with 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,6 +46,12 @@ def vocabulary_words() -> list[str]:
     return [decoder[i].replace("</w>", "") for i in range(len(decoder))]
 
 
+@lru_cache(maxsize=1)
+def vocabulary_index() -> torch.Tensor:
+    """(V',) the vocabulary dimensions a lexicon may use (the mask's True entries)."""
+    return vocabulary_mask().nonzero().flatten()
+
+
 class LexiconHead(nn.Module):
     """MLM-style head: Linear, GELU, LayerNorm, then a projection onto the vocabulary tied to the token embedding
     matrix (passed in, so it is stored once), plus a bias. Returns pre-activation logits (..., V)."""
@@ -56,14 +63,30 @@ class LexiconHead(nn.Module):
         self.norm = nn.LayerNorm(text_width)
         self.bias = nn.Parameter(torch.full((vocab_size,), bias_init))
 
-    def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.act(self.dense(hidden))) @ token_embedding.T + self.bias
+    def forward(self, hidden: torch.Tensor, token_embedding: torch.Tensor,
+                vocab_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the whole vocabulary, or only over `vocab_index` (the same formula on fewer rows of E)."""
+        weight, bias = token_embedding, self.bias
+        if vocab_index is not None:
+            weight, bias = weight[vocab_index], bias[vocab_index]
+        return self.norm(self.act(self.dense(hidden))) @ weight.T + bias
 
 
-def lexicon_logits(head_logits: torch.Tensor, mask: torch.Tensor, vocab_mask: torch.Tensor) -> torch.Tensor:
-    """Max over valid positions of the head's logits, vocabulary-masked dims at -inf. (B, L, V) -> (B, V)."""
-    logits = head_logits.masked_fill(mask[..., None] == 0, float("-inf")).amax(1)
-    return logits.masked_fill(~vocab_mask.to(logits.device), float("-inf"))
+def lexicon_logits(head: LexiconHead, hidden: torch.Tensor, mask: torch.Tensor, token_embedding: torch.Tensor
+                   ) -> torch.Tensor:
+    """Max over the valid positions of the head's logits; dims outside the vocabulary mask are -inf.
+    (B, L, W), (B, L) -> (B, V). Only valid positions and usable words are projected: a third of the vocabulary and
+    most caption positions would otherwise cost (B, L, 49408) activations for nothing."""
+    vocab = vocabulary_index().to(hidden.device)
+    valid = mask.bool()
+    logits = head(hidden[valid], token_embedding, vocab)  # (N_valid, V')
+    segment = torch.arange(mask.shape[0], device=hidden.device).repeat_interleave(valid.sum(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # index_reduce is marked beta
+        pooled = logits.new_full((mask.shape[0], len(vocab)), float("-inf")).index_reduce(
+            0, segment, logits, "amax", include_self=True)
+    out = logits.new_full((mask.shape[0], token_embedding.shape[0]), float("-inf"))
+    return out.index_copy(1, vocab, pooled)
 
 
 def lexicon_activation(logits: torch.Tensor) -> torch.Tensor:
