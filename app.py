@@ -140,7 +140,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 map_fig = gr.Plot(label="Embedding map", elem_id=MAP_ELEM_ID)
                 bridge = gr.HTML("", js_on_load=MAP_BRIDGE_JS, server_functions=[cb.thumbnail])
                 map_selected = gr.Dataframe(label="Lasso selection", interactive=False, wrap=True, headers=["kind", "#", "item"])
-            with gr.Tab("Teach", id="teach"):
+            with gr.Tab("Walkthrough", id="walkthrough"):
                 walkthrough = gr.Markdown("Explain a pair first: this page then tells its story with its numbers.")
                 gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
                             "self-contained):")

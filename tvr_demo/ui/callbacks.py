@@ -20,7 +20,7 @@ from tvr_demo.ui.session import Session, model_summary
 
 PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context, so one default serves all
 EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B", "metrics", "slices", "comparison",
-              "channel correlation", "embedding map")  # the figures the Teach tab exports, in build_demo's order
+              "channel correlation", "embedding map")  # the figures the Walkthrough tab exports, in build_demo's order
 
 
 def user_errors(fn):
