@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures
-from tvr_demo.models import drl
+from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
 from tvr_demo.models.backbone import get_tokenizer
 from tvr_demo.video import normalize_frames
 
