@@ -150,6 +150,7 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     from tvr_demo.scoring import encode_video_frames, lexicon_matrix, similarity_matrix, text_bank
 
     model.eval()
+    narrowed, model.lexicon_vocab = model.lexicon_vocab, None  # validate on the whole vocabulary, as inference
     rows = [c[0] for c in data.captions_of]
     texts = text_bank(model, model.encode_text(data.caption_ids[rows].to(model.device),
                                                data.caption_mask[rows].to(model.device)))
@@ -166,6 +167,7 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
         out["R@1"] = evaluate_similarity(fused, gt)["t2v"]["R@1"]
         out["_sims"] = (latent, lex)  # type: ignore[assignment]
     model.train()
+    model.lexicon_vocab = narrowed
     return out
 
 
@@ -211,6 +213,11 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
     train_data = prepare_data(dataset, "train", run.model, progress=rank == 0)
     val_data = prepare_data(dataset, cfg.val_split, run.model, progress=rank == 0) if rank == 0 else None
 
+    if run.model.unify is not None and run.model.unify.train_vocabulary == "captions":
+        from tvr_demo.models.unify import vocabulary_mask
+
+        words = torch.unique(train_data.caption_ids)
+        model.lexicon_vocab = words[vocabulary_mask()[words]].to(dev)
     n_videos = train_data.frames.shape[0]
     steps_per_epoch = max(1, n_videos // (cfg.batch_size * world))
     total_steps = steps_per_epoch * epochs

@@ -24,6 +24,9 @@ class UnifyConfig:
     """UNIFY's lexicon branch (a documented interpretation: no official code exists; see the design note)."""
 
     top_k: int = 64  # design note: dimensions kept per item at inference (sparse gallery)
+    train_vocabulary: str = "captions"  # "captions": training projects onto the words of the training captions only
+    # (sampled-softmax style: other words start off and nothing asks them on; a 100x cheaper step on a CPU), "full":
+    # the whole vocabulary mask. Inference always uses the whole mask.
     head_bias_init: float = -1.0  # every word starts off (a scratch MLM head would light up half the vocabulary,
     # and 49k small activations make unbounded dot products); a word turns on only when training grounds it
     latent: Interaction = "dp"  # design note: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY

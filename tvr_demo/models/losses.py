@@ -96,7 +96,8 @@ def flops_regularizer(lexicon: torch.Tensor) -> torch.Tensor:
 def bag_of_words_loss(video_logits: torch.Tensor, targets: torch.Tensor, vocab_mask: torch.Tensor) -> torch.Tensor:
     """Stage-1 grounding: the video lexicon should activate its captions' content words (multi-label BCE over the
     vocabulary mask). video_logits (B, V) pre-activation, targets (B, V) in {0, 1}, vocab_mask (V,) bool."""
-    logits, targets = video_logits[:, vocab_mask], targets[:, vocab_mask]
+    usable = vocab_mask & torch.isfinite(video_logits).all(0)  # words outside a narrowed training vocabulary: -inf
+    logits, targets = video_logits[:, usable], targets[:, usable]
     pos = targets.sum().clamp(min=1.0)
     neg = (1 - targets).sum().clamp(min=1.0)
     per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")

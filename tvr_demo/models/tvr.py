@@ -51,6 +51,7 @@ class TVRModel(nn.Module):
             vocab, bias = config.clip["text_cfg"]["vocab_size"], config.unify.head_bias_init
             self.text_lexicon_head = LexiconHead(config.text_width, config.text_width, vocab, bias)
             self.video_lexicon_head = LexiconHead(width, config.text_width, vocab, bias)
+        self.lexicon_vocab: torch.Tensor | None = None  # training may narrow the lexicon to its captions' words
 
     @torch.no_grad()
     def init_from_clip_text(self) -> None:
@@ -73,7 +74,7 @@ class TVRModel(nn.Module):
         lexicon = None
         if self.config.unify is not None:
             lexicon = lexicon_logits(self.text_lexicon_head, hidden.float(), mask,
-                                     self.clip.token_embedding.weight.float())
+                                     self.clip.token_embedding.weight.float(), self.lexicon_vocab)
         return TextFeatures(tokens, mask, ids, weights, lexicon)
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoFeatures:
@@ -84,7 +85,8 @@ class TVRModel(nn.Module):
         weights = self.video_weight_fc(feats).squeeze(-1) if hasattr(self, "video_weight_fc") else None
         lexicon = None
         if self.config.unify is not None:
-            lexicon = lexicon_logits(self.video_lexicon_head, feats, mask, self.clip.token_embedding.weight.float())
+            lexicon = lexicon_logits(self.video_lexicon_head, feats, mask, self.clip.token_embedding.weight.float(),
+                                     self.lexicon_vocab)
         return VideoFeatures(feats, mask, weights, lexicon)
 
     def forward(self, ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor, video_mask: torch.Tensor

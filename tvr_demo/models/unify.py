@@ -72,12 +72,13 @@ class LexiconHead(nn.Module):
         return self.norm(self.act(self.dense(hidden))) @ weight.T + bias
 
 
-def lexicon_logits(head: LexiconHead, hidden: torch.Tensor, mask: torch.Tensor, token_embedding: torch.Tensor
-                   ) -> torch.Tensor:
+def lexicon_logits(head: LexiconHead, hidden: torch.Tensor, mask: torch.Tensor, token_embedding: torch.Tensor,
+                   vocab_index: torch.Tensor | None = None) -> torch.Tensor:
     """Max over the valid positions of the head's logits; dims outside the vocabulary mask are -inf.
     (B, L, W), (B, L) -> (B, V). Only valid positions and usable words are projected: a third of the vocabulary and
-    most caption positions would otherwise cost (B, L, 49408) activations for nothing."""
-    vocab = vocabulary_index().to(hidden.device)
+    most caption positions would otherwise cost (B, L, 49408) activations for nothing. `vocab_index` narrows the
+    projection further (training on the caption vocabulary)."""
+    vocab = (vocabulary_index() if vocab_index is None else vocab_index).to(hidden.device)
     valid = mask.bool()
     logits = head(hidden[valid], token_embedding, vocab)  # (N_valid, V')
     segment = torch.arange(mask.shape[0], device=hidden.device).repeat_interleave(valid.sum(1))
