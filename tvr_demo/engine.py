@@ -80,6 +80,10 @@ class SearchResult:
 class Engine:
     """One checkpoint + one benchmark split; the gallery is encoded once (or read from the cache)."""
 
+    # typed queries against larger galleries: faiss candidates + exact re-ranking (tvr_demo/index.py); below about
+    # 50k clips the exact scan is as fast on a 2-core CPU (bench/README.md)
+    two_stage_above: int = 50000
+
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None,
                  progress: bool = True) -> None:
         self.checkpoint = checkpoint
@@ -190,12 +194,34 @@ class Engine:
                 return i
         return None
 
-    def search_text(self, text: str, k: int = 10, branch: str | None = None) -> SearchResult:
+    @cached_property
+    def two_stage_index(self):
+        """tvr_demo.index.TwoStageIndex over the gallery's latent branch, built on first use."""
+        from tvr_demo.index import TwoStageIndex
+
+        return TwoStageIndex(self.gallery.videos, self.config.latent_interaction, self.gallery.decoded_ok)
+
+    def _use_two_stage(self, mode: str | None) -> bool:
+        if mode not in (None, "exact", "two_stage"):
+            raise QueryError(f"search mode {mode!r} is not one of: exact, two_stage")
+        if mode == "two_stage" and self.is_unify:
+            raise QueryError("two-stage search covers the latent score of DRL models only; use mode='exact'")
+        return mode == "two_stage" or (mode is None and not self.is_unify
+                                       and self.gallery_size > self.two_stage_above)
+
+    def search_text(self, text: str, k: int = 10, branch: str | None = None, mode: str | None = None
+                    ) -> SearchResult:
+        """mode "exact" scores every video; "two_stage" re-ranks the index's candidates exactly; None picks
+        two_stage for typed queries against galleries above `two_stage_above` videos."""
         branch = self.ranking_branch(branch)
+        two_stage = self._use_two_stage(mode)
         query_index = self.caption_index(text)
         if query_index is not None:
             scores = {b: m[query_index] for b, m in self.matrices.items()}
             notice = None
+        elif two_stage:
+            bank, notice = self.encode_query(text)
+            scores = {"latent": self.two_stage_index.row_scores(bank, k)[0]}
         else:
             bank, notice = self.encode_query(text)
             scores = {b: m[0] for b, m in self._branch_matrix(bank, self.gallery.videos,

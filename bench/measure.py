@@ -1,0 +1,133 @@
+"""Timing, peak memory and the machine's measured ceilings (the roofline beside every row)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+_START = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, with the seconds since the suite started."""
+    print(f"[bench +{time.perf_counter() - _START:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak extra memory while the block runs: CUDA allocator peak on GPU, else resident set sampled every 2 ms."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = _rss_bytes()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes() - self._base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes() - self._base)
+
+
+@dataclass
+class Timing:
+    ms: float  # median over reps
+    reps: int
+    peak_mb: float
+
+    def as_dict(self) -> dict:
+        return {"ms": round(self.ms, 3), "reps": self.reps, "peak_mb": round(self.peak_mb, 1)}
+
+
+def measure(fn: Callable[[], object], device: torch.device, min_time_s: float = 0.3, max_reps: int = 15) -> Timing:
+    """Median wall time of fn; a call slower than min_time_s is timed once (its warm-up is not worth the wait)."""
+    times = []
+    with PeakMemory(device) as mem:
+        while True:
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+            if times[0] > min_time_s or len(times) >= max_reps or (len(times) > 2 and sum(times) > min_time_s):
+                break
+    if len(times) > 2:
+        times = times[1:]  # the first call pays one-time allocations
+    return Timing(statistics.median(times) * 1e3, len(times), mem.peak / 2**20)
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the numbers were measured on, with attained (not datasheet) fp32 matmul and read-bandwidth ceilings."""
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0], "cpus": os.cpu_count(), "platform": platform.platform(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        n = 8192
+    else:
+        info["name"] = _cpu_name()
+        n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    t = measure(lambda: a @ b, device, min_time_s=0.5)
+    info["peak_gflops_fp32"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+    x = torch.ones(2**27 if device.type == "cpu" else 2**29, device=device)  # 512 MB / 2 GB
+    t = measure(lambda: x.sum(), device, min_time_s=0.5)
+    info["read_gbs"] = round(x.numel() * 4 / (t.ms / 1e3) / 1e9, 1)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def available_memory_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def roofline_ms(flops: float, nbytes: float, machine: dict) -> float:
+    """The least time the machine's measured ceilings allow: max(FLOPs / peak, bytes / bandwidth)."""
+    return max(flops / (machine["peak_gflops_fp32"] * 1e9), nbytes / (machine["read_gbs"] * 1e9)) * 1e3
