@@ -19,6 +19,7 @@ from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
 from tvr_demo.ui.callbacks import EXPORTABLE, make_callbacks
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.session import Session
+from tvr_demo.video import UPLOAD_MAX_BYTES
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
 INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a result to see in **Explain** how the "
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(session)
     print(f"ready in {time.perf_counter() - start:.1f} s: {len(session.models)} models on {session.device}",
           file=sys.stderr)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES)
     return 0
 
 

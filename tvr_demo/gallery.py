@@ -1,5 +1,5 @@
 """Encoded galleries on disk: a benchmark split's text and video banks, keyed by a fingerprint of the checkpoint,
-the preprocessing and the video files; written atomically, resumable chunk by chunk."""
+the preprocessing and the video files; written atomically, resumable chunk by chunk, checksummed by a manifest."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,12 +18,15 @@ from tqdm import tqdm
 
 from tvr_demo.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
 from tvr_demo.data import Benchmark
+from tvr_demo.errors import DatasetError
 from tvr_demo.models.unify import topk_sparsify
 from tvr_demo.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
 from tvr_demo.video import FrameSampling, decode_videos
 
 CACHE_VERSION = 1
 CHUNK = 128  # videos per resumable part
+BANK_FILES = ("videos.safetensors", "texts.safetensors")
+MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
 
 
 def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
@@ -104,6 +108,36 @@ def _concat(cls, parts: list):
     return cls(**out)
 
 
+def _write_manifest(directory: Path, key: str) -> None:
+    manifest = {"key": key, "sha256": {name: sha256_of(directory / name) for name in BANK_FILES}}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def verify_cache(directory: Path, key: str) -> bool:
+    """True when the folder's manifest names this key and every bank file still has its recorded sha256."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        return (manifest["key"] == key and sorted(manifest["sha256"]) == sorted(BANK_FILES)
+                and all(sha256_of(directory / name) == manifest["sha256"][name] for name in BANK_FILES))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _read_part(part: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]] | None:
+    """A finished chunk's tensors and decode failures, or None when it is absent or unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    if not part.is_file():
+        return None
+    try:
+        tensors = _load(part)
+        with safe_open(str(part), "pt") as f:
+            failures = [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return tensors, failures
+
+
 @dataclass
 class EncodedGallery:
     texts: TextBank  # the split's captions
@@ -115,42 +149,43 @@ class EncodedGallery:
 
 def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
                    num_workers: int = 2) -> EncodedGallery:
-    """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache; an interrupted
-    encode keeps its finished chunks in `<key>.partial/` and resumes from them."""
+    """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache once its manifest
+    checks out (else it is rebuilt); an interrupted encode keeps its finished chunks in `<key>.partial/` and resumes
+    from them (an unreadable chunk is encoded again)."""
+    if bench.num_videos == 0 or bench.num_captions == 0:
+        raise DatasetError(f"the gallery {bench.name}/{bench.split} has {bench.num_videos} videos and "
+                           f"{bench.num_captions} captions: it needs at least one of each")
     model, config = checkpoint.model, checkpoint.config
     top_k = config.unify.top_k if config.unify is not None else 0
     key = gallery_fingerprint(checkpoint, bench)
     final = Path(cache_root) / "gallery" / key
-    if not (final / "videos.safetensors").is_file():
+    if final.exists() and not verify_cache(final, key):
+        print(f"cached gallery {final} is incomplete or fails its checksum: encoding it again", file=sys.stderr)
+        shutil.rmtree(final, ignore_errors=True)
+    if not final.is_dir():
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         sampling = FrameSampling(config.max_frames, config.framerate)
-        n = bench.num_videos
-        chunks = range(0, n, CHUNK)
-        bar = tqdm(total=n, desc="encoding gallery", unit="clip", disable=not progress)
-        failures: list[tuple[str, str]] = []
-        for start in chunks:
+        bar = tqdm(total=bench.num_videos, desc="encoding gallery", unit="clip", disable=not progress)
+        parts, ok, failures = [], [], []
+        for start in range(0, bench.num_videos, CHUNK):
             part = partial / f"videos_{start:07d}.safetensors"
             paths = bench.video_paths[start:start + CHUNK]
-            if not part.is_file():
+            done = _read_part(part)
+            if done is None:
                 decoded = decode_videos(paths, sampling, config.image_size, num_workers=num_workers, progress=False)
                 bank = _sparse_lexicon(encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
                                                            torch.as_tensor(np.asarray(decoded.masks))), top_k)
                 tensors = _bank_tensors(bank)
                 tensors["decoded_ok"] = torch.as_tensor(np.asarray(decoded.ok))
-                _save(part, tensors, {"failures": [(str(p), r) for p, r in decoded.failures]})
-            bar.update(len(paths))
-        bar.close()
-        parts, ok = [], []
-        for start in chunks:
-            part = partial / f"videos_{start:07d}.safetensors"
-            tensors = _load(part)
+                done = tensors, [(str(p), r) for p, r in decoded.failures]
+                _save(part, tensors, {"failures": done[1]})
+            tensors, chunk_failures = done
             ok.append(tensors.pop("decoded_ok").numpy())
             parts.append(_bank_from_tensors(VideoBank, tensors))
-            from safetensors import safe_open
-
-            with safe_open(str(part), "pt") as f:
-                failures += [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
+            failures += chunk_failures
+            bar.update(len(paths))
+        bar.close()
         videos = _concat(VideoBank, parts)
         texts = _sparse_lexicon(encode_texts(model, bench.captions), top_k)
         tmp = final.with_name(key + ".tmp")
@@ -160,6 +195,7 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         vt["decoded_ok"] = torch.as_tensor(np.concatenate(ok))
         _save(tmp / "videos.safetensors", vt, {"failures": failures})
         _save(tmp / "texts.safetensors", _bank_tensors(texts))
+        _write_manifest(tmp, key)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         shutil.rmtree(partial, ignore_errors=True)

@@ -85,16 +85,27 @@ def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.T
 
 
 def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int = 64) -> torch.Tensor:
-    """The latent score S (n_texts, n_videos), blocked over texts so the (A, B, T, V) cosines stay small."""
+    """The latent score S (n_texts, n_videos), blocked over texts so the (A, B, T, V) cosines stay small; a block
+    that runs out of memory is halved and retried, down to one text."""
     if interaction == "dp":
         return texts.pooled @ videos.pooled.T
     weighted = interaction == "wti"
     t_w = texts.weights if weighted else drl.interaction_weights(None, texts.mask)
     v_w = videos.weights if weighted else drl.interaction_weights(None, videos.mask)
-    rows = []
-    for start in range(0, texts.tokens.shape[0], block):
+    rows, start = [], 0
+    while start < texts.tokens.shape[0]:
         sl = slice(start, start + block)
-        rows.append(drl.wti_similarity(texts.tokens[sl], texts.mask[sl], t_w[sl], videos.frames, videos.mask, v_w))
+        try:
+            rows.append(drl.wti_similarity(texts.tokens[sl], texts.mask[sl], t_w[sl], videos.frames, videos.mask,
+                                           v_w))
+        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError (torch>=2.5); CPU runs raise no such error
+            if block == 1:
+                raise
+            block //= 2
+            if videos.frames.is_cuda:
+                torch.cuda.empty_cache()
+            continue
+        start += rows[-1].shape[0]
     return torch.cat(rows)
 
 

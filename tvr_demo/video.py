@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import struct
 import sys
@@ -19,6 +20,12 @@ from tvr_demo.errors import TVRError, VideoDecodeError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Limits on a clip a stranger uploads to the app (video -> text search); each refusal says which one was hit.
+UPLOAD_MAX_BYTES = 200 * 1024 * 1024  # 200 MB: about 10 min of 720p H.264; refused before any decoding
+UPLOAD_MAX_SECONDS = 600.0  # 10 min: the model sees at most max_frames frames, so a longer clip adds decode time only
+UPLOAD_MAX_PIXELS = 3840 * 2160  # 4K UHD frames; a larger frame size could take gigabytes to decode
+DECODE_TIMEOUT_S = 60.0  # a decode still running after this (malformed or adversarial file) is killed
 
 # Containers in the ISO base media format (mp4/mov) carry their box sizes, which lets us spot a cut-off download
 # before decord reads past the end of it.
@@ -241,6 +248,83 @@ def load_video(
     video[:n] = preprocess_frames(sampled.frames, resolution)
     mask[:n] = 1
     return video, mask
+
+
+def _decode_untrusted(conn, path: Path, sampling: FrameSampling, resolution: int, max_seconds: float,
+                      max_pixels: int) -> None:
+    """Worker process body: check duration and frame size, decode, send back ("ok", frames, mask) as numpy arrays
+    or ("error", message, None)."""
+    with contextlib.suppress(OSError):  # should memory run out, the kernel kills this worker, not the server
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    try:
+        reader = _open(path, num_threads=1)
+        num_frames, fps = len(reader), float(reader.get_avg_fps())
+        if math.isfinite(fps) and fps > 0 and num_frames / fps > max_seconds:
+            raise VideoDecodeError(f"{path.name} lasts {num_frames / fps:.0f} s; clips are limited to "
+                                   f"{max_seconds:g} s: trim it")
+        if num_frames:
+            height, width = reader[0].shape[:2]
+            if height * width > max_pixels:
+                raise VideoDecodeError(f"{path.name} has {width}x{height} frames, over the limit of {max_pixels:,} "
+                                       "pixels (4K UHD): downscale it")
+        del reader
+        video, mask = load_video(path, sampling, resolution, num_threads=1)
+        conn.send(("ok", video.numpy(), mask.numpy()))
+    except TVRError as err:
+        conn.send(("error", str(err), None))
+    except Exception as err:  # a decoder failure we did not foresee: still a refusal, not a crash
+        conn.send(("error", f"cannot decode video {path.name}: {type(err).__name__}: {_short(err)}", None))
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """forkserver where available: a worker forks from a single-threaded server process that has already imported
+    the main module and this one, so it starts fast and inherits none of the web server's threads; else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "tvr_demo.video"])
+    return context
+
+
+def load_untrusted_video(
+    path: Path, sampling: FrameSampling, resolution: int, timeout_s: float = DECODE_TIMEOUT_S
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """load_video for a file from a stranger: the upload limits above, and decoding in a worker process that is
+    killed after `timeout_s`, so a malformed file costs a VideoDecodeError (naming the file, not where the server
+    keeps it), never the server."""
+    path = Path(path)
+    try:
+        _check_file(path)
+    except VideoDecodeError as err:
+        raise VideoDecodeError(str(err).replace(str(path), path.name)) from None
+    size = path.stat().st_size
+    if size > UPLOAD_MAX_BYTES:
+        raise VideoDecodeError(f"{path.name} is {size / 2**20:.0f} MB; uploads are limited to "
+                               f"{UPLOAD_MAX_BYTES // 2**20} MB: trim or re-encode it")
+    context = _worker_context()
+    receive, send = context.Pipe(duplex=False)
+    limits = (UPLOAD_MAX_SECONDS, UPLOAD_MAX_PIXELS)  # read here, in the server, so they are its settings
+    worker = context.Process(target=_decode_untrusted, args=(send, path, sampling, resolution, *limits), daemon=True)
+    worker.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise VideoDecodeError(f"decoding {path.name} took longer than {timeout_s:g} s and was stopped: the "
+                                   "file is damaged or unusually heavy; re-encode it (e.g. H.264 in .mp4)")
+        try:
+            status, first, second = receive.recv()
+        except EOFError:
+            worker.join(5)
+            raise VideoDecodeError(f"the video decoder crashed on {path.name} (exit code {worker.exitcode}): the "
+                                   "file is damaged or not a video; re-encode it (e.g. H.264 in .mp4)") from None
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+        receive.close()
+    if status != "ok":
+        raise VideoDecodeError(first.replace(str(path), path.name))
+    return torch.from_numpy(first), torch.from_numpy(second)
 
 
 @dataclass

@@ -112,6 +112,10 @@ def compare_view(engine_a: Engine, name_a: str, engine_b: Engine, name_b: str, k
 
 def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
     """The D x D cross-correlation of matched text and video features per model, and its statistics."""
+    gallery = next(iter(engines.values())).bench
+    if gallery.num_captions < 2:  # a correlation over one pair is 0 / 0
+        raise QueryError(f"the channel correlation needs at least 2 captions; {gallery.name}/{gallery.split} has "
+                         f"{gallery.num_captions}")
     matrices = {name: engine.channel_correlation() for name, engine in engines.items()}
     lines = ["| model | training | D | diag mean | diag min | off-diag mean abs | off-diag RMS | off-diag max abs |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -126,7 +130,6 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
         if cdcr.variant and cdcr.alpha2 == 0:
             notes.append(f"`{name}` has CDCR with α2 = 0: only the diagonal term was trained, nothing decorrelates "
                          "the channels (the official DRL commands all do this).")
-    gallery = next(iter(engines.values())).bench
     title = f"text × video channel correlation over {gallery.name}/{gallery.split} (matched pairs)"
     return plots.correlation_figure(matrices, title=title), "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
 

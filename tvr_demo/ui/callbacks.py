@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
 from tvr_demo.errors import TVRError
+from tvr_demo.safety import resolve_within
 from tvr_demo.ui import analysis, explain, search
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.session import Session, model_summary
@@ -78,12 +80,18 @@ def make_callbacks(session: Session) -> SimpleNamespace:
             gr.Warning(notice)
         return items, summary, table, order, None, ""  # a new ranking: nothing selected yet
 
-    @user_errors
     @gpu
+    def search_video(video, clip, k, branch, model, dataset, split, progress):
+        return search.search_video(engine(model, dataset, split, progress), video, clip, k, _branch(branch))
+
+    @user_errors
     def run_search_video(video, upload, k, branch, model, dataset, split, progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
-        summary, table, captions, index = search.search_video(e, video, upload, k, _branch(branch))
-        preview = upload if upload else str(e.bench.video_paths[index])
+        clip = None
+        if upload:  # gradio hands over only files it received; the path policy holds whoever the caller is
+            upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
+            clip = search.decode_upload(engine(model, dataset, split, progress), upload)
+        summary, table, captions, index = search_video(video, clip, k, branch, model, dataset, split, progress)
+        preview = upload if upload else str(bench(model, dataset, split).video_paths[index])
         return summary, preview, table, captions, index
 
     @user_errors

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from tvr_demo.engine import Engine, SearchResult
 from tvr_demo.errors import QueryError
+from tvr_demo.models.unify import topk_sparsify
+from tvr_demo.scoring import encode_video_frames
+from tvr_demo.video import FrameSampling, load_untrusted_video
 
 
 def resolve_video(engine: Engine, video: str | int | float | None) -> int | None:
@@ -73,14 +78,44 @@ def search_text(engine: Engine, query: str, k: int, branch: str | None
     return items, summary, pd.DataFrame(rows), order, result.notice
 
 
-def search_video(engine: Engine, video: str | None, upload: str | None, k: int, branch: str | None
+@dataclass
+class Clip:
+    """An uploaded clip, decoded into what the model takes."""
+
+    name: str
+    frames: torch.Tensor  # (V, 3, R, R) uint8, zero-padded
+    mask: torch.Tensor  # (V,) int64
+
+
+def decode_upload(engine: Engine, path: str | Path) -> Clip:
+    """Decode an upload with the upload limits, in a worker process that a malformed file can crash or hang
+    without taking the server along (CPU work: the app runs it outside its GPU functions)."""
+    config = engine.config
+    frames, mask = load_untrusted_video(Path(path), FrameSampling(config.max_frames, config.framerate),
+                                        config.image_size)
+    return Clip(Path(path).name, frames, mask)
+
+
+def search_clip(engine: Engine, clip: Clip, k: int, branch: str | None) -> SearchResult:
+    """Captions for a decoded clip, scored as Engine.search_video scores a video file."""
+    bank = encode_video_frames(engine.model, clip.frames[None], clip.mask[None])  # one video
+    if engine.is_unify:
+        bank.lexicon = topk_sparsify(bank.lexicon, engine.config.unify.top_k)
+    scores = {b: m[:, 0] for b, m in engine._branch_matrix(engine.gallery.texts, bank).items()}
+    return engine._hits(scores, engine.ranking_branch(branch), k, [], None)
+
+
+def search_video(engine: Engine, video: str | None, upload: Clip | None, k: int, branch: str | None
                  ) -> tuple[str, pd.DataFrame, list[int], int | None]:
-    """Top-k captions for a gallery video or an uploaded clip: a summary, a table, the caption index of each row and
-    the gallery video index (None for an upload, which the explain view cannot use)."""
+    """Top-k captions for a gallery video or an uploaded clip (see decode_upload): a summary, a table, the caption
+    index of each row and the gallery video index (None for an upload, which the explain view cannot use)."""
     index = None if upload else resolve_video(engine, video)
     if upload is None and index is None:
         raise QueryError("choose a gallery video or upload a clip")
-    result = engine.search_video(Path(upload) if upload else index, k=int(k), branch=branch or None)
+    if upload:
+        result = search_clip(engine, upload, int(k), branch or None)
+    else:
+        result = engine.search_video(index, k=int(k), branch=branch or None)
     bench = engine.bench
     hits = list(result.hits)
     shown = {h.index for h in hits}
@@ -91,7 +126,7 @@ def search_video(engine: Engine, video: str | None, upload: str | None, k: int, 
     rows = [{"rank": h.rank + 1, "caption": bench.captions[h.index], "caption #": h.index,
              **_score_columns(result, h.scores), "ground truth": "✓" if h.is_ground_truth else ""} for h in hits]
     if upload:
-        summary = f"Uploaded clip `{Path(upload).name}`: the {int(k)} best-matching benchmark captions."
+        summary = f"Uploaded clip `{upload.name}`: the {int(k)} best-matching benchmark captions."
     else:
         names = [f"caption {i}" for i in range(engine.num_captions)]
         summary = ground_truth_line(result, names, int(k), engine.num_captions).replace(

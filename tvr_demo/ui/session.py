@@ -11,6 +11,8 @@ from tvr_demo.checkpoints import list_checkpoints, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.engine import Engine
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
+from tvr_demo.paths import data_dir, default_dataset_dir
+from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.scoring import default_device
 from tvr_demo.ui.media import video_thumbnail
 
@@ -49,7 +51,8 @@ class Session:
         self.models: dict[str, str] = {}
         for spec in specs:
             self.models[_label(str(spec), set(self.models))] = str(spec)
-        self.dataset = str(dataset) if dataset else ""  # "" = the bundled benchmark, generated on first use
+        # "" = the bundled benchmark, generated on first use; a path is made absolute, as clients send it back
+        self.dataset = str(Path(dataset).expanduser().resolve()) if dataset else ""
         self.split = split
         self.device = str(default_device(device))
         self.cache_root = cache_root
@@ -61,15 +64,22 @@ class Session:
     def default_model(self) -> str:
         return next(iter(self.models))
 
+    @property
+    def data_roots(self) -> list[Path]:
+        """The folders a client may pick galleries from: the data folder and the gallery given at start."""
+        return [data_dir()] + ([Path(self.dataset)] if self.dataset else [])
+
     def dataset_dir(self, dataset: str | None, progress: Progress = None) -> Path:
-        """The folder of a gallery; blank means the bundled benchmark, generated (with progress) if missing."""
+        """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
+        the bundled benchmark, generated (with progress) if missing."""
         dataset = (dataset or self.dataset or "").strip()
         if dataset:
-            path = Path(dataset).expanduser()
+            path = resolve_within(dataset, self.data_roots, "gallery folder",
+                                  "give a folder inside one of them, or leave it blank for the default gallery")
             if not path.is_dir():
-                raise DatasetError(f"gallery folder {path} does not exist; give a benchmark folder (e.g. one written "
-                                   "by `python -m tvr_demo generate --out DIR`)")
-            return path.resolve()
+                raise DatasetError(f"gallery folder {dataset} does not exist; give a benchmark folder (e.g. one "
+                                   "written by `python -m tvr_demo generate --out DIR`)")
+            return path
         from tvr_demo.data.synthetic import ensure_default_dataset
 
         if progress is not None:
@@ -79,10 +89,25 @@ class Session:
     def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
         root, split = self.dataset_dir(dataset, progress), split or self.split
         key = (str(root), split)
+        if key in self._benchmarks:  # no lock: a gallery being encoded must not hold up the galleries in use
+            return self._benchmarks[key]
         with self._lock:
             if key not in self._benchmarks:
-                self._benchmarks[key] = load_benchmark(root, split)
+                bench = load_benchmark(root, split)
+                self._check_videos(bench)
+                self._benchmarks[key] = bench
             return self._benchmarks[key]
+
+    def _check_videos(self, bench: Benchmark) -> None:
+        """A gallery picked by a client may not reach files outside `data_roots` (a symlinked video, say); the one
+        given at start is the operator's and trusted as it is."""
+        start = Path(self.dataset) if self.dataset else default_dataset_dir()
+        if bench.root.resolve() == start.resolve():
+            return
+        outside = [p for p in bench.video_paths if (p.is_symlink() or p.exists()) and not within(p, self.data_roots)]
+        if outside:
+            raise UnsafePathError(f"the gallery {bench.name}/{bench.split} has {len(outside)} video file(s) that lead "
+                                  f"outside the folders this app serves (e.g. {outside[0].name}, a symlink?)")
 
     def engine(self, model: str | None = None, dataset: str | None = None, split: str | None = None,
                progress: Progress = None) -> Engine:

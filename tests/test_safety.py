@@ -1,0 +1,199 @@
+"""The app's path policy (tvr_demo/safety.py, used by the session and the callbacks) and the upload limits of
+tvr_demo/video.py: every refusal is a TVRError with a message that says what was refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from app_support import tiny_session
+
+from tvr_demo import video
+from tvr_demo.errors import VideoDecodeError
+from tvr_demo.safety import UnsafePathError, resolve_within
+from tvr_demo.ui.callbacks import make_callbacks
+from tvr_demo.video import FrameSampling, load_untrusted_video
+
+SAMPLING = FrameSampling(max_frames=4)
+
+
+@pytest.fixture()
+def roots(tmp_path):
+    """Two served roots with a folder each, and a secret outside both."""
+    data, extra, outside = tmp_path / "data", tmp_path / "extra", tmp_path / "outside"
+    for d in (data / "bench", extra / "own", outside):
+        d.mkdir(parents=True)
+    (outside / "secret.txt").write_text("secret")
+    return data, extra, outside
+
+
+def test_paths_inside_the_roots_resolve(roots):
+    data, extra, _ = roots
+    assert resolve_within("bench", [data, extra]) == (data / "bench").resolve()
+    assert resolve_within(str(extra / "own"), [data, extra]) == (extra / "own").resolve()
+    assert resolve_within("own", [data, extra]) == (data / "own").resolve()  # relative: from the first root
+    assert resolve_within(str(data / "bench"), [data, extra]) == (data / "bench").resolve()
+    assert resolve_within("bench/../bench/", [data]) == (data / "bench").resolve()
+
+
+@pytest.mark.parametrize("path", ["..", "../outside", "bench/../../outside/secret.txt", "/etc/passwd", "/", "~"])
+def test_dot_dot_and_absolute_paths_outside_are_refused(roots, path):
+    data, extra, _ = roots
+    if path == "~":  # not expanded: a folder literally named "~" inside the root, which is allowed
+        assert resolve_within(path, [data]) == (data / "~").resolve()
+        return
+    with pytest.raises(UnsafePathError, match="outside the folders this app serves"):
+        resolve_within(path, [data, extra])
+
+
+def test_an_absolute_path_to_a_sibling_outside_is_refused(roots):
+    data, _, outside = roots
+    with pytest.raises(UnsafePathError, match=r"outside the folders this app serves \(data/\)"):
+        resolve_within(str(outside), [data])
+
+
+def test_symlinks_are_followed_before_the_check(roots):
+    data, _, outside = roots
+    (data / "escape").symlink_to(outside)
+    (data / "inner").symlink_to(data / "bench")
+    (data / "loop").symlink_to(data / "loop")
+    with pytest.raises(UnsafePathError, match="outside"):
+        resolve_within("escape/secret.txt", [data])
+    with pytest.raises(UnsafePathError, match="outside"):
+        resolve_within("escape", [data])
+    assert resolve_within("inner", [data]) == (data / "bench").resolve()
+    with pytest.raises(UnsafePathError, match="not a usable path"):
+        resolve_within("loop", [data])
+
+
+@pytest.mark.parametrize("path", ["", "   ", "bench\x00/x"])
+def test_empty_and_nul_paths_are_refused(roots, path):
+    with pytest.raises(UnsafePathError, match="empty or not a valid path"):
+        resolve_within(path, [roots[0]])
+
+
+# ---------------------------------------------------------------- the session and callbacks: the /load fields
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety")
+    os.environ["TVR_DEMO_DATA"] = str(root / "data")  # the served data root (read by tvr_demo.paths.data_dir)
+    (root / "data").mkdir()
+    try:
+        yield tiny_session(root, n_test=4)
+    finally:
+        os.environ.pop("TVR_DEMO_DATA")
+
+
+def test_gallery_field_cannot_leave_the_served_folders(session, tmp_path):
+    """The /load gallery field: `..`, an absolute path elsewhere and a symlink out are refused as notices."""
+    cb = make_callbacks(session)
+    data = Path(os.environ["TVR_DEMO_DATA"])
+    (data / "out").symlink_to(tmp_path)
+    for dataset in ("../..", "/etc", str(tmp_path), "out"):
+        with pytest.raises(gr.Error, match="gallery folder .* is outside the folders this app serves"):
+            cb.load("drl-wti", dataset, "test")
+    assert session.dataset_dir(session.dataset) == Path(session.dataset).resolve()  # the start gallery is served
+
+
+def test_a_gallery_whose_videos_link_outside_is_refused(session, tmp_path):
+    """A benchmark under the data root whose video is a symlink to a file elsewhere is refused as a whole."""
+    import shutil
+
+    data = Path(os.environ["TVR_DEMO_DATA"])
+    copy = data / "copy"
+    shutil.copytree(session.dataset, copy)
+    victim = next((copy / "videos").glob("*.mp4"))
+    target = tmp_path / "elsewhere.mp4"
+    shutil.copy(victim, target)
+    victim.unlink()
+    victim.symlink_to(target)
+    with pytest.raises(UnsafePathError, match="1 video file.* outside the folders this app serves"):
+        session.benchmark("copy", "test")
+
+
+def test_model_field_takes_only_served_names(session):
+    """The /load model field is a name, never a path: a checkpoint path, even a real one, is refused."""
+    cb = make_callbacks(session)
+    for model in ("../checkpoints/unify", session.models["unify"], "/etc/passwd"):
+        with pytest.raises(gr.Error, match="unknown model"):
+            cb.load(model, "", "test")
+
+
+def test_an_upload_outside_gradios_upload_folder_is_refused(session, tmp_path):
+    cb = make_callbacks(session)
+    clip = next((Path(session.dataset) / "videos").glob("*.mp4"))
+    with pytest.raises(gr.Error, match="uploaded file .* is outside the folders this app serves"):
+        cb.run_search_video(None, str(clip), 5, "auto", "drl-wti", "", "test")
+
+
+# ---------------------------------------------------------------- uploads: limits and a decoder in its own process
+
+
+@pytest.fixture(scope="module")
+def clip(session) -> Path:
+    return next((Path(session.dataset) / "videos").glob("*.mp4"))
+
+
+def test_an_upload_decodes_in_a_worker_as_in_process(clip):
+    import torch
+
+    frames, mask = load_untrusted_video(clip, SAMPLING, 32)
+    expected = video.load_video(clip, SAMPLING, 32)
+    assert torch.equal(frames, expected[0]) and torch.equal(mask, expected[1])
+
+
+def test_an_upload_over_the_size_limit_is_refused_before_decoding(clip, monkeypatch):
+    monkeypatch.setattr(video, "UPLOAD_MAX_BYTES", clip.stat().st_size - 1)
+    with pytest.raises(VideoDecodeError, match=rf"{clip.name} is \d+ MB; uploads are limited to 0 MB"):
+        load_untrusted_video(clip, SAMPLING, 32)
+
+
+def test_an_upload_over_the_duration_limit_is_refused(clip, monkeypatch):
+    monkeypatch.setattr(video, "UPLOAD_MAX_SECONDS", 0.5)
+    with pytest.raises(VideoDecodeError, match=rf"{clip.name} lasts \d+ s; clips are limited to 0.5 s"):
+        load_untrusted_video(clip, SAMPLING, 32)
+
+
+def test_an_upload_over_the_frame_size_limit_is_refused(clip, monkeypatch):
+    monkeypatch.setattr(video, "UPLOAD_MAX_PIXELS", 100)
+    with pytest.raises(VideoDecodeError, match=r"frames, over the limit of 100 pixels"):
+        load_untrusted_video(clip, SAMPLING, 32)
+
+
+def _hang(conn, *args) -> None:
+    """Stands in for a decoder stuck on a malicious file (runs in the worker process)."""
+    time.sleep(60)
+
+
+def _crash(conn, *args) -> None:
+    """Stands in for a decoder that segfaults on a malformed file (runs in the worker process)."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_decode_that_hangs_is_stopped_at_the_time_limit(clip, monkeypatch):
+    monkeypatch.setattr(video, "_decode_untrusted", _hang)
+    start = time.perf_counter()
+    with pytest.raises(VideoDecodeError, match=rf"decoding {clip.name} took longer than 1 s and was stopped"):
+        load_untrusted_video(clip, SAMPLING, 32, timeout_s=1)
+    assert time.perf_counter() - start < 10
+
+
+def test_a_decoder_crash_is_a_refusal_not_a_dead_server(clip, monkeypatch):
+    monkeypatch.setattr(video, "_decode_untrusted", _crash)
+    with pytest.raises(VideoDecodeError, match=rf"the video decoder crashed on {clip.name} \(exit code -11\)"):
+        load_untrusted_video(clip, SAMPLING, 32)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + b"x" * 50, os.urandom(4096),
+                                     b"<html>not a video</html>"])
+def test_files_that_are_not_videos_are_refused_with_their_name(tmp_path, content):
+    path = tmp_path / "upload.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoDecodeError, match="upload.mp4"):
+        load_untrusted_video(path, SAMPLING, 32)

@@ -1,0 +1,39 @@
+"""The app's path policy: a path a client sends (a gallery folder, a file) is used only if it lies inside the
+folders the server was configured to serve, after `..` and symlinks are resolved. The CLI, run by a local user,
+does not go through it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tvr_demo.errors import TVRError
+
+
+class UnsafePathError(TVRError):
+    """A path from a client points outside the folders this server serves."""
+
+
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    """True when `path`, with symlinks resolved, is one of `roots` or lies under one (roots resolved too)."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def resolve_within(path: str | Path, roots: Sequence[Path], what: str = "path", hint: str = "") -> Path:
+    """The resolved path if it lies inside one of `roots` (a relative path is taken from the first root), else an
+    UnsafePathError that names the served folders, not where the path led."""
+    text = str(path).strip()
+    names = ", ".join(f"{Path(root).name}/" for root in roots) or "none"
+    if not text or "\x00" in text:
+        raise UnsafePathError(f"the {what} is empty or not a valid path")
+    candidate = Path(text) if Path(text).is_absolute() else Path(roots[0]) / text
+    try:
+        if within(candidate, roots):
+            resolved = candidate.resolve()
+            resolved.exists()  # raises on what the file system cannot take (a name too long)
+            return resolved
+    except (OSError, RuntimeError, ValueError) as err:  # a name too long, a symlink loop (RuntimeError)...
+        raise UnsafePathError(f"the {what} {text[:200]!r} is not a usable path ({type(err).__name__})") from None
+    raise UnsafePathError(f"the {what} {text[:200]!r} is outside the folders this app serves ({names})"
+                          + (f"; {hint}" if hint else ""))
