@@ -16,7 +16,7 @@ from tvr_demo.models.losses import (
     self_distillation,
     symmetric_infonce,
 )
-from tvr_demo.models.unify import lexicon_activation, vocabulary_mask
+from tvr_demo.models.unify import bag_of_words, lexicon_activation, vocabulary_mask
 
 
 @dataclass
@@ -71,8 +71,11 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
         lexicon_nce = symmetric_infonce(lex_logits)
         loss = loss + lexicon_nce
         parts["lexicon"] = float(lexicon_nce.detach())
-        if stage == 1 and video_words is not None:
-            bow = bag_of_words_loss(video.lexicon_logits, video_words, vocabulary_mask().to(lex.device))
+        if stage == 1:  # grounding: the text lexicon lights its own content words, the video lexicon its captions'
+            vocab = vocabulary_mask().to(lex.device)  # (on pre-activation logits: ReLU passes no gradient to an off word)
+            bow = bag_of_words_loss(text.lexicon_logits, bag_of_words(text.ids, vocab.shape[0]), vocab)
+            if video_words is not None:
+                bow = bow + bag_of_words_loss(video.lexicon_logits, video_words, vocab)
             loss = loss + u.bow_weight * bow
             parts["bow"] = float(bow.detach())
         if stage == 2:

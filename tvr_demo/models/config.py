@@ -31,7 +31,7 @@ class UnifyConfig:
     # and 49k small activations make unbounded dot products); a word turns on only when training grounds it
     latent: Interaction = "dp"  # design note: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY
     stage1_fraction: float = 0.3  # share of training steps in stage 1 (activation); the rest is stage 2 (suppression)
-    bow_weight: float = 1.0  # stage 1 bag-of-words grounding loss weight
+    bow_weight: float = 1.0  # stage 1 bag-of-words grounding (text: its own words; video: its captions' words)
     flops_weight: float = 0.01  # stage 2 FLOPS regulariser weight, reached by a quadratic ramp (SPLADE)
     distill_weight: float = 1.0  # two-way self-distillation between latent and lexicon in-batch distributions
     distill_tau: float = 1.0  # temperature on top of each branch's own logits (latent x logit scale, lexicon / its temperature)

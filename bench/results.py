@@ -1,0 +1,58 @@
+"""The papers' comparison on the bundled benchmark: every bundled checkpoint evaluated on the 1,000-clip test split,
+UNIFY per branch, as JSON and a markdown table.
+
+    python bench/results.py [--dataset data/synthetic] [--json bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tvr_demo.checkpoints import bundled_registry  # noqa: E402
+from tvr_demo.engine import Engine  # noqa: E402
+from tvr_demo.paths import default_dataset_dir  # noqa: E402
+
+COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+
+
+def evaluate_all(dataset: Path) -> dict[str, dict]:
+    """name (or name/branch for UNIFY) -> {"t2v": ..., "v2t": ...}."""
+    rows: dict[str, dict] = {}
+    for name in bundled_registry():
+        engine = Engine.from_names(name, dataset, "test", device="cpu", progress=False)
+        result = engine.evaluate()
+        if engine.is_unify:
+            for branch in ("latent", "lexicon", "fused"):
+                rows[f"{name} ({branch})"] = {d: result[branch][d] for d in ("t2v", "v2t")}
+        else:
+            rows[name] = {d: result[d] for d in ("t2v", "v2t")}
+    return rows
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    head = "| model | " + " | ".join(f"t2v {c}" for c in COLUMNS) + " | " + " | ".join(f"v2t {c}" for c in COLUMNS)
+    lines = [head + " |", "|" + " --- |" * (1 + 2 * len(COLUMNS))]
+    for name, r in rows.items():
+        cells = [f"{r[d][c]:.1f}" for d in ("t2v", "v2t") for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default=str(default_dataset_dir()))
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    rows = evaluate_all(Path(args.dataset))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
