@@ -258,7 +258,11 @@ class Engine:
               ) -> SearchResult:
         ranking = scores[branch]
         order = np.argsort(-ranking, kind="stable")[:k]
-        gt_rank = min(int((ranking > ranking[g]).sum()) for g in gt) if gt else None
+        gt_rank = None
+        if gt:  # pessimistic ties, as metrics.py: every other item scoring at least the best ground truth counts
+            others = np.ones(len(ranking), dtype=bool)
+            others[gt] = False
+            gt_rank = int((ranking[others] >= max(ranking[g] for g in gt)).sum())
         hits = [SearchHit(int(i), r, float(ranking[i]), {b: float(s[i]) for b, s in scores.items()}, int(i) in gt)
                 for r, i in enumerate(order)]
         return SearchResult(hits, branch, gt, gt_rank, notice)
