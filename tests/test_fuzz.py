@@ -4,7 +4,6 @@ hang or a dead server."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -28,16 +27,12 @@ VIDEO = st.one_of(st.sampled_from(["", "video0", "3"]), TEXT)  # a gallery video
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
-    os.environ["TVR_DEMO_DATA"] = str(root / "data")  # the served data root, with one extra gallery in it
-    (root / "data").mkdir()
     session = tiny_session(root, n_test=6)
-    shutil.copytree(session.dataset, root / "data" / "copy")
+    shutil.copytree(session.dataset, root / "data" / "copy")  # the served data root, with one extra gallery in it
     (root / "data" / "escape").symlink_to(root)  # a way out, for the gallery field to try
-    try:
-        with launched(session) as url:
-            yield session, gradio_client.Client(url, verbose=False)
-    finally:
-        os.environ.pop("TVR_DEMO_DATA")
+    with pytest.MonkeyPatch.context() as mp, launched(session) as url:
+        mp.setenv("TVR_DEMO_DATA", str(root / "data"))
+        yield session, gradio_client.Client(url, verbose=False)
 
 
 def call(client, *args, api_name: str):

@@ -82,12 +82,10 @@ def test_empty_and_nul_paths_are_refused(roots, path):
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("safety")
-    os.environ["TVR_DEMO_DATA"] = str(root / "data")  # the served data root (read by tvr_demo.paths.data_dir)
     (root / "data").mkdir()
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVR_DEMO_DATA", str(root / "data"))  # the served data root (read by tvr_demo.paths.data_dir)
         yield tiny_session(root, n_test=4)
-    finally:
-        os.environ.pop("TVR_DEMO_DATA")
 
 
 def test_gallery_field_cannot_leave_the_served_folders(session, tmp_path):
