@@ -20,7 +20,7 @@ import torch
 from app_support import tiny_session
 from safetensors.torch import load_file
 
-from tvr_demo import gallery, scoring
+from tvr_demo import gallery, kernels
 from tvr_demo.checkpoints import load_checkpoint
 from tvr_demo.data import load_benchmark
 from tvr_demo.engine import Engine
@@ -197,7 +197,7 @@ def _banks(n_texts: int = 40, n_videos: int = 7, dim: int = 16) -> tuple[TextBan
 
 def _short_of_memory(monkeypatch, most: int) -> list[int]:
     """Make the block scorer raise CUDA's out-of-memory error for blocks of more than `most` texts."""
-    sizes, score = [], drl.wti_similarity
+    sizes, score = [], kernels.wti_scores
 
     def limited(text, *args):
         sizes.append(text.shape[0])
@@ -205,7 +205,7 @@ def _short_of_memory(monkeypatch, most: int) -> list[int]:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (test: {text.shape[0]} texts > {most})")
         return score(text, *args)
 
-    monkeypatch.setattr(scoring.drl, "wti_similarity", limited)
+    monkeypatch.setattr(kernels, "wti_scores", limited)
     return sizes
 
 

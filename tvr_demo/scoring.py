@@ -84,9 +84,12 @@ def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.T
     return _cat(parts, VideoBank)
 
 
-def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int = 64) -> torch.Tensor:
-    """The latent score S (n_texts, n_videos), blocked over texts so the (A, B, T, V) cosines stay small; a block
-    that runs out of memory is halved and retried, down to one text."""
+def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int = 1024) -> torch.Tensor:
+    """The latent score S (n_texts, n_videos). Token-wise interactions go through the fused scorer (Triton on CUDA,
+    a blocked torch path elsewhere; tests/test_kernels.py pins it to drl.wti_similarity), which never builds the
+    (A, B, T, V) cosine tensor; a block of texts that still runs out of memory is halved and retried."""
+    from tvr_demo.kernels import wti_scores
+
     if interaction == "dp":
         return texts.pooled @ videos.pooled.T
     weighted = interaction == "wti"
@@ -96,8 +99,7 @@ def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, bloc
     while start < texts.tokens.shape[0]:
         sl = slice(start, start + block)
         try:
-            rows.append(drl.wti_similarity(texts.tokens[sl], texts.mask[sl], t_w[sl], videos.frames, videos.mask,
-                                           v_w))
+            rows.append(wti_scores(texts.tokens[sl], texts.mask[sl], t_w[sl], videos.frames, videos.mask, v_w))
         except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError (torch>=2.5); CPU runs raise no such error
             if block == 1:
                 raise
