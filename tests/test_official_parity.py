@@ -3,8 +3,8 @@ numbers the official DRL code computes, to 1e-4, on CPU in fp32.
 
 The reference below is an independent functional re-implementation of what the official code does (foolwood/DRL:
 tvr/models/modeling.py, module_clip.py, module_cross.py, dataloaders/dataloader_retrieval.py), written with plain
-torch ops straight from the raw state dict (one head at a time, no nn modules). It shares no code with tvr_demo apart
-from the BPE vocabulary file. Tolerance 1e-4: the small model's reference runs in float64 and the ViT-B/32 one in
+torch ops straight from the raw state dict (one head at a time, no nn modules). It shares no code with tvr_demo; like
+the official code it uses CLIP's simple_tokenizer BPE (open_clip's copy), decord and torchvision. Tolerance 1e-4: the small model's reference runs in float64 and the ViT-B/32 one in
 fp32 (as the official code on CPU; float64 would take a minute on two cores); fp32 round-off on these random weights is
 about 1e-6, so 1e-4 leaves room for summation order and nothing else.
 """
