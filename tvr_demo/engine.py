@@ -162,6 +162,22 @@ class Engine:
         """(n_captions, n_videos) per branch over the whole split, computed once."""
         return self._branch_matrix(self.gallery.texts, self.gallery.videos, self.gallery.decoded_ok)
 
+    @cached_property
+    def v2t_fused(self) -> np.ndarray:
+        """Fused scores for video queries: each video's scores standardised over the captions (not over the videos,
+        as the text-query matrix is)."""
+        ok = self.gallery.decoded_ok
+        fused = np.full_like(self.matrices["latent"], -np.inf)
+        fused[:, ok] = fuse_scores(self.matrices["latent"][:, ok], self.matrices["lexicon"][:, ok],
+                                   self.config.unify.fusion_lambda, query_axis=1)
+        return fused
+
+    def direction_matrix(self, branch: str, direction: str) -> np.ndarray:
+        """(n_captions, n_videos) scores that rank the given direction's queries."""
+        if branch == "fused" and direction == "v2t":
+            return self.v2t_fused
+        return self.matrices[branch]
+
     def ranking_branch(self, branch: str | None) -> str:
         branch = branch or ("fused" if self.is_unify else "latent")
         if branch not in self.branches:
@@ -235,11 +251,14 @@ class Engine:
         if isinstance(video, (int, np.integer)):
             if not 0 <= int(video) < self.gallery_size:
                 raise QueryError(f"video index {video} is outside the gallery (0..{self.gallery_size - 1})")
-            scores = {b: m[:, int(video)] for b, m in self.matrices.items()}
+            scores = {b: self.direction_matrix(b, "v2t")[:, int(video)] for b in self.matrices}
             gt = self.bench.captions_of(int(video))
         else:
             bank = self.encode_video_file(Path(video))
             scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank).items()}
+            if self.is_unify:  # one video against every caption: standardise over the captions
+                scores["fused"] = fuse_scores(scores["latent"][:, None], scores["lexicon"][:, None],
+                                              self.config.unify.fusion_lambda, query_axis=1)[:, 0]
             gt = []
         return self._hits(scores, branch, k, gt, None)
 
@@ -272,11 +291,15 @@ class Engine:
     def evaluate(self, dsl: bool = False) -> dict:
         """Official metrics in both directions; for UNIFY per branch (the top level is the fused branch)."""
         result: dict = {}
+        cv = self.bench.caption_video
         for branch, sim in self.matrices.items():
-            result[branch] = metrics.evaluate_similarity(sim, self.bench.caption_video)
+            v2t_sim = self.direction_matrix(branch, "v2t")
+            result[branch] = {"t2v": metrics.recall_metrics(metrics.text_to_video_ranks(sim, cv)),
+                              "v2t": metrics.recall_metrics(metrics.video_to_text_ranks(v2t_sim, cv))}
             if dsl:
-                result[branch]["dsl"] = metrics.evaluate_similarity(metrics.dual_softmax(sim),
-                                                                    self.bench.caption_video)
+                result[branch]["dsl"] = {
+                    "t2v": metrics.evaluate_similarity(metrics.dual_softmax(sim), cv)["t2v"],
+                    "v2t": metrics.evaluate_similarity(metrics.dual_softmax(v2t_sim, axis=1), cv)["v2t"]}
         top = result["fused" if self.is_unify else "latent"]
         out = {"t2v": top["t2v"], "v2t": top["v2t"]}
         if dsl:
@@ -287,10 +310,11 @@ class Engine:
         return out
 
     def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:
-        return metrics.query_outcomes(self.matrices[self.ranking_branch(branch)], self.bench.caption_video, direction)
+        sim = self.direction_matrix(self.ranking_branch(branch), direction)
+        return metrics.query_outcomes(sim, self.bench.caption_video, direction)
 
     def ranks(self, direction: str = "t2v", branch: str | None = None) -> np.ndarray:
-        sim = self.matrices[self.ranking_branch(branch)]
+        sim = self.direction_matrix(self.ranking_branch(branch), direction)
         if direction == "t2v":
             return metrics.text_to_video_ranks(sim, self.bench.caption_video)
         return metrics.video_to_text_ranks(sim, self.bench.caption_video)

@@ -180,8 +180,9 @@ def choose_fusion_lambda(latent: np.ndarray, lexicon: np.ndarray) -> float:
     grid = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
     scores = []
     for lam in grid:
-        m = evaluate_similarity(fuse_scores(latent, lexicon, lam), gt)
-        scores.append(m["t2v"]["R@1"] + m["v2t"]["R@1"])
+        t2v = evaluate_similarity(fuse_scores(latent, lexicon, lam), gt)["t2v"]["R@1"]
+        v2t = evaluate_similarity(fuse_scores(latent, lexicon, lam, query_axis=1), gt)["v2t"]["R@1"]
+        scores.append(t2v + v2t)
     return grid[int(np.argmax(scores))]
 
 

@@ -116,10 +116,13 @@ def bag_of_words(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return bow * vocabulary_mask().to(ids.device)
 
 
-def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float) -> np.ndarray:
-    """fused = z(latent) + lambda * z(lexicon), each standardised over the gallery (per query row)."""
+def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float, query_axis: int = 0) -> np.ndarray:
+    """fused = z(latent) + lambda * z(lexicon), each standardised over the gallery of every query: along the rows'
+    videos for text-to-video (query_axis 0), along the columns' captions for video-to-text (query_axis 1)."""
     from tvr_demo.metrics import standardize_rows
 
+    if query_axis == 1:
+        return fuse_scores(latent.T, lexicon.T, fusion_lambda).T
     return standardize_rows(latent) + fusion_lambda * standardize_rows(lexicon)
 
 
