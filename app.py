@@ -22,6 +22,11 @@ from tvr_demo.ui.session import Session
 from tvr_demo.video import UPLOAD_MAX_BYTES
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
+# One FIFO pool for every listener that scores with a loaded model, two at a time (the CPU Space has 2 cores): on a
+# 2-core CPU, 20 concurrent users got p95 1.5 s (bench/load_test.py) against 2.1 s with two per listener, where the
+# frequent searches queued while other listeners idled, and 1.9 s with a pool of 8. Loading a gallery (a first
+# encode takes minutes) and the map (UMAP) keep queues of their own, so a slow first build never holds this pool.
+MODEL_POOL = dict(concurrency_id="model", concurrency_limit=2)
 INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a result to see in **Explain** how the "
          "model matched each word to each frame (DRL) or which words it shared (UNIFY), browse **Failures**, compare "
          "**Channels** with and without CDCR, and find clusters on the **Map**. UNIFY here is our documented "
@@ -155,9 +160,9 @@ def build_demo(session: Session) -> gr.Blocks:
         gr.on([demo.load, model.change, split.change, load_btn.click, dataset.submit], cb.load, ctx, loaded,
               api_name="load")
         search_out = [results, summary, results_table, order, selected, selected_md]
-        gr.on([query.submit], cb.run_search, [query, k, branch, *ctx], search_out, api_name="search")
+        gr.on([query.submit], cb.run_search, [query, k, branch, *ctx], search_out, api_name="search", **MODEL_POOL)
         examples.input(lambda c: c, examples, query, api_visibility="private").then(
-            cb.run_search, [query, k, branch, *ctx], search_out, api_visibility="private")
+            cb.run_search, [query, k, branch, *ctx], search_out, api_visibility="private", **MODEL_POOL)
         results.select(cb.open_result, [order, *ctx], [selected, selected_md], api_visibility="private")
         explain_out = [md_a, fig_a, lex_a, md_b, fig_b, lex_b, diff, walkthrough]
         explain_in = [ex_query, ex_video, cmp_query, cmp_video, *ctx]
@@ -165,36 +170,38 @@ def build_demo(session: Session) -> gr.Blocks:
 
         def opens(event, fn, inputs):
             event(fn, inputs, open_out, api_visibility="private").success(
-                cb.run_explain, explain_in, explain_out, api_visibility="private")
+                cb.run_explain, explain_in, explain_out, api_visibility="private", **MODEL_POOL)
 
         opens(explain_btn_search.click, cb.explain_selected, [query, selected, order, *ctx])
         opens(results_table.select, cb.open_table_row, [order, query, *ctx])
         vsearch_btn.click(cb.run_search_video, [video_pick, upload, k, branch, *ctx],
-                          [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video")
+                          [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video", **MODEL_POOL)
         opens(vtable.select, cb.open_caption_row, [vcaptions, vindex, *ctx])
-        explain_btn.click(cb.run_explain, explain_in, explain_out, api_name="explain")
-        ex_query.submit(cb.run_explain, explain_in, explain_out, api_visibility="private")
+        explain_btn.click(cb.run_explain, explain_in, explain_out, api_name="explain", **MODEL_POOL)
+        ex_query.submit(cb.run_explain, explain_in, explain_out, api_visibility="private", **MODEL_POOL)
 
-        metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics")
+        metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics", **MODEL_POOL)
         failures_in, failures_out = [direction, fail_branch, sort_by, slice_label, limit, *ctx], [
             failures_table, failures_md, failure_pairs]
-        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures")
-        failures_tab.select(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private").then(
-            cb.run_failures, failures_in, failures_out, api_visibility="private").then(
-            cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private")
+        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures", **MODEL_POOL)
+        failures_tab.select(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private",
+                            **MODEL_POOL).then(
+            cb.run_failures, failures_in, failures_out, api_visibility="private", **MODEL_POOL).then(
+            cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private", **MODEL_POOL)
         opens(failures_table.select, cb.open_pair_row, [failure_pairs, *ctx])
-        slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices")
+        slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices", **MODEL_POOL)
         compare_btn.click(cb.run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
-                                                                     compare_md], api_name="compare")
+                                                                     compare_md], api_name="compare", **MODEL_POOL)
         opens(compare_table.select, cb.open_pair_row, [compare_pairs, *ctx])
-        corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation")
+        corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation",
+                       **MODEL_POOL)
         map_btn.click(cb.run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
         opens(bridge.click, cb.open_map_point, ctx)
         opens(map_selected.select, cb.open_selection_row, [map_selected, *ctx])
         bridge.input(cb.map_selection, ctx, map_selected, api_visibility="private")
         figures = [fig_a, fig_b, lex_a, lex_b, diff, metrics_fig, slices_fig, compare_fig, corr_fig, map_fig]
         export_btn.click(cb.export_html, [which, *figures], export_file, api_name="export_html")
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.queue(default_concurrency_limit=2, max_size=64)  # beyond 64 waiting events, a request is turned away
     return demo
 
 

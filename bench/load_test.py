@@ -138,12 +138,13 @@ def request_plan(setup: Setup, n: int, seed: int) -> list[tuple[str, tuple, str]
     return plan
 
 
-def run_clients(url: str, plan: list, n_clients: int, deadline_s: float, timeout_s: float) -> tuple[list, float]:
+def run_clients(url: str, plan: list, n_clients: int, deadline_s: float, timeout_s: float, download_files: bool
+                ) -> tuple[list, float]:
     """Each client takes the next request from the shared plan until it is done or the deadline passes."""
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    clients = [Client(url, verbose=False) for _ in range(n_clients)]
+    clients = [Client(url, verbose=False, download_files=download_files) for _ in range(n_clients)]
     results, lock, position = [], threading.Lock(), iter(range(len(plan)))
     start = time.perf_counter()
 
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60, help="per request, seconds")
     p.add_argument("--videos", type=int, default=100, help="gallery size when no bundled checkpoints exist")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--download-files", action="store_true",
+                   help="also fetch every returned file (the result videos) inside each request, as a browser "
+                        "showing them would; by default a request ends when its outputs arrive, files as URLs")
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
 
@@ -231,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             from gradio_client import Client
 
             warm = Client(url, verbose=False)
-            for model in setup.models:  # encode each gallery before the clock starts (first use only)
+            for model in setup.models:  # encode each gallery and score its captions before the clock starts
                 warm.predict(model, setup.dataset, "test", api_name="/load")
+                warm.predict(setup.captions[0], 10, "auto", model, setup.dataset, "test", api_name="/search")
             startup_s = time.perf_counter() - started
             plan = request_plan(setup, args.requests, args.seed)
-            results, wall_s = run_clients(url, plan, args.clients, args.deadline, args.timeout)
+            results, wall_s = run_clients(url, plan, args.clients, args.deadline, args.timeout, args.download_files)
             conditions = machine()  # load average over the run, trainings running beside it
         finally:
             proc.terminate()
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     report = {"served": setup.description, "clients": args.clients, "planned_requests": args.requests,
+              "files_downloaded_in_each_request": args.download_files,
               "startup_s": round(startup_s, 1), "machine": conditions, **summarise(results, wall_s)}
     print(table(report))
     print(json.dumps(report, indent=2))
