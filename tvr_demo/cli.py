@@ -46,11 +46,24 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
+    """Under torchrun each rank encodes a share of the chunks and rank 0 merges them (tvr_demo.gallery)."""
+    import os
+
     from tvr_demo.engine import Engine
 
-    engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
-    print(json.dumps({"cache": str(engine.cache_path), "videos": engine.gallery_size,
-                      "captions": engine.num_captions, "skipped": engine.skipped}))
+    device, rank = args.device, 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+        rank = dist.get_rank()
+        if torch.cuda.is_available() and device != "cpu":
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=device, progress=True)
+    if rank == 0:
+        print(json.dumps({"cache": str(engine.cache_path), "videos": engine.gallery_size,
+                          "captions": engine.num_captions, "skipped": engine.skipped}))
     return 0
 
 

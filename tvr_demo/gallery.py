@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from tvr_demo.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
@@ -24,7 +25,7 @@ from tvr_demo.scoring import TextBank, VideoBank, encode_texts, encode_video_fra
 from tvr_demo.video import FrameSampling, decode_videos
 
 CACHE_VERSION = 1
-CHUNK = 128  # videos per resumable part
+CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
 BANK_FILES = ("videos.safetensors", "texts.safetensors")
 MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
 
@@ -166,13 +167,16 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
         sampling = FrameSampling(config.max_frames, config.framerate)
-        bar = tqdm(total=bench.num_videos, desc="encoding gallery", unit="clip", disable=not progress)
-        parts, ok, failures = [], [], []
-        for start in range(0, bench.num_videos, CHUNK):
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+            else (0, 1)
+        starts = list(range(0, bench.num_videos, CHUNK))
+
+        def chunk(start: int):
+            """One chunk's tensors and failures: read back when finished before, else encoded and saved."""
             part = partial / f"videos_{start:07d}.safetensors"
-            paths = bench.video_paths[start:start + CHUNK]
             done = _read_part(part)
             if done is None:
+                paths = bench.video_paths[start:start + CHUNK]
                 decoded = decode_videos(paths, sampling, config.image_size, num_workers=num_workers, progress=False)
                 bank = _sparse_lexicon(encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
                                                            torch.as_tensor(np.asarray(decoded.masks))), top_k)
@@ -180,11 +184,24 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
                 tensors["decoded_ok"] = torch.as_tensor(np.asarray(decoded.ok))
                 done = tensors, [(str(p), r) for p, r in decoded.failures]
                 _save(part, tensors, {"failures": done[1]})
-            tensors, chunk_failures = done
+            return done
+
+        if world > 1:  # under torchrun each rank encodes its share of the chunks, then rank 0 merges them
+            mine = starts[rank::world]
+            for start in tqdm(mine, desc=f"encoding gallery (rank {rank})", unit="chunk", disable=not progress):
+                chunk(start)
+            dist.barrier()
+        if rank != 0:
+            dist.barrier()  # wait for rank 0's merge
+            return read_gallery(final, checkpoint.model.device)
+        bar = tqdm(total=bench.num_videos, desc="encoding gallery", unit="clip", disable=not progress)
+        parts, ok, failures = [], [], []
+        for start in starts:
+            tensors, chunk_failures = chunk(start)
             ok.append(tensors.pop("decoded_ok").numpy())
             parts.append(_bank_from_tensors(VideoBank, tensors))
             failures += chunk_failures
-            bar.update(len(paths))
+            bar.update(min(CHUNK, bench.num_videos - start))
         bar.close()
         videos = _concat(VideoBank, parts)
         texts = _sparse_lexicon(encode_texts(model, bench.captions), top_k)
@@ -199,6 +216,8 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         shutil.rmtree(partial, ignore_errors=True)
+        if world > 1:
+            dist.barrier()
     return read_gallery(final, checkpoint.model.device)
 
 
