@@ -139,10 +139,18 @@ class Engine:
 
     # ------------------------------------------------------------ full matrices
 
-    def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None
-                       ) -> dict[str, np.ndarray]:
+    def _fuse(self, latent: np.ndarray, lexicon: np.ndarray, ok: np.ndarray | None, query_axis: int = 0
+              ) -> np.ndarray:
+        """UNIFY's fused score over the decodable videos (the others -inf), standardised along the queries' gallery."""
+        fused = np.full_like(latent, -np.inf)
+        keep = slice(None) if ok is None else ok
+        fused[:, keep] = fuse_scores(latent[:, keep], lexicon[:, keep], self.config.unify.fusion_lambda, query_axis)
+        return fused
+
+    def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None,
+                       query_axis: int = 0) -> dict[str, np.ndarray]:
         """Every branch's scores for these texts x videos. Videos that failed to decode (ok False) score -inf:
-        never retrieved. Fused standardises each row over the decodable videos, so it needs whole gallery rows."""
+        never retrieved. Fused standardises over whole gallery rows (text queries) or columns (video queries)."""
         latent = similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()
         out = {"latent": latent}
         if self.is_unify:
@@ -151,10 +159,7 @@ class Engine:
             for m in out.values():
                 m[:, ~ok] = -np.inf
         if self.is_unify:
-            fused = np.full_like(latent, -np.inf)
-            keep = slice(None) if ok is None else ok
-            fused[:, keep] = fuse_scores(latent[:, keep], out["lexicon"][:, keep], self.config.unify.fusion_lambda)
-            out["fused"] = fused
+            out["fused"] = self._fuse(latent, out["lexicon"], ok, query_axis)
         return out
 
     @cached_property
@@ -166,11 +171,7 @@ class Engine:
     def v2t_fused(self) -> np.ndarray:
         """Fused scores for video queries: each video's scores standardised over the captions (not over the videos,
         as the text-query matrix is)."""
-        ok = self.gallery.decoded_ok
-        fused = np.full_like(self.matrices["latent"], -np.inf)
-        fused[:, ok] = fuse_scores(self.matrices["latent"][:, ok], self.matrices["lexicon"][:, ok],
-                                   self.config.unify.fusion_lambda, query_axis=1)
-        return fused
+        return self._fuse(self.matrices["latent"], self.matrices["lexicon"], self.gallery.decoded_ok, query_axis=1)
 
     def direction_matrix(self, branch: str, direction: str) -> np.ndarray:
         """(n_captions, n_videos) scores that rank the given direction's queries."""
@@ -255,10 +256,7 @@ class Engine:
             gt = self.bench.captions_of(int(video))
         else:
             bank = self.encode_video_file(Path(video))
-            scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank).items()}
-            if self.is_unify:  # one video against every caption: standardise over the captions
-                scores["fused"] = fuse_scores(scores["latent"][:, None], scores["lexicon"][:, None],
-                                              self.config.unify.fusion_lambda, query_axis=1)[:, 0]
+            scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank, query_axis=1).items()}
             gt = []
         return self._hits(scores, branch, k, gt, None)
 

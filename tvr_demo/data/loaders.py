@@ -159,6 +159,16 @@ def _load_msrvtt(root: Path, split: str) -> Benchmark:
     raise DatasetError(f"MSR-VTT has the splits train, val and test, not {split!r}")
 
 
+def _listed_caption_pairs(ids: list[str], captions: dict, captions_path: Path, split: str) -> list[tuple]:
+    """(video, caption) for every caption of every listed video, in list order (MSVD, VATEX)."""
+    pairs = []
+    for vid in ids:
+        if vid not in captions:
+            raise DatasetError(f"{captions_path} has no captions for video {vid!r} listed in {split}_list.txt")
+        pairs += [(vid, cap) for cap in captions[vid]]
+    return pairs
+
+
 def _load_msvd(root: Path, split: str) -> Benchmark:
     """raw-captions.pkl ({video: [[token, ...], ...]}) with {split}_list.txt; every caption is a query."""
     ids = _read_list(_require(root, f"{split}_list.txt", f"the MSVD {split} video ids, one per line"))
@@ -166,13 +176,8 @@ def _load_msvd(root: Path, split: str) -> Benchmark:
         root, "raw-captions.pkl", "MSVD captions: a pickled dict of token lists per video"
     )
     captions = _read_pickle(captions_path)
-    pairs = []
-    for vid in ids:
-        if vid not in captions:
-            raise DatasetError(
-                f"{captions_path} has no captions for video {vid!r} listed in {split}_list.txt"
-            )
-        pairs += [(vid, cap if isinstance(cap, str) else " ".join(cap)) for cap in captions[vid]]
+    pairs = _listed_caption_pairs(ids, captions, captions_path, split)
+    pairs = [(vid, cap if isinstance(cap, str) else " ".join(cap)) for vid, cap in pairs]
     return _assemble("msvd", root, split, pairs, video_order=ids)
 
 
@@ -181,14 +186,7 @@ def _load_vatex(root: Path, split: str) -> Benchmark:
     ids = _read_list(_require(root, f"{split}_list.txt", f"the VATEX {split} video ids, one per line"))
     captions_path = _require(root, "ref_captions.json", "VATEX English captions: {video_id: [caption, ...]}")
     captions = _read_json(captions_path)
-    pairs = []
-    for vid in ids:
-        if vid not in captions:
-            raise DatasetError(
-                f"{captions_path} has no captions for video {vid!r} listed in {split}_list.txt"
-            )
-        pairs += [(vid, cap) for cap in captions[vid]]
-    return _assemble("vatex", root, split, pairs, video_order=ids)
+    return _assemble("vatex", root, split, _listed_caption_pairs(ids, captions, captions_path, split), video_order=ids)
 
 
 def _load_didemo(root: Path, split: str) -> Benchmark:
