@@ -170,3 +170,19 @@ def test_a_failure_explains_the_ground_truth_beside_the_video_that_beat_it(serve
     assert md_a.startswith(f"#### {row['ground truth']} — ground truth, rank {row['rank']}")
     assert md_b.startswith(f"#### {row['beaten by']} — rank 1: beat the ground truth")
     assert engine.bench.video_ids[engine.search_text(row["caption"], k=1).hits[0].index] == row["beaten by"]
+
+
+def test_an_uploaded_gallery_clip_ranks_captions_as_the_gallery_video_does(served):
+    """Video-to-text from an upload scores as from the gallery, UNIFY's fused branch included (its scores are
+    standardised over the captions for any video query)."""
+    session, client = served
+    video = session.benchmark().video_paths[3]
+    for model in ("drl-wti", "unify"):
+        ctx = _ctx(session, model)
+        gallery = client.predict("3", None, 12, "auto", *ctx, api_name="/search_video")
+        upload = client.predict(None, gradio_client.handle_file(str(video)), 12, "auto", *ctx,
+                                api_name="/search_video")
+        table_g, table_u = gallery[2], upload[2]
+        assert [r[2] for r in table_u["data"]] == [r[2] for r in table_g["data"]], model  # "caption #" column
+        scores_u = np.array([r[3] for r in table_u["data"]], dtype=float)
+        np.testing.assert_allclose(scores_u, [r[3] for r in table_g["data"]], atol=1e-3)

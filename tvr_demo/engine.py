@@ -255,20 +255,28 @@ class Engine:
             scores = {b: self.direction_matrix(b, "v2t")[:, int(video)] for b in self.matrices}
             gt = self.bench.captions_of(int(video))
         else:
-            bank = self.encode_video_file(Path(video))
-            scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank, query_axis=1).items()}
-            gt = []
+            return self.search_video_bank(self.encode_video_file(Path(video)), k, branch)
         return self._hits(scores, branch, k, gt, None)
+
+    def search_video_bank(self, bank: VideoBank, k: int = 10, branch: str | None = None) -> SearchResult:
+        """Video to text for one encoded video from outside the gallery; fused scores standardise over the captions."""
+        branch = self.ranking_branch(branch)
+        scores = {b: m[:, 0] for b, m in self._branch_matrix(self.gallery.texts, bank, query_axis=1).items()}
+        return self._hits(scores, branch, k, [], None)
+
+    def encode_frames(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoBank:
+        """One video's sampled frames (V, 3, R, R) uint8 and mask (V,) as a bank, sparsified as the gallery is."""
+        bank = encode_video_frames(self.model, frames[None], mask[None])
+        if self.is_unify:
+            bank.lexicon = topk_sparsify(bank.lexicon, self.config.unify.top_k)
+        return bank
 
     def encode_video_file(self, path: Path) -> VideoBank:
         from tvr_demo.video import FrameSampling, load_video
 
         frames, mask = load_video(path, FrameSampling(self.config.max_frames, self.config.framerate),
                                   self.config.image_size)
-        bank = encode_video_frames(self.model, frames[None], mask[None])
-        if self.is_unify:
-            bank.lexicon = topk_sparsify(bank.lexicon, self.config.unify.top_k)
-        return bank
+        return self.encode_frames(frames, mask)
 
     @staticmethod
     def _hits(scores: dict[str, np.ndarray], branch: str, k: int, gt: list[int], notice: str | None

@@ -10,8 +10,6 @@ import torch
 
 from tvr_demo.engine import Engine, SearchResult
 from tvr_demo.errors import QueryError
-from tvr_demo.models.unify import topk_sparsify
-from tvr_demo.scoring import encode_video_frames
 from tvr_demo.video import FrameSampling, load_untrusted_video
 
 
@@ -98,11 +96,7 @@ def decode_upload(engine: Engine, path: str | Path) -> Clip:
 
 def search_clip(engine: Engine, clip: Clip, k: int, branch: str | None) -> SearchResult:
     """Captions for a decoded clip, scored as Engine.search_video scores a video file."""
-    bank = encode_video_frames(engine.model, clip.frames[None], clip.mask[None])  # one video
-    if engine.is_unify:
-        bank.lexicon = topk_sparsify(bank.lexicon, engine.config.unify.top_k)
-    scores = {b: m[:, 0] for b, m in engine._branch_matrix(engine.gallery.texts, bank).items()}
-    return engine._hits(scores, engine.ranking_branch(branch), k, [], None)
+    return engine.search_video_bank(engine.encode_frames(clip.frames, clip.mask), k, branch)
 
 
 def search_video(engine: Engine, video: str | None, upload: Clip | None, k: int, branch: str | None
