@@ -63,6 +63,20 @@ def test_resume_keeps_finished_epochs(tiny_benchmark, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["epoch"] for r in _log(out)] == [1, 2]  # epoch 1 was not trained again
     assert (out / "epoch_1" / "model.safetensors").read_bytes() == first
+    # two learning-rate cycles of one epoch: the resumed run is the run trained in one go
+    straight = tmp_path / "straight"
+    assert _train([*common[:-4], "--out", str(straight), "--batch-size", "8", "--epochs", "2"]).returncode == 0
+    assert _log(straight)[-1]["param_checksums"] == pytest.approx(_log(out)[-1]["param_checksums"], rel=1e-6)
+    assert _log(straight)[-1]["loss"] == pytest.approx(_log(out)[-1]["loss"], rel=1e-5)
+
+
+def test_learning_rate_restarts_every_cycle():
+    from tvr_demo.train import _schedule
+
+    factors = [_schedule(step, 10, 0.2) for step in range(20)]
+    assert factors[:10] == factors[10:]  # warm restart
+    assert factors[0] == 0.5 and factors[1] == 1.0  # two warm-up steps
+    assert all(a > b for a, b in zip(factors[2:9], factors[3:10], strict=True))  # cosine decay within a cycle
 
 
 def test_unify_trains_through_both_stages(tiny_benchmark, tmp_path):
