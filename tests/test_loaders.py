@@ -1,17 +1,24 @@
-"""Each benchmark format on a small hand-written fixture, and MSR-VTT 1k-A on the real file."""
+"""Each benchmark format on a small hand-written fixture, MSR-VTT 1k-A on the real file, and DiDeMo's 0-31 s window."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import pickle
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from helpers import build_model, tiny_config
 
+from tvr_demo.checkpoints import Checkpoint, save_checkpoint
 from tvr_demo.data import Benchmark, detect_kind, load_benchmark
 from tvr_demo.errors import DatasetError
+from tvr_demo.framecache import cached_frames
+from tvr_demo.gallery import gallery_fingerprint
+from tvr_demo.video import FrameSampling, benchmark_sampling, load_video, sample_video
 
 
 def _touch_videos(folder: Path, names: list[str]) -> None:
@@ -70,6 +77,7 @@ def test_msrvtt_layout(tmp_path):
     assert train.video_ids == ["video1", "video0"]  # the train CSV's order
     assert _pairs(train) == [("video0", "zero a"), ("video1", "one a"), ("video0", "zero b")]  # every caption
     assert train.captions_of(1) == [0, 2]
+    assert test.end_s is None and train.end_s is None  # whole clips
     with pytest.raises(DatasetError, match="MSRVTT_JSFUSION_val.csv"):
         load_benchmark(tmp_path, "val")
 
@@ -103,6 +111,7 @@ def test_msvd_layout(tmp_path):
     ]
     assert bench.captions_of(1) == [1, 2]
     assert bench.video_paths[1] == tmp_path / "YouTubeClips" / "vidA_1_5.avi"
+    assert bench.end_s is None
 
 
 def test_msvd_pickle_with_code_is_refused(tmp_path):
@@ -129,6 +138,7 @@ def test_vatex_layout(tmp_path):
     ]
     assert bench.video_paths[1] == tmp_path / "videos" / "abc_000010_000020.mp4"
     assert bench.video_paths[0] == tmp_path / "videos" / "xyz_000001_000011.mp4"  # expected place when absent
+    assert bench.end_s is None
     with pytest.raises(DatasetError, match="train_list.txt"):
         load_benchmark(tmp_path, "train")
 
@@ -153,7 +163,68 @@ def test_didemo_layout(tmp_path):
         tmp_path / "videos" / "111@N00_222_abc.mp4",
         tmp_path / "videos" / "333@N00_444_def.mp4",
     ]
+    assert bench.end_s == 31  # CLIP4Clip/DRL read every DiDeMo video from 0 to 31 s
 
+
+
+# ---------------------------------------------------------------- DiDeMo's 0-31 s window
+
+
+def _write_long_clip(path: Path, seconds: int = 40, fps: int = 2) -> Path:
+    """A real H.264 clip longer than DiDeMo's 31 s window (tiny frames, few of them)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for k in range(seconds * fps):
+            frame = np.full((32, 32, 3), 6 * k % 256, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def same_clip_twice(tmp_path_factory) -> tuple[Benchmark, Benchmark, Path]:
+    """One 40 s clip as the only video of a DiDeMo test split and of an MSR-VTT one (both link the same file)."""
+    root = tmp_path_factory.mktemp("window")
+    clip = _write_long_clip(root / "clip.mp4")
+    didemo, msrvtt = root / "didemo", root / "msrvtt"
+    for folder, name in ((didemo, "111@N00_222_abc.mp4"), (msrvtt, "video1.mp4")):
+        (folder / "videos").mkdir(parents=True)
+        (folder / "videos" / name).symlink_to(clip)
+    moments = [{"video": "111@N00_222_abc.mp4", "description": "a long clip", "times": [[0, 5]]}]
+    (didemo / "test_data.json").write_text(json.dumps(moments))
+    (msrvtt / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\nret0,msr1,video1,a long clip\n")
+    return load_benchmark(didemo), load_benchmark(msrvtt), clip
+
+
+def test_didemo_gallery_frames_stop_at_31_seconds(same_clip_twice):
+    didemo, msrvtt, _ = same_clip_twice
+    config = tiny_config(max_frames=12, framerate=1.0)
+    seconds = {b.name: sample_video(b.video_paths[0], benchmark_sampling(config, b)).timestamps.tolist()
+               for b in (didemo, msrvtt)}
+    assert seconds["didemo"] == [0, 2, 5, 8, 11, 14, 16, 19, 22, 25, 28, 31]  # 32 one-second frames thinned to 12
+    assert seconds["msrvtt"] == [0, 3, 7, 10, 14, 17, 21, 24, 28, 31, 35, 39]  # the whole 40 s clip
+
+
+def test_didemo_training_frames_stop_at_31_seconds(same_clip_twice, tmp_path, monkeypatch):
+    """The frame cache keeps the window apart: the same file cached whole for MSR-VTT is not reused for DiDeMo."""
+    didemo, msrvtt, clip = same_clip_twice
+    monkeypatch.setenv("TVR_DEMO_CACHE", str(tmp_path))
+    config = tiny_config(max_frames=12, framerate=1.0)
+    whole, _ = cached_frames(msrvtt, config, progress=False)
+    first_31s, _ = cached_frames(didemo, config, progress=False)
+    expected, _ = load_video(clip, FrameSampling(12, 1.0, end_s=31), config.image_size)
+    assert np.array_equal(first_31s[0], expected.numpy())
+    assert not np.array_equal(whole[0], first_31s[0])
+
+
+def test_didemo_window_is_part_of_the_gallery_key(same_clip_twice, tmp_path):
+    """A gallery encoded before the window (whole clips) is not read back for DiDeMo."""
+    didemo, _, _ = same_clip_twice
+    model = build_model(tiny_config())
+    checkpoint = Checkpoint(model, "tiny", "path", save_checkpoint(model, tmp_path / "tiny"))
+    whole_clip = dataclasses.replace(didemo, end_s=None)
+    assert gallery_fingerprint(checkpoint, didemo) != gallery_fingerprint(checkpoint, whole_clip)
 
 def test_lsmdc_layout(tmp_path):
     lines = [
@@ -172,6 +243,7 @@ def test_lsmdc_layout(tmp_path):
     assert (
         bench.video_paths[0] == tmp_path / "avi" / "1001_Movie" / "1001_Movie_00.00.01.000-00.00.03.000.avi"
     )
+    assert bench.end_s is None
     (tmp_path / "LSMDC16_annos_val.csv").write_text("clip\tonly three\tfields\n")
     with pytest.raises(DatasetError, match="LSMDC16_annos_val.csv line 1"):
         load_benchmark(tmp_path, "val")
@@ -194,6 +266,7 @@ def test_activitynet_layout(tmp_path):
     assert _pairs(bench) == [("v_bbb", "Rain falls."), ("v_aaa", "A man walks. He sits.")]
     assert bench.video_paths == [tmp_path / "videos" / "v_bbb.mkv", tmp_path / "videos" / "aaa.mp4"]
     assert _pairs(load_benchmark(tmp_path, "val")) == _pairs(bench)
+    assert bench.end_s is None  # whole videos (CLIP4Clip reads 0 to the annotated duration)
 
 
 def test_kind_can_be_forced_and_unknown_layout_is_explained(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 from tvr_demo.data import Benchmark
 from tvr_demo.models import ModelConfig
 from tvr_demo.paths import cache_dir
-from tvr_demo.video import FrameSampling, decode_videos
+from tvr_demo.video import FrameSampling, benchmark_sampling, decode_videos
 
 
 def frames_key(bench: Benchmark, sampling: FrameSampling, resolution: int) -> str:
@@ -27,7 +27,7 @@ def frames_key(bench: Benchmark, sampling: FrameSampling, resolution: int) -> st
 
 def cached_frames(bench: Benchmark, config: ModelConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(N, V, 3, R, R) uint8 frames and (N, V) masks; memory-mapped from the cache after the first call."""
-    sampling = FrameSampling(config.max_frames, config.framerate)
+    sampling = benchmark_sampling(config, bench)
     directory = cache_dir() / "frames" / frames_key(bench, sampling, config.image_size)
     if not (directory / "masks.npy").is_file():
         decoded = decode_videos(bench.video_paths, sampling, config.image_size, progress=progress)

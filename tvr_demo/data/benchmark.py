@@ -22,6 +22,7 @@ class Benchmark:
     captions: list[str]
     caption_video: np.ndarray  # (n_captions,) int64 index into video_ids
     attributes: list[dict] | None = None  # per video: the synthetic benchmark's ground truth, else None
+    end_s: float | None = None  # read videos up to here (DiDeMo: 31 s, as CLIP4Clip/DRL's loader); None = whole clip
 
     def __post_init__(self) -> None:
         self.caption_video = np.asarray(self.caption_video, dtype=np.int64)

@@ -16,6 +16,7 @@ from tvr_demo.data.benchmark import Benchmark
 from tvr_demo.errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv")
+DIDEMO_END_S = 31.0  # CLIP4Clip's DiDeMo loader reads every video from 0 to 31 s (annotations stop at 30 s)
 _MAX_VIDEO_DEPTH = (
     3  # root/MSRVTT/videos/all/*.mp4 and root/avi/<movie>/<clip>.avi are the deepest layouts in use
 )
@@ -116,6 +117,7 @@ def _assemble(
     pairs: list[tuple[str, str]],
     video_order: list[str] | None = None,
     aliases: Callable[[str], tuple[str, ...]] = lambda vid: (),
+    end_s: float | None = None,
 ) -> Benchmark:
     """(video_id, caption) pairs in row order -> Benchmark; videos in `video_order` or first-mention order."""
     video_ids = list(dict.fromkeys(video_order if video_order is not None else [v for v, _ in pairs]))
@@ -129,6 +131,7 @@ def _assemble(
         video_paths=[index.find(vid, *aliases(vid)) for vid in video_ids],
         captions=[caption for _, caption in pairs],
         caption_video=np.array([position[vid] for vid, _ in pairs], dtype=np.int64),
+        end_s=end_s,
     )
 
 
@@ -191,7 +194,8 @@ def _load_vatex(root: Path, split: str) -> Benchmark:
 
 def _load_didemo(root: Path, split: str) -> Benchmark:
     """{split}_data.json moments; CLIP4Clip joins a video's descriptions (in file order) into one paragraph query.
-    {split}_list.txt, when present, restricts the videos as CLIP4Clip does."""
+    {split}_list.txt, when present, restricts the videos as CLIP4Clip does. Videos are read over 0-31 s as there:
+    the annotators saw only the first 30 s of longer videos."""
     data_path = _require(
         root, f"{split}_data.json", 'DiDeMo moments: [{"video", "description", "times"}, ...]'
     )
@@ -201,7 +205,8 @@ def _load_didemo(root: Path, split: str) -> Benchmark:
         vid = _field(moment, "video", data_path)
         if listed is None or vid in listed:
             paragraphs.setdefault(vid, []).append(_field(moment, "description", data_path).strip())
-    return _assemble("didemo", root, split, [(vid, " ".join(texts)) for vid, texts in paragraphs.items()])
+    pairs = [(vid, " ".join(texts)) for vid, texts in paragraphs.items()]
+    return _assemble("didemo", root, split, pairs, end_s=DIDEMO_END_S)
 
 
 _LSMDC_FILES = {

@@ -24,12 +24,11 @@ def data_uri(frame: np.ndarray, height: int) -> str:
 
 
 @lru_cache(maxsize=512)
-def frame_thumbnails(path: str, max_frames: int, framerate: float, height: int = 64
-                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(thumbnails, labels "f<i> · <t>s") of the frames the model samples from one clip; empty when the clip cannot
-    be decoded (the figure then shows frame numbers only)."""
+def frame_thumbnails(path: str, sampling: FrameSampling, height: int = 64) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(thumbnails, labels "f<i> · <t>s") of the frames the model samples from one clip (`benchmark_sampling` for a
+    gallery video); empty when the clip cannot be decoded (the figure then shows frame numbers only)."""
     try:
-        sampled = sample_video(Path(path), FrameSampling(max_frames, framerate), decode=True)
+        sampled = sample_video(Path(path), sampling, decode=True)
     except TVRError:
         return (), ()
     labels = tuple(f"f{i} · {t:.1f}s" for i, t in enumerate(sampled.timestamps))
