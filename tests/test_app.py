@@ -186,3 +186,10 @@ def test_an_uploaded_gallery_clip_ranks_captions_as_the_gallery_video_does(serve
         assert [r[2] for r in table_u["data"]] == [r[2] for r in table_g["data"]], model  # "caption #" column
         scores_u = np.array([r[3] for r in table_u["data"]], dtype=float)
         np.testing.assert_allclose(scores_u, [r[3] for r in table_g["data"]], atol=1e-3)
+
+
+def test_the_page_opens_on_drl_wti_whatever_the_registry_order():
+    from tvr_demo.ui.session import Session
+
+    assert Session(["drl-ti", "unify", "drl-wti"]).default_model == "drl-wti"  # the registry is alphabetical
+    assert Session(["unify", "meanp"]).default_model == "unify"

@@ -62,7 +62,9 @@ class Session:
 
     @property
     def default_model(self) -> str:
-        return next(iter(self.models))
+        """DRL's weighted token-wise model when served (the page opens on the heatmaps the papers are about), else the
+        first model."""
+        return "drl-wti" if "drl-wti" in self.models else next(iter(self.models))
 
     @property
     def data_roots(self) -> list[Path]:
