@@ -28,6 +28,7 @@ from tvr_demo.gallery import encode_gallery
 from tvr_demo.models import drl
 from tvr_demo.scoring import TextBank, VideoBank, similarity_matrix
 from tvr_demo.ui.callbacks import make_callbacks
+from tvr_demo.ui.session import Session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -264,3 +265,23 @@ def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
         cb.run_metrics(*ctx, progress=None)
     with pytest.raises(gr.Error, match="needs at least 2 captions"):
         cb.run_correlation("drl-wti", "unify", "", "test", progress=None)
+
+
+def test_the_server_keeps_only_the_most_recently_used_engines(tmp_path):
+    """Browsing models and galleries does not grow memory without bound: past max_engines the least recently used
+    engine is dropped (and rebuilt from the feature cache when asked for again, with the same answers)."""
+    session = tiny_session(tmp_path)
+    session.max_engines = 2
+    wti = session.engine("drl-wti")
+    unify = session.engine("unify")
+    assert session.engine("drl-wti") is wti  # held: no rebuild
+    assert [key[0] for key in session.engines_held] == ["unify", "drl-wti"]  # least recently used first
+    session = Session(list(session.models.values()), session.dataset, device="cpu", cache_root=session.cache_root,
+                      max_engines=1)
+    session.engine("drl-wti")
+    session.engine("unify")
+    assert [key[0] for key in session.engines_held] == ["unify"]
+    rebuilt = session.engine("drl-wti")
+    assert rebuilt is not wti and [key[0] for key in session.engines_held] == ["drl-wti"]
+    np.testing.assert_array_equal(rebuilt.matrices["latent"], wti.matrices["latent"])
+    assert unify.search_text("a red circle moves left", k=3).hits  # an evicted engine still answers its caller

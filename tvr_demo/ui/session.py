@@ -3,7 +3,9 @@ read-only, by every user and listener."""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,10 +42,13 @@ def model_summary(config) -> str:
 
 
 class Session:
-    """Checkpoint specs by display name, the gallery given at start, and the engines built so far."""
+    """Checkpoint specs by display name, the gallery given at start, and the engines built so far (the most recently
+    used `max_engines` of them: each holds its gallery's features and score matrices, which for a training split
+    run to hundreds of MB, so clients browsing splits and models must not grow the server without bound)."""
 
     def __init__(self, checkpoints: Sequence[str] | None = None, dataset: str | Path | None = None,
-                 split: str = "test", device: str | None = None, cache_root: Path | None = None) -> None:
+                 split: str = "test", device: str | None = None, cache_root: Path | None = None,
+                 max_engines: int | None = None) -> None:
         specs = list(checkpoints) if checkpoints else [entry["name"] for entry in list_checkpoints()]
         if not specs:
             raise CheckpointError("no checkpoints: checkpoints/registry.json lists none and no --checkpoint was "
@@ -56,7 +61,9 @@ class Session:
         self.split = split
         self.device = str(default_device(device))
         self.cache_root = cache_root
-        self._engines: dict[tuple[str, str, str], Engine] = {}
+        self.max_engines = max(1, max_engines or int(os.environ.get("TVR_DEMO_MAX_ENGINES", 8)))
+        self._engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()  # least recently used first
+        self._engines_lock = threading.Lock()  # guards the dict only; builds hold self._lock
         self._benchmarks: dict[tuple[str, str], Benchmark] = {}
         self._lock = threading.Lock()
 
@@ -120,16 +127,36 @@ class Session:
             raise QueryError(f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
         bench = self.benchmark(dataset, split, progress)
         key = (model, str(bench.root), bench.split)
-        if key in self._engines:
-            return self._engines[key]
+        built = self._recent_engine(key)  # without waiting on a build of another engine
+        if built is not None:
+            return built
         with self._lock:
-            if key not in self._engines:
+            built = self._recent_engine(key)
+            if built is None:
                 if progress is not None:
                     progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
                                      f"({bench.num_videos} videos; cached after the first time)")
-                checkpoint = load_checkpoint(self.models[model], self.device)
-                self._engines[key] = Engine(checkpoint, bench, self.cache_root, progress=True)
-            return self._engines[key]
+                built = Engine(load_checkpoint(self.models[model], self.device), bench, self.cache_root,
+                               progress=True)
+                with self._engines_lock:
+                    self._engines[key] = built
+                    while len(self._engines) > self.max_engines:  # requests holding an evicted one finish with it
+                        self._engines.popitem(last=False)
+            return built
+
+    def _recent_engine(self, key: tuple[str, str, str]) -> Engine | None:
+        """A built engine, marked as the most recently used; None when not built (or evicted)."""
+        with self._engines_lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+            return engine
+
+    @property
+    def engines_held(self) -> list[tuple[str, str, str]]:
+        """(model, gallery root, split) of the engines in memory, least recently used first."""
+        with self._engines_lock:
+            return list(self._engines)
 
     def warm(self, model: str | None = None) -> Engine:
         """Build a model's engine and score every caption once, so the first request does not wait for either."""
