@@ -248,15 +248,13 @@ class Engine:
 
     def search_video(self, video: int | Path, k: int = 10, branch: str | None = None) -> SearchResult:
         """Video to text: a gallery video index or a video file."""
-        branch = self.ranking_branch(branch)
-        if isinstance(video, (int, np.integer)):
-            if not 0 <= int(video) < self.gallery_size:
-                raise QueryError(f"video index {video} is outside the gallery (0..{self.gallery_size - 1})")
-            scores = {b: self.direction_matrix(b, "v2t")[:, int(video)] for b in self.matrices}
-            gt = self.bench.captions_of(int(video))
-        else:
+        branch = self.ranking_branch(branch)  # before decoding a file: a wrong branch should not cost an encode
+        if not isinstance(video, (int, np.integer)):
             return self.search_video_bank(self.encode_video_file(Path(video)), k, branch)
-        return self._hits(scores, branch, k, gt, None)
+        if not 0 <= int(video) < self.gallery_size:
+            raise QueryError(f"video index {video} is outside the gallery (0..{self.gallery_size - 1})")
+        scores = {b: self.direction_matrix(b, "v2t")[:, int(video)] for b in self.matrices}
+        return self._hits(scores, branch, k, self.bench.captions_of(int(video)), None)
 
     def search_video_bank(self, bank: VideoBank, k: int = 10, branch: str | None = None) -> SearchResult:
         """Video to text for one encoded video from outside the gallery; fused scores standardise over the captions."""

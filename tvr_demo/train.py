@@ -247,7 +247,7 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     step = start_epoch * steps_per_epoch
-    started = time.time() - (state or {}).get("elapsed_s", _logged_elapsed(log_path, start_epoch))
+    started = time.time() - _logged_elapsed(log_path, start_epoch)
     for epoch in range(start_epoch, epochs):
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)  # same permutation on every rank, then sharded
         order = rng.permutation(n_videos)[: steps_per_epoch * cfg.batch_size * world]
@@ -307,8 +307,7 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
                                  "elapsed_s": record["elapsed_s"]}}
             save_checkpoint(model, out / f"epoch_{epoch + 1}", meta)
             save_checkpoint(model, out / "last", meta)
-            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "elapsed_s": record["elapsed_s"]},
-                       str(state_path) + ".tmp")
+            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, str(state_path) + ".tmp")
             os.replace(str(state_path) + ".tmp", state_path)
         if dist.is_initialized():
             dist.barrier()
