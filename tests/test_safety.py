@@ -115,6 +115,26 @@ def test_a_gallery_whose_videos_link_outside_is_refused(session, tmp_path):
         session.benchmark("copy", "test")
 
 
+def test_a_gallery_whose_annotations_link_outside_is_refused_before_reading(session, tmp_path):
+    """A caption file symlinked to a file elsewhere is refused before it is read: its lines never become captions."""
+    import shutil
+
+    data = Path(os.environ["TVR_DEMO_DATA"])
+    copy = data / "copy-annotations"
+    shutil.copytree(session.dataset, copy)
+    secret = tmp_path / "secret.csv"
+    shutil.copy(copy / "MSRVTT_JSFUSION_test.csv", secret)
+    with open(secret, "a") as f:
+        f.write("99,video0,video0,the secret line\n")
+    (copy / "MSRVTT_JSFUSION_test.csv").unlink()
+    (copy / "MSRVTT_JSFUSION_test.csv").symlink_to(secret)
+    with pytest.raises(UnsafePathError, match=r"copy-annotations/ has 1 file\(s\) .* MSRVTT_JSFUSION_test.csv"):
+        session.benchmark("copy-annotations", "test")
+    (copy / "MSRVTT_JSFUSION_test.csv").unlink()
+    shutil.copy(secret, copy / "MSRVTT_JSFUSION_test.csv")  # the same file inside the served folder is fine
+    assert "the secret line" in session.benchmark("copy-annotations", "test").captions
+
+
 def test_model_field_takes_only_served_names(session):
     """The /load model field is a name, never a path: a checkpoint path, even a real one, is refused."""
     cb = make_callbacks(session)

@@ -102,17 +102,30 @@ class Session:
             return self._benchmarks[key]
         with self._lock:
             if key not in self._benchmarks:
+                trusted = self._is_start_gallery(root)
+                if not trusted:
+                    self._check_annotations(root)
                 bench = load_benchmark(root, split)
-                self._check_videos(bench)
+                if not trusted:
+                    self._check_videos(bench)
                 self._benchmarks[key] = bench
             return self._benchmarks[key]
 
-    def _check_videos(self, bench: Benchmark) -> None:
-        """A gallery picked by a client may not reach files outside `data_roots` (a symlinked video, say); the one
-        given at start is the operator's and trusted as it is."""
+    def _is_start_gallery(self, root: Path) -> bool:
+        """The gallery given at start (or the bundled one) is the operator's and trusted as it is; a gallery picked
+        by a client may not reach files outside `data_roots`."""
         start = Path(self.dataset) if self.dataset else default_dataset_dir()
-        if bench.root.resolve() == start.resolve():
-            return
+        return root.resolve() == start.resolve()
+
+    def _check_annotations(self, root: Path) -> None:
+        """Before anything is read: no file at the top of a client-picked gallery (where the annotation files are)
+        may be a symlink out, or its contents could surface as captions or in an error message."""
+        outside = sorted(p.name for p in root.iterdir() if p.is_symlink() and not within(p, self.data_roots))
+        if outside:
+            raise UnsafePathError(f"the gallery folder {root.name}/ has {len(outside)} file(s) that lead outside the "
+                                  f"folders this app serves (e.g. {outside[0]}, a symlink)")
+
+    def _check_videos(self, bench: Benchmark) -> None:
         outside = [p for p in bench.video_paths if (p.is_symlink() or p.exists()) and not within(p, self.data_roots)]
         if outside:
             raise UnsafePathError(f"the gallery {bench.name}/{bench.split} has {len(outside)} video file(s) that lead "
