@@ -126,6 +126,7 @@ class Session:
                                   f"folders this app serves (e.g. {outside[0]}, a symlink)")
 
     def _check_videos(self, bench: Benchmark) -> None:
+        """After loading: no video of a client-picked gallery may lead outside the served folders."""
         outside = [p for p in bench.video_paths if (p.is_symlink() or p.exists()) and not within(p, self.data_roots)]
         if outside:
             raise UnsafePathError(f"the gallery {bench.name}/{bench.split} has {len(outside)} video file(s) that lead "
