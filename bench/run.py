@@ -13,6 +13,7 @@ from bench.measure import log, machine_info
 from bench.scoring_bench import VARIANTS, block_sweep, scoring_rows
 from bench.search_bench import engine_rows, two_stage_rows
 from bench.threads_bench import threads_rows
+from tvr_demo.kernels import serving_path
 
 SHORT = {"official_loop": "(a) official", "batched": "(b) batched", "fused": "(c) fused"}
 
@@ -21,20 +22,23 @@ def run_suite(quick: bool = False, json_out: str | None = None) -> dict:
     """Every section on every device; --quick measures fewer rows and sizes (under two minutes on a 2-core CPU)."""
     start = time.perf_counter()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    result: dict = {"quick": quick, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machines": {}, "scoring": [],
-                    "block_sweep": [], "two_stage": [], "engine": [], "threads": [], "encode": [], "skipped": []}
+    result: dict = {"quick": quick, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machines": {}, "scoring_path": {},
+                    "scoring": [], "block_sweep": [], "two_stage": [], "engine": [], "threads": [], "encode": [], "skipped": []}
     if not torch.cuda.is_available():
         result["skipped"].append({"row": "every cuda row (Triton kernel included)", "reason": "no CUDA device"})
     with torch.no_grad():
         for device in devices:
             machine = machine_info(device)
             result["machines"][str(device)] = machine
+            serving_path(device)  # on CUDA: the Triton kernel's self-check, before any row is timed
             for row in scoring_rows(device, machine, quick):
                 if "skipped" in row:
                     result["skipped"].append({"row": f"{row['workload']} on {row['device']}",
                                               "reason": row["skipped"]})
                 else:
                     result["scoring"].append(row)
+            path = serving_path(device)  # after the rows: a kernel that failed on one of them is reported
+            result["scoring_path"][str(device)] = {"path": path.name, "reason": path.reason}
             if not quick:
                 result["block_sweep"] += block_sweep(device)
             rows, skipped = encode_rows(device, quick)
@@ -76,6 +80,8 @@ def format_tables(result: dict) -> str:
         out.append(f"{name}: {m['name']}, {m['threads']} threads (OMP_WAIT_POLICY {m['omp_wait_policy']}), "
                    f"load average {m['load_average_1m']:.1f}, "
                    f"measured fp32 matmul {m['peak_gflops_fp32']} GFLOP/s, read {m['read_gbs']} GB/s")
+    for name, p in result.get("scoring_path", {}).items():
+        out.append(f"{name}: the fused scorer (c) runs the {p['path']} path ({p['reason']})")
     if result["scoring"]:
         rows = []
         for r in result["scoring"]:

@@ -53,6 +53,7 @@ def test_header_names_device_model_and_gallery(served):
     session, client = served
     header = client.predict(*_ctx(session), api_name="/load")[0]
     assert "cpu" in header and "drl-wti" in header and "12 videos" in header
+    assert "token-wise scorer `torch`" in header  # the served device is the CPU (tests/app_support.py)
 
 
 def test_search_marks_the_ground_truth_with_its_rank_outside_the_top_k(served):

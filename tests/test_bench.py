@@ -50,6 +50,7 @@ def test_quick_suite_writes_the_expected_rows(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] is True and "cpu" in result["machines"]
+    assert result["scoring_path"]["cpu"]["path"] == "torch" and "fused scorer (c) runs the torch path" in done.stdout
     scoring = {(r["workload"], r["device"]) for r in result["scoring"]}
     assert {("matrix 1k x 1k", "cpu"), ("query vs 1e4", "cpu"), ("query vs 1e5", "cpu")} <= scoring
     for row in result["scoring"]:

@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None):
+            from tvr_demo.devices import default_device
+
+            default_device(args.device)  # a device this machine lacks fails here, before anything loads
         return args.func(args)
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -19,3 +19,7 @@ class CheckpointError(TVRError):
 
 class QueryError(TVRError):
     """A search query is empty or otherwise unusable."""
+
+
+class DeviceError(TVRError):
+    """A --device this machine does not have (e.g. cuda without a CUDA device)."""

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tvr_demo.devices import default_device as default_device  # re-exported: engine, session and train use it
 from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
 from tvr_demo.models.backbone import get_tokenizer
 from tvr_demo.video import normalize_frames
-
-
-def default_device(device: str | None = None) -> torch.device:
-    """cuda when present unless told otherwise."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -61,26 +55,40 @@ def _cat(parts: list, cls):
                   for f in fields})
 
 
+def _autocast(device: torch.device) -> torch.autocast:
+    """fp16 autocast on CUDA, where the CLIP towers run on the tensor cores; off elsewhere (CPU fp16 is slow)."""
+    return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+
+
+def _fp32(feats: TextFeatures | VideoFeatures) -> TextFeatures | VideoFeatures:
+    """Features back in float32 after autocast: normalisation, weights, scores and the cache on disk stay fp32."""
+    return replace(feats, **{f.name: value.float() for f in fields(feats)
+                             if isinstance(value := getattr(feats, f.name), torch.Tensor) and value.is_floating_point()})
+
+
 @torch.no_grad()
 def encode_texts(model: TVRModel, captions: Sequence[str], batch_size: int = 256) -> TextBank:
     tokenizer = get_tokenizer()
     parts = []
     for start in range(0, len(captions), batch_size):
         tok = tokenizer(list(captions[start:start + batch_size]), model.config.max_words)
-        feats = model.encode_text(tok.ids.to(model.device), tok.mask.to(model.device))
-        parts.append(text_bank(model, feats))
+        with _autocast(model.device):
+            feats = model.encode_text(tok.ids.to(model.device), tok.mask.to(model.device))
+        parts.append(text_bank(model, _fp32(feats)))
     return _cat(parts, TextBank)
 
 
 @torch.no_grad()
 def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.Tensor, batch_size: int = 32
                         ) -> VideoBank:
-    """frames_u8 (N, V, 3, R, R) uint8 as decode_videos returns them."""
+    """frames_u8 (N, V, 3, R, R) uint8 as decode_videos returns them; they reach the device as uint8, a quarter of
+    the float32 bytes."""
     parts = []
     for start in range(0, frames_u8.shape[0], batch_size):
-        frames = normalize_frames(frames_u8[start:start + batch_size]).to(model.device)
-        feats = model.encode_video(frames, masks[start:start + batch_size].to(model.device))
-        parts.append(video_bank(model, feats))
+        frames = normalize_frames(frames_u8[start:start + batch_size].to(model.device))
+        with _autocast(model.device):
+            feats = model.encode_video(frames, masks[start:start + batch_size].to(model.device))
+        parts.append(video_bank(model, _fp32(feats)))
     return _cat(parts, VideoBank)
 
 

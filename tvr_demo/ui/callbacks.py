@@ -58,7 +58,9 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     def load(model, dataset, split, progress=PROGRESS):
         e = engine(model, dataset, split, progress)
         b, description = e.bench, e.checkpoint.meta.get("description", "")
-        header = (f"**Device** `{session.device}` · **Model** `{model}`: {model_summary(e.config)} · **Gallery** "
+        scorer = session.scorer
+        header = (f"**Device** `{session.device}`, token-wise scorer `{scorer.name}` ({scorer.reason}) · "
+                  f"**Model** `{model}`: {model_summary(e.config)} · **Gallery** "
                   f"{b.name}/{b.split}: {b.num_videos} videos, {b.num_captions} captions "
                   f"(`{b.root}`)" + (f"\n\n{description}" if description else "")
                   + (f"\n\n⚠ {len(e.skipped)} videos could not be decoded and are never retrieved."

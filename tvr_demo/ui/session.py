@@ -13,6 +13,7 @@ from tvr_demo.checkpoints import list_checkpoints, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.engine import Engine
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
+from tvr_demo.kernels import ScoringPath, serving_path
 from tvr_demo.paths import data_dir, default_dataset_dir
 from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.scoring import default_device
@@ -72,6 +73,11 @@ class Session:
         """DRL's weighted token-wise model when served (the page opens on the heatmaps the papers are about), else the
         first model."""
         return "drl-wti" if "drl-wti" in self.models else next(iter(self.models))
+
+    @property
+    def scorer(self) -> ScoringPath:
+        """The token-wise scoring path on this device, and why (on CUDA the Triton kernel is checked on first use)."""
+        return serving_path(self.device)
 
     @property
     def data_roots(self) -> list[Path]:
