@@ -8,4 +8,5 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 .venv/bin/pip install -q -r requirements-dev.txt
 bash scripts/install_browser.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports  # the import contracts in .importlinter
 .venv/bin/python -m pytest -m "not slow and not gpu" "$@"
