@@ -3,8 +3,12 @@
 (a) `official_loop`: what the official DRL evaluation does: 32 x 32 blocks of (texts, videos), the weight heads and the
     L2 normalisation re-run inside every block, the (32, 32, T, V) cosines masked by two einsums, and a host copy of
     every block's scores (`.cpu().numpy()`) before the next block starts.
+(a') `official_prepared`: the same loop over the PREPARED gallery (weights and normalisation once, as the engine's
+    cache holds them), so that a single query's (a) vs (c) ratio splits into caching ((a) vs (a')) and scoring
+    ((a') vs (c)).
 (b) `batched`: the straightforward batched version: weights and normalisation once, then one einsum over the whole
-    gallery per block of queries and the masked maxima (`drl.wti_similarity`, as `scoring.similarity_matrix` does).
+    gallery per block of queries and the masked maxima (`drl.wti_similarity`; `scoring.similarity_matrix` uses the
+    fused scorer (c) instead).
 """
 
 from __future__ import annotations
@@ -64,6 +68,26 @@ def official_loop(text: torch.Tensor, text_mask: torch.Tensor, video: torch.Tens
             else:
                 t2v = t2v.sum(2) / tm.sum(-1)[:, None]
                 v2t = v2t.sum(2) / vm.sum(-1)[None, :]
+            row.append(((t2v + v2t) / 2.0).cpu().numpy())
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+@torch.no_grad()
+def official_loop_prepared(text: Prepared, video: Prepared, block: int = 32) -> np.ndarray:
+    """(a') The official loop's 32 x 32 blocks, einsum masking and per-block host copy, on prepared features: no
+    weight head and no normalisation inside the loop."""
+    rows = []
+    for a0 in range(0, text.feats.shape[0], block):
+        t, tm, tw = (x[a0:a0 + block] for x in (text.feats, text.mask.float(), text.weights))
+        row = []
+        for b0 in range(0, video.feats.shape[0], block):
+            v, vm, vw = (x[b0:b0 + block] for x in (video.feats, video.mask.float(), video.weights))
+            logits = torch.einsum("atd,bvd->abtv", t, v)
+            logits = torch.einsum("abtv,at->abtv", logits, tm)
+            logits = torch.einsum("abtv,bv->abtv", logits, vm)
+            t2v = torch.einsum("abt,at->ab", logits.max(dim=-1)[0], tw)
+            v2t = torch.einsum("abv,bv->ab", logits.max(dim=-2)[0], vw)
             row.append(((t2v + v2t) / 2.0).cpu().numpy())
         rows.append(np.concatenate(row, axis=1))
     return np.concatenate(rows, axis=0)

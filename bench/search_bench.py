@@ -103,10 +103,10 @@ def _bundled_checkpoint(tmp: Path):
     from tvr_demo.models import ModelConfig, TVRModel
     from tvr_demo.models.backbone import clip_config
 
-    registry = bundled_registry()
-    for name, entry in registry.items():
-        if entry.get("model", {}).get("unify") is None:
-            return load_checkpoint(name, "cpu"), f"bundled {name}"
+    for name in bundled_registry():
+        checkpoint = load_checkpoint(name, "cpu")
+        if checkpoint.config.unify is None:
+            return checkpoint, f"bundled {name}"
     torch.manual_seed(0)
     model = TVRModel(ModelConfig(clip_name="tvr-tiny", clip=clip_config("tvr-tiny"))).eval()
     return load_checkpoint(save_checkpoint(model, tmp / "tvr-tiny-random"), "cpu"), "tvr-tiny, random weights"

@@ -9,6 +9,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 .venv/bin/pip install -q -r requirements-dev.txt
 bash scripts/install_browser.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports  # the import contracts in .importlinter
 .venv/bin/python -m pytest -m "not slow and not gpu" "$@"
 if .venv/bin/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     # a CUDA machine without triton fails here (tests/test_kernel_selfcheck.py), it is not skipped; exit 5 = the

@@ -18,7 +18,7 @@ from tvr_demo.data import Benchmark, detect_kind, load_benchmark
 from tvr_demo.errors import DatasetError
 from tvr_demo.framecache import cached_frames
 from tvr_demo.gallery import gallery_fingerprint
-from tvr_demo.video import FrameSampling, benchmark_sampling, load_video, sample_video
+from tvr_demo.video import FrameSampling, load_video, sample_video
 
 
 def _touch_videos(folder: Path, names: list[str]) -> None:
@@ -200,7 +200,7 @@ def same_clip_twice(tmp_path_factory) -> tuple[Benchmark, Benchmark, Path]:
 def test_didemo_gallery_frames_stop_at_31_seconds(same_clip_twice):
     didemo, msrvtt, _ = same_clip_twice
     config = tiny_config(max_frames=12, framerate=1.0)
-    seconds = {b.name: sample_video(b.video_paths[0], benchmark_sampling(config, b)).timestamps.tolist()
+    seconds = {b.name: sample_video(b.video_paths[0], config.sampling(b.end_s)).timestamps.tolist()
                for b in (didemo, msrvtt)}
     assert seconds["didemo"] == [0, 2, 5, 8, 11, 14, 16, 19, 22, 25, 28, 31]  # 32 one-second frames thinned to 12
     assert seconds["msrvtt"] == [0, 3, 7, 10, 14, 17, 21, 24, 28, 31, 35, 39]  # the whole 40 s clip

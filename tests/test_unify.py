@@ -17,7 +17,6 @@ from tvr_demo.models.losses import bag_of_words_loss, flops_regularizer, self_di
 from tvr_demo.models.unify import (
     LexiconHead,
     bag_of_words,
-    fuse_scores,
     lexicon_activation,
     lexicon_logits,
     lexicon_similarity,
@@ -27,6 +26,7 @@ from tvr_demo.models.unify import (
     vocabulary_mask,
     vocabulary_words,
 )
+from tvr_demo.scoring import fuse_scores
 
 VOCAB = 49408
 

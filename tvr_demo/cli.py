@@ -87,11 +87,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.run import run_suite
+    """The suite lives beside the package (bench/, in a source checkout), never inside it: run it as its own program."""
+    import subprocess
 
-    run_suite(quick=args.quick, json_out=args.json)
-    return 0
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "__main__.py").is_file():
+        raise TVRError("the benchmark suite ships with the source checkout only (bench/ beside tvr_demo/)")
+    command = [sys.executable, "-m", "bench"] + (["--quick"] if args.quick else [])
+    if args.json:
+        command += ["--json", str(Path(args.json).resolve())]
+    return subprocess.run(command, cwd=root).returncode
 
 
 def _cmd_checkpoints(args: argparse.Namespace) -> int:

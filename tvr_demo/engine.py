@@ -19,7 +19,7 @@ from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.explain import PairExplanation, explain_pair
 from tvr_demo.gallery import EncodedGallery, encode_gallery
-from tvr_demo.models.unify import fuse_scores, topk_sparsify
+from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
 from tvr_demo.paths import cache_dir
 from tvr_demo.scoring import (
     TextBank,
@@ -27,23 +27,12 @@ from tvr_demo.scoring import (
     default_device,
     encode_texts,
     encode_video_frames,
+    fuse_scores,
     similarity_matrix,
 )
 
 BRANCHES = ("latent", "lexicon", "fused")
 MAX_QUERY_CHARS = 1000
-
-
-def _csr(lexicon) -> scipy.sparse.csr_matrix:
-    if scipy.sparse.issparse(lexicon):
-        return lexicon.tocsr()
-    return scipy.sparse.csr_matrix(lexicon.float().cpu().numpy())
-
-
-def lexicon_scores(texts: TextBank, videos: VideoBank) -> torch.Tensor:
-    """Sparse lexicon products (A, B) = Q V^T over top-k vectors: only shared active words cost anything, as in an
-    inverted index."""
-    return torch.from_numpy((_csr(texts.lexicon) @ _csr(videos.lexicon).T).toarray())
 
 
 def _rows(bank, index):
@@ -154,7 +143,7 @@ class Engine:
         latent = similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()
         out = {"latent": latent}
         if self.is_unify:
-            out["lexicon"] = lexicon_scores(texts, videos).float().cpu().numpy()
+            out["lexicon"] = lexicon_similarity(texts.lexicon, videos.lexicon).float().cpu().numpy()
         if ok is not None and not ok.all():
             for m in out.values():
                 m[:, ~ok] = -np.inf
@@ -270,9 +259,9 @@ class Engine:
         return bank
 
     def encode_video_file(self, path: Path) -> VideoBank:
-        from tvr_demo.video import FrameSampling, load_video
+        from tvr_demo.video import load_video
 
-        frames, mask = load_video(path, FrameSampling(self.config.max_frames, self.config.framerate),
+        frames, mask = load_video(path, self.config.sampling(),
                                   self.config.image_size)
         return self.encode_frames(frames, mask)
 
@@ -282,10 +271,11 @@ class Engine:
         ranking = scores[branch]
         order = np.argsort(-ranking, kind="stable")[:k]
         gt_rank = None
-        if gt:  # pessimistic ties, as metrics.py: every other item scoring at least the best ground truth counts
-            others = np.ones(len(ranking), dtype=bool)
-            others[gt] = False
-            gt_rank = int((ranking[others] >= max(ranking[g] for g in gt)).sum())
+        if gt:  # metrics.gt_ranks (pessimistic ties) of the best ground truth, the others taken out of the row
+            best = max(gt, key=lambda g: ranking[g])
+            rest = [g for g in gt if g != best]
+            row = np.delete(ranking, rest)[None]
+            gt_rank = int(metrics.gt_ranks(row, np.array([best - sum(g < best for g in rest)]))[0])
         hits = [SearchHit(int(i), r, float(ranking[i]), {b: float(s[i]) for b, s in scores.items()}, int(i) in gt)
                 for r, i in enumerate(order)]
         return SearchResult(hits, branch, gt, gt_rank, notice)

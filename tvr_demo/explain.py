@@ -9,7 +9,7 @@ import torch
 
 from tvr_demo.models import drl
 from tvr_demo.models.backbone import get_tokenizer
-from tvr_demo.models.unify import WordContribution, overlap, top_words
+from tvr_demo.models.unify import WordContribution, lexicon_similarity, overlap, top_words
 from tvr_demo.scoring import TextBank, VideoBank
 
 
@@ -70,8 +70,8 @@ def _valid(mask: torch.Tensor) -> torch.Tensor:
 
 def token_frame_explanation(text: TextBank, video: VideoBank, interaction: str) -> TokenFrameExplanation:
     """From one-row banks; calls the same masked cosine and WTI terms as the scorer."""
-    t_w = text.weights if interaction == "wti" else drl.interaction_weights(None, text.mask)
-    v_w = video.weights if interaction == "wti" else drl.interaction_weights(None, video.mask)
+    t_w = drl.weights_for(interaction, text.mask, text.weights)
+    v_w = drl.weights_for(interaction, video.mask, video.weights)
     cos = drl.masked_token_frame_cosine(text.tokens, text.mask, video.frames, video.mask)
     terms = drl.wti_terms(cos, t_w.to(cos.dtype), v_w.to(cos.dtype))
     t_idx, v_idx = _valid(text.mask[0]), _valid(video.mask[0])
@@ -95,8 +95,9 @@ def pooled_explanation(text: TextBank, video: VideoBank) -> PooledExplanation:
 
 
 def lexicon_explanation(text: TextBank, video: VideoBank, k: int = 15) -> LexiconExplanation:
+    score = float(lexicon_similarity(text.lexicon, video.lexicon)[0, 0])
     q, v = text.lexicon[0].float().cpu().numpy(), video.lexicon[0].float().cpu().numpy()
-    return LexiconExplanation(top_words(q, k), top_words(v, k), overlap(q, v), float(q @ v))
+    return LexiconExplanation(top_words(q, k), top_words(v, k), overlap(q, v), score)
 
 
 def explain_pair(text: TextBank, video: VideoBank, caption: str, video_index: int, interaction: str,

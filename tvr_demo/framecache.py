@@ -6,13 +6,16 @@ import hashlib
 import json
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tvr_demo.data import Benchmark
-from tvr_demo.models import ModelConfig
 from tvr_demo.paths import cache_dir
-from tvr_demo.video import FrameSampling, benchmark_sampling, decode_videos
+from tvr_demo.video import FrameSampling, decode_videos
+
+if TYPE_CHECKING:  # only its type: the data layer never imports the models
+    from tvr_demo.models import ModelConfig
 
 
 def frames_key(bench: Benchmark, sampling: FrameSampling, resolution: int) -> str:
@@ -27,7 +30,7 @@ def frames_key(bench: Benchmark, sampling: FrameSampling, resolution: int) -> st
 
 def cached_frames(bench: Benchmark, config: ModelConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(N, V, 3, R, R) uint8 frames and (N, V) masks; memory-mapped from the cache after the first call."""
-    sampling = benchmark_sampling(config, bench)
+    sampling = config.sampling(bench.end_s)
     directory = cache_dir() / "frames" / frames_key(bench, sampling, config.image_size)
     if not (directory / "masks.npy").is_file():
         decoded = decode_videos(bench.video_paths, sampling, config.image_size, progress=progress)

@@ -22,7 +22,7 @@ from tvr_demo.data import Benchmark
 from tvr_demo.errors import DatasetError
 from tvr_demo.models.unify import topk_sparsify
 from tvr_demo.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
-from tvr_demo.video import benchmark_sampling, decode_videos
+from tvr_demo.video import decode_videos
 
 CACHE_VERSION = 1
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
@@ -44,7 +44,7 @@ def gallery_fingerprint(checkpoint: Checkpoint, bench: Benchmark) -> str:
     config = checkpoint.config
     h = hashlib.sha256(f"v{CACHE_VERSION}:{checkpoint_fingerprint(checkpoint)}".encode())
     preprocessing = [config.max_frames, config.framerate, config.image_size, config.max_words]
-    sampling = benchmark_sampling(config, bench)
+    sampling = config.sampling(bench.end_s)
     if (sampling.start_s, sampling.end_s) != (None, None):  # whole-clip galleries keep the keys they had before
         preprocessing += [sampling.start_s, sampling.end_s]
     h.update(json.dumps(preprocessing).encode())
@@ -171,7 +171,7 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
     if not final.is_dir():
         partial = final.with_name(key + ".partial")
         partial.mkdir(parents=True, exist_ok=True)
-        sampling = benchmark_sampling(config, bench)
+        sampling = config.sampling(bench.end_s)
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
             else (0, 1)
         starts = list(range(0, bench.num_videos, CHUNK))

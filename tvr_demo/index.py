@@ -60,15 +60,14 @@ class TwoStageIndex:
             self.index.train(vectors[np.sort(sample)])
             self.index.nprobe = min(self.config.nprobe, lists)
         self.index.add(vectors)
-        weighted = interaction == "wti"
-        self.video_weights = videos.weights if weighted else drl.interaction_weights(None, videos.mask)
+        self.video_weights = drl.weights_for(interaction, videos.mask, videos.weights)
 
     @property
     def kind(self) -> str:
         return "flat" if isinstance(self.index, faiss.IndexFlat) else "ivf"
 
     def _text_weights(self, texts: TextBank) -> torch.Tensor:
-        return texts.weights if self.interaction == "wti" else drl.interaction_weights(None, texts.mask)
+        return drl.weights_for(self.interaction, texts.mask, texts.weights)
 
     def query_vectors(self, texts: TextBank) -> np.ndarray:
         """(A, D) first-stage queries: the EOT feature for dp, else the normalised weighted mean token."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tvr_demo.data.words import CAPTION_BOILERPLATE, STOP_WORDS
+
 # Row blocks hold about this many entries, so a boolean comparison block stays a few MB whatever Q and G are.
 _BLOCK_ENTRIES = 1 << 22
 
@@ -307,19 +309,11 @@ def slice_metrics(
     return {name: {**recall_metrics(ranks[idx]), "n": len(idx)} for name, idx in ordered}
 
 
-# Function words and caption boilerplate ("a video of a man ...") that say nothing about the content.
-STOP_WORDS = frozenset(
-    """a an the and or but of in on at to for from with without by as into onto over under about up down out
-    off around is are was were be been being am has have had do does did will would can could should may might
-    it its this that these those there here their they them he she his her him we our you your i me my
-    who what which while when where how then than so very just also not no some any all one two another other
-    video clip footage shown showing shows""".split()
-)
 _WORD = re.compile(r"[a-z]+")  # "man's" -> "man", "s"; one-letter pieces are dropped
 
 
 def _content_words(caption: str) -> set[str]:
-    return {w for w in _WORD.findall(caption.lower()) if w not in STOP_WORDS and len(w) > 1}
+    return {w for w in _WORD.findall(caption.lower()) if w not in STOP_WORDS and w not in CAPTION_BOILERPLATE and len(w) > 1}
 
 
 def keyword_slices(captions: Sequence[str], min_count: int = 20, max_slices: int = 30) -> list[list[str]]:

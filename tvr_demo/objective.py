@@ -16,7 +16,7 @@ from tvr_demo.models.losses import (
     self_distillation,
     symmetric_infonce,
 )
-from tvr_demo.models.unify import bag_of_words, lexicon_activation, vocabulary_mask
+from tvr_demo.models.unify import bag_of_words, lexicon_activation, lexicon_similarity, vocabulary_mask
 
 
 @dataclass
@@ -50,11 +50,12 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
             c = pooled_correlation(drl.l2_normalize(drl.eot_features(text.tokens, text.mask)),
                                    drl.mean_pooled_frames(video.frames, video.mask))
         else:
-            wti = config.interaction == "wti"
             c = cdcr_correlation(config.cdcr.variant, drl.l2_normalize(text.tokens), text.mask,
                                  drl.l2_normalize(video.frames), video.mask,
-                                 drl.interaction_weights(text.weight_logits if wti else None, text.mask),
-                                 drl.interaction_weights(video.weight_logits if wti else None, video.mask))
+                                 drl.weights_for(config.interaction, text.mask,
+                                                 drl.interaction_weights(text.weight_logits, text.mask)),
+                                 drl.weights_for(config.interaction, video.mask,
+                                                 drl.interaction_weights(video.weight_logits, video.mask)))
         cdcr = decorrelation_loss(c, config.cdcr.alpha1, config.cdcr.alpha2)
         loss = loss + config.cdcr.weight * cdcr
         parts["cdcr"] = float(cdcr.detach())
@@ -66,7 +67,7 @@ def training_loss(model: TVRModel, text: TextFeatures, video: VideoFeatures, vid
         if stage == 1:  # activation: each text may only use the dimensions of its own words
             own = torch.zeros_like(t_lex).scatter_(1, text.ids, 1.0)
             t_lex = t_lex * own
-        lex = t_lex @ v_lex.T  # (B, B)
+        lex = lexicon_similarity(t_lex, v_lex)  # (B, B)
         lex_logits = lex / u.lexicon_temperature
         lexicon_nce = symmetric_infonce(lex_logits)
         loss = loss + lexicon_nce

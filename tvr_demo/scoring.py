@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tvr_demo.devices import default_device as default_device  # re-exported: engine, session and train use it
+from tvr_demo.metrics import standardize_rows
 from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
 from tvr_demo.models.backbone import get_tokenizer
 from tvr_demo.video import normalize_frames
@@ -99,10 +100,9 @@ def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, bloc
     from tvr_demo.kernels import wti_scores
 
     if interaction == "dp":
-        return texts.pooled @ videos.pooled.T
-    weighted = interaction == "wti"
-    t_w = texts.weights if weighted else drl.interaction_weights(None, texts.mask)
-    v_w = videos.weights if weighted else drl.interaction_weights(None, videos.mask)
+        return drl.dp_similarity(texts.pooled, videos.pooled)
+    t_w = drl.weights_for(interaction, texts.mask, texts.weights)
+    v_w = drl.weights_for(interaction, videos.mask, videos.weights)
     rows, start = [], 0
     while start < texts.tokens.shape[0]:
         sl = slice(start, start + block)
@@ -128,13 +128,21 @@ def lexicon_matrix(texts: TextBank, videos: VideoBank, top_k: int | None = None)
     return lexicon_similarity(t, v)
 
 
+def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float, query_axis: int = 0) -> np.ndarray:
+    """fused = z(latent) + lambda * z(lexicon), each standardised over the gallery of every query: along the rows'
+    videos for text-to-video (query_axis 0), along the columns' captions for video-to-text (query_axis 1)."""
+    if query_axis == 1:
+        return fuse_scores(latent.T, lexicon.T, fusion_lambda).T
+    return standardize_rows(latent) + fusion_lambda * standardize_rows(lexicon)
+
+
 def score_files(checkpoint: str, captions: list[str], videos: list[Path], device: str | None = None,
                 interaction: str | None = None, batch_size: int = 16, num_workers: int = 2) -> np.ndarray:
     """`python -m tvr_demo score`: caption x video latent similarity (columns in the given order, or sorted names
     for one folder)."""
     from tvr_demo.checkpoints import load_checkpoint
     from tvr_demo.errors import QueryError, VideoDecodeError
-    from tvr_demo.video import FrameSampling, decode_videos
+    from tvr_demo.video import decode_videos
 
     if not captions:
         raise QueryError("the captions file has no non-empty line")
@@ -145,7 +153,7 @@ def score_files(checkpoint: str, captions: list[str], videos: list[Path], device
             raise VideoDecodeError(f"no video files (.mp4 .avi .mkv .webm .mov) in {folder}")
     ckpt = load_checkpoint(checkpoint, default_device(device), interaction)
     model, config = ckpt.model, ckpt.model.config
-    decoded = decode_videos(videos, FrameSampling(config.max_frames, config.framerate), config.image_size,
+    decoded = decode_videos(videos, config.sampling(), config.image_size,
                             num_workers=num_workers, progress=True, skip_errors=False)
     texts = encode_texts(model, captions)
     bank = encode_video_frames(model, torch.from_numpy(np.asarray(decoded.videos)) if isinstance(

@@ -150,8 +150,13 @@ def _schedule(step: int, cycle_steps: int, warmup_fraction: float) -> float:
 def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     """Text-to-video R@1 on the validation split (first caption of each video), per branch for UNIFY."""
     from tvr_demo.metrics import evaluate_similarity
-    from tvr_demo.models.unify import fuse_scores
-    from tvr_demo.scoring import encode_video_frames, lexicon_matrix, similarity_matrix, text_bank
+    from tvr_demo.scoring import (
+        encode_video_frames,
+        fuse_scores,
+        lexicon_matrix,
+        similarity_matrix,
+        text_bank,
+    )
 
     model.eval()
     narrowed, model.lexicon_vocab = model.lexicon_vocab, None  # validate on the whole vocabulary, as inference
@@ -178,7 +183,7 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
 def choose_fusion_lambda(latent: np.ndarray, lexicon: np.ndarray) -> float:
     """UNIFY's fusion weight, picked on the validation split by t2v + v2t R@1 over a small grid."""
     from tvr_demo.metrics import evaluate_similarity
-    from tvr_demo.models.unify import fuse_scores
+    from tvr_demo.scoring import fuse_scores
 
     gt = np.arange(latent.shape[0])
     grid = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]

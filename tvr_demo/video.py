@@ -11,17 +11,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from tvr_demo.errors import TVRError, VideoDecodeError
-
-if TYPE_CHECKING:
-    from tvr_demo.data import Benchmark
-    from tvr_demo.models import ModelConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -57,12 +52,6 @@ class FrameSampling:
             raise TVRError(f"start must be 0 or more seconds, got {self.start_s}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise TVRError(f"end ({self.end_s} s) must come after start ({self.start_s} s)")
-
-
-def benchmark_sampling(config: ModelConfig, bench: Benchmark) -> FrameSampling:
-    """The frames a model sees of a benchmark's videos: its frame count and rate, within the benchmark's window
-    (DiDeMo's first 31 s); every decode of a gallery or training video goes through here so the window is kept."""
-    return FrameSampling(config.max_frames, config.framerate, end_s=bench.end_s)
 
 
 def sample_frame_indices(num_frames: int, fps: float, sampling: FrameSampling) -> np.ndarray:

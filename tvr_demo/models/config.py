@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tvr_demo.video import FrameSampling
 
 Interaction = Literal["wti", "ti", "dp"]
 Temporal = Literal["seqTransf", "meanP"]
@@ -67,6 +70,14 @@ class ModelConfig:
     @property
     def text_width(self) -> int:
         return int(self.clip["text_cfg"]["width"])
+
+    def sampling(self, end_s: float | None = None) -> FrameSampling:
+        """The frames this model sees of a clip: its frame count and rate, within a benchmark's window when it has one
+        (DiDeMo's first 31 s, `Benchmark.end_s`). Every decode for this model (gallery, training, uploads, thumbnails)
+        asks here, so none rebuilds the rule."""
+        from tvr_demo.video import FrameSampling
+
+        return FrameSampling(self.max_frames, self.framerate, end_s=end_s)
 
     @property
     def latent_interaction(self) -> Interaction:

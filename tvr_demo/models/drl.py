@@ -63,6 +63,15 @@ def interaction_weights(logits: torch.Tensor | None, mask: torch.Tensor) -> torc
     return logits.float().masked_fill(mask == 0, float("-inf")).softmax(-1)
 
 
+def weights_for(interaction: str, mask: torch.Tensor, head_weights: torch.Tensor | None) -> torch.Tensor:
+    """Which weights an interaction uses, decided here only: WTI its heads' softmax (`interaction_weights` of the
+    logits, as the banks cache them), every other interaction (TI; DP does not weigh) and a model without heads
+    uniform weights over the valid positions. (N, L) -> (N, L)."""
+    if interaction == "wti" and head_weights is not None:
+        return head_weights
+    return interaction_weights(None, mask)
+
+
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 

@@ -102,9 +102,8 @@ class TVRModel(nn.Module):
         if interaction == "dp":
             return drl.dp_similarity(drl.l2_normalize(drl.eot_features(text.tokens, text.mask)),
                                      drl.mean_pooled_frames(video.frames, video.mask))
-        use_weights = interaction == "wti"
-        t_w = drl.interaction_weights(text.weight_logits if use_weights else None, text.mask)
-        v_w = drl.interaction_weights(video.weight_logits if use_weights else None, video.mask)
+        t_w = drl.weights_for(interaction, text.mask, drl.interaction_weights(text.weight_logits, text.mask))
+        v_w = drl.weights_for(interaction, video.mask, drl.interaction_weights(video.weight_logits, video.mask))
         return drl.wti_similarity(drl.l2_normalize(text.tokens), text.mask, t_w,
                                   drl.l2_normalize(video.frames), video.mask, v_w)
 

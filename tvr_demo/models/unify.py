@@ -11,15 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# A small English stop-word list: function words name no visual concept, so they never get a lexicon dimension.
-# Direction words (up, down, left, ...) are kept: in video they are motion concepts. Order and count words (first,
-# then, one) are dropped: a bag of words cannot say which event came first, so that is left to the latent branch.
-STOP_WORDS = frozenset("""
-a an the and or but if than so of on in at to from by with without into onto for is are was were be been being am
-do does did doing has have had having it its this that these those there here as while when where which who whom
-whose what why how all any both each few more most other some such no nor not only own same too very can will just
-should now i me my we our you your he him his she her they them their one first then after before again once also
-""".split())
+from tvr_demo.data.words import STOP_WORDS
 
 
 @lru_cache(maxsize=1)
@@ -103,9 +95,20 @@ def topk_sparsify(lexicon: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(lexicon).scatter_(-1, idx, values)
 
 
-def lexicon_similarity(text_lexicon: torch.Tensor, video_lexicon: torch.Tensor) -> torch.Tensor:
-    """Dot product of non-negative lexicon vectors: sum_j q_j v_j. (A, V), (B, V) -> (A, B)."""
-    return text_lexicon @ video_lexicon.T
+def lexicon_similarity(text_lexicon, video_lexicon) -> torch.Tensor:
+    """Dot product of non-negative lexicon vectors: sum_j q_j v_j. (A, V), (B, V) -> (A, B), the one lexicon score of
+    training, evaluation, the engine and the explanations. Dense tensors multiply as they are; when either side is a
+    scipy sparse matrix (the gallery's top-k vectors) both go sparse, so only shared active words cost anything, as in
+    an inverted index."""
+    import scipy.sparse
+
+    if not (scipy.sparse.issparse(text_lexicon) or scipy.sparse.issparse(video_lexicon)):
+        return text_lexicon @ video_lexicon.T
+
+    def csr(x) -> scipy.sparse.csr_matrix:
+        return x.tocsr() if scipy.sparse.issparse(x) else scipy.sparse.csr_matrix(x.float().cpu().numpy())
+
+    return torch.from_numpy((csr(text_lexicon) @ csr(video_lexicon).T).toarray())
 
 
 def bag_of_words(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -114,16 +117,6 @@ def bag_of_words(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     bow.scatter_(1, ids, 1.0)
     bow[:, 0] = 0.0
     return bow * vocabulary_mask().to(ids.device)
-
-
-def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float, query_axis: int = 0) -> np.ndarray:
-    """fused = z(latent) + lambda * z(lexicon), each standardised over the gallery of every query: along the rows'
-    videos for text-to-video (query_axis 0), along the columns' captions for video-to-text (query_axis 1)."""
-    from tvr_demo.metrics import standardize_rows
-
-    if query_axis == 1:
-        return fuse_scores(latent.T, lexicon.T, fusion_lambda).T
-    return standardize_rows(latent) + fusion_lambda * standardize_rows(lexicon)
 
 
 @dataclass

@@ -16,7 +16,6 @@ from tvr_demo.errors import QueryError
 from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
 from tvr_demo.ui.media import frame_thumbnails
 from tvr_demo.ui.search import resolve_video
-from tvr_demo.video import benchmark_sampling
 
 
 @dataclass
@@ -77,7 +76,7 @@ def latent_figure(engine: Engine, view: PairView) -> go.Figure:
     """DRL's token x frame figure (WTI/TI) or the pooled figure (dp/meanP), with the frames the model saw."""
     latent, config = view.explanation.latent, engine.config
     thumbs, labels = frame_thumbnails(str(engine.bench.video_paths[view.pair.video]),
-                                      benchmark_sampling(config, engine.bench))
+                                      config.sampling(engine.bench.end_s))
     n_frames = latent.cosine.shape[1] if isinstance(latent, TokenFrameExplanation) else len(latent.frame_cosine)
     if len(thumbs) != n_frames:  # undecodable clip, or sampling changed: numbers only
         thumbs, labels = (), None

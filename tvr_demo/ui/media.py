@@ -25,8 +25,8 @@ def data_uri(frame: np.ndarray, height: int) -> str:
 
 @lru_cache(maxsize=512)
 def frame_thumbnails(path: str, sampling: FrameSampling, height: int = 64) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(thumbnails, labels "f<i> · <t>s") of the frames the model samples from one clip (`benchmark_sampling` for a
-    gallery video); empty when the clip cannot be decoded (the figure then shows frame numbers only)."""
+    """(thumbnails, labels "f<i> · <t>s") of the frames the model samples from one clip (`ModelConfig.sampling` with
+    the gallery's window); empty when the clip cannot be decoded (the figure then shows frame numbers only)."""
     try:
         sampled = sample_video(Path(path), sampling, decode=True)
     except TVRError:
@@ -36,10 +36,10 @@ def frame_thumbnails(path: str, sampling: FrameSampling, height: int = 64) -> tu
 
 
 @lru_cache(maxsize=4096)
-def video_thumbnail(path: str, height: int = 96) -> str:
-    """The middle sampled frame of a clip (for the map's hover), or "" when the clip cannot be decoded."""
+def video_thumbnail(path: str, sampling: FrameSampling, height: int = 96) -> str:
+    """The middle frame the model samples from a clip (for the map's hover), or "" when the clip cannot be decoded."""
     try:
-        sampled = sample_video(Path(path), FrameSampling(), decode=True)
+        sampled = sample_video(Path(path), sampling, decode=True)
     except TVRError:
         return ""
     if not len(sampled.frames):

@@ -10,7 +10,7 @@ import torch
 
 from tvr_demo.engine import Engine, SearchResult
 from tvr_demo.errors import QueryError
-from tvr_demo.video import FrameSampling, load_untrusted_video
+from tvr_demo.video import load_untrusted_video
 
 
 def resolve_video(engine: Engine, video: str | int | float | None) -> int | None:
@@ -89,7 +89,7 @@ def decode_upload(engine: Engine, path: str | Path) -> Clip:
     """Decode an upload with the upload limits, in a worker process that a malformed file can crash or hang
     without taking the server along (CPU work: the app runs it outside its GPU functions)."""
     config = engine.config
-    frames, mask = load_untrusted_video(Path(path), FrameSampling(config.max_frames, config.framerate),
+    frames, mask = load_untrusted_video(Path(path), config.sampling(),
                                         config.image_size)
     return Clip(Path(path).name, frames, mask)
 

@@ -188,6 +188,8 @@ class Session:
         """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
         root, _, split = str(gallery_key).rpartition("::")
         bench = self._benchmarks.get((root, split))
-        if bench is None or not 0 <= int(index) < bench.num_videos:
+        with self._engines_lock:  # the frames of the model that drew the map: the most recently used on this gallery
+            configs = [e.config for (_, r, s), e in reversed(self._engines.items()) if (r, s) == (root, split)]
+        if bench is None or not configs or not 0 <= int(index) < bench.num_videos:
             return ""
-        return video_thumbnail(str(bench.video_paths[int(index)]))
+        return video_thumbnail(str(bench.video_paths[int(index)]), configs[0].sampling(bench.end_s))
