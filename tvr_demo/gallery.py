@@ -26,7 +26,7 @@ from tvr_demo.video import benchmark_sampling, decode_videos
 
 CACHE_VERSION = 1
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
-TEXT_CHUNK = 1024  # captions encoded (and their lexicons cut to top-k) at a time
+TEXT_CHUNK = 256  # captions encoded (and their lexicons cut to top-k) at a time: one encode batch
 BANK_FILES = ("videos.safetensors", "texts.safetensors")
 MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
 

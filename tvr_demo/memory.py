@@ -52,4 +52,5 @@ def nbytes(value) -> int:
 
 
 def gigabytes(n: int) -> str:
-    return f"{n / 2**30:.2f} GB"
+    """Bytes for a message: GB, or MB below a tenth of one."""
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MB"
