@@ -18,15 +18,26 @@ from tvr_demo.ui import analysis
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
 from tvr_demo.ui.callbacks import EXPORTABLE, make_callbacks
 from tvr_demo.ui.gpu import on_zero_gpu
+from tvr_demo.ui.inputs import checked_number
 from tvr_demo.ui.session import Session
 from tvr_demo.video import UPLOAD_MAX_BYTES
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
-# One FIFO pool for every listener that scores with a loaded model, two at a time (the CPU Space has 2 cores): on a
-# 2-core CPU, 20 concurrent users got p95 1.5 s (bench/load_test.py) against 2.1 s with two per listener, where the
-# frequent searches queued while other listeners idled, and 1.9 s with a pool of 8. Loading a gallery (a first
-# encode takes minutes) and the map (UMAP) keep queues of their own, so a slow first build never holds this pool.
+# One FIFO pool for the listeners that answer one query with a loaded model (search, explain, video search), two at a
+# time (the CPU Space has 2 cores): on a 2-core CPU, 20 concurrent users got p95 1.5 s (bench/load_test.py) against
+# 2.1 s with two per listener and 1.9 s with a pool of 8. Whatever may take minutes runs in pools of its own, so a
+# search never queues behind it: HEAVY_POOL for whole-split work (metrics, failures, slices, comparison, channels:
+# a first build or a training split's score matrices), UPLOAD_POOL for checking and decoding uploaded clips (in
+# killable worker processes), MAP_POOL for UMAP fits; /load keeps its own queue. A search that needs a first
+# encode waits for it only when no other search does (Session.engine(searching=True)).
+# A new listener: MODEL_POOL if it scores one query against a loaded engine, HEAVY_POOL if it may build an engine
+# or touch every caption x video score; its function wrapped in callbacks.user_errors either way.
 MODEL_POOL = dict(concurrency_id="model", concurrency_limit=2)
+HEAVY_POOL = dict(concurrency_id="heavy", concurrency_limit=2)
+UPLOAD_POOL = dict(concurrency_id="upload", concurrency_limit=2)
+MAP_POOL = dict(concurrency_id="map", concurrency_limit=1)
+# gradio's copies of uploads and exported files are deleted an hour after they were made (checked every 10 min)
+DELETE_CACHE = (600, 3600)
 INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a result to see in **Explain** how the "
          "model matched each word to each frame (DRL) or which words it shared (UNIFY), browse **Failures**, compare "
          "**Channels** with and without CDCR, and find clusters on the **Map**. UNIFY here is our documented "
@@ -36,7 +47,7 @@ INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a resul
 def build_demo(session: Session) -> gr.Blocks:
     """The whole page, laid out as it looks; the listeners are the callbacks of tvr_demo.ui.callbacks."""
     cb = make_callbacks(session)
-    with gr.Blocks(title="TVR demo: DRL and UNIFY") as demo:
+    with gr.Blocks(title="TVR demo: DRL and UNIFY", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## Text-video retrieval: DRL and UNIFY\n{INTRO}")
         header = gr.Markdown("Loading…")
         with gr.Row(equal_height=True):
@@ -51,7 +62,7 @@ def build_demo(session: Session) -> gr.Blocks:
                 with gr.Row(equal_height=True):
                     query = gr.Textbox(label="Text query", placeholder="e.g. a small red circle moves to the left",
                                        scale=4, submit_btn=True)
-                    k = gr.Slider(1, 50, value=10, step=1, label="top k", scale=1)
+                    k = checked_number(gr.Slider(1, 50, value=10, step=1, label="top k", scale=1), "top k")
                     branch = gr.Dropdown(BRANCHES, value="auto", label="Ranking branch (UNIFY)", scale=1)
                 examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
                                        allow_custom_value=False)
@@ -107,7 +118,7 @@ def build_demo(session: Session) -> gr.Blocks:
                     fail_branch = gr.Dropdown(BRANCHES, value="auto", label="Branch")
                     sort_by = gr.Radio(["rank", "margin"], value="rank", label="Worst by")
                     slice_label = gr.Dropdown([analysis.ALL_SLICES], value=analysis.ALL_SLICES, label="Slice")
-                    limit = gr.Slider(10, 1000, value=100, step=10, label="Rows")
+                    limit = checked_number(gr.Slider(10, 1000, value=100, step=10, label="Rows"), "Rows")
                 failures_btn = gr.Button("List failures", variant="primary")
                 failures_md = gr.Markdown()
                 failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)", wrap=True,
@@ -117,7 +128,8 @@ def build_demo(session: Session) -> gr.Blocks:
                 with gr.Row(equal_height=True):
                     model_b = gr.Dropdown(list(session.models), value=list(session.models)[-1],
                                           label="Second model (comparison, slices)")
-                    compare_k = gr.Slider(1, 10, value=1, step=1, label="right = ground truth in top k")
+                    compare_k = checked_number(gr.Slider(1, 10, value=1, step=1,
+                                                         label="right = ground truth in top k"), "top k")
                     slices_btn = gr.Button("Slice bars")
                     compare_btn = gr.Button("Compare the two models")
                 slices_fig = gr.Plot(label="R@1 per slice")
@@ -140,7 +152,8 @@ def build_demo(session: Session) -> gr.Blocks:
             with gr.Tab("Map", id="map"):
                 with gr.Row(equal_height=True):
                     colour_by = gr.Dropdown(list(analysis.MAP_COLOURS), value="modality", label="Colour by")
-                    n_lines = gr.Slider(0, 200, value=20, step=5, label="Failure lines (worst first)")
+                    n_lines = checked_number(gr.Slider(0, 200, value=20, step=5, label="Failure lines (worst first)"),
+                                             "Failure lines")
                     map_btn = gr.Button("Draw the map", variant="primary")
                 gr.Markdown("Hover a video (◆) for its frame; click any point to open it in Explain; lasso to list.")
                 map_fig = gr.Plot(label="Embedding map", elem_id=MAP_ELEM_ID)
@@ -175,27 +188,27 @@ def build_demo(session: Session) -> gr.Blocks:
         opens(explain_btn_search.click, cb.explain_selected, [query, selected, order, *ctx])
         opens(results_table.select, cb.open_table_row, [order, query, *ctx])
         vsearch_btn.click(cb.run_search_video, [video_pick, upload, k, branch, *ctx],
-                          [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video", **MODEL_POOL)
+                          [vsummary, vpreview, vtable, vcaptions, vindex], api_name="search_video", **UPLOAD_POOL)
         opens(vtable.select, cb.open_caption_row, [vcaptions, vindex, *ctx])
         explain_btn.click(cb.run_explain, explain_in, explain_out, api_name="explain", **MODEL_POOL)
         ex_query.submit(cb.run_explain, explain_in, explain_out, api_visibility="private", **MODEL_POOL)
 
-        metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics", **MODEL_POOL)
+        metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics", **HEAVY_POOL)
         failures_in, failures_out = [direction, fail_branch, sort_by, slice_label, limit, *ctx], [
             failures_table, failures_md, failure_pairs]
-        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures", **MODEL_POOL)
+        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures", **HEAVY_POOL)
         failures_tab.select(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private",
-                            **MODEL_POOL).then(
-            cb.run_failures, failures_in, failures_out, api_visibility="private", **MODEL_POOL).then(
-            cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private", **MODEL_POOL)
+                            **HEAVY_POOL).then(
+            cb.run_failures, failures_in, failures_out, api_visibility="private", **HEAVY_POOL).then(
+            cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private", **HEAVY_POOL)
         opens(failures_table.select, cb.open_pair_row, [failure_pairs, *ctx])
-        slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices", **MODEL_POOL)
+        slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices", **HEAVY_POOL)
         compare_btn.click(cb.run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
-                                                                     compare_md], api_name="compare", **MODEL_POOL)
+                                                                     compare_md], api_name="compare", **HEAVY_POOL)
         opens(compare_table.select, cb.open_pair_row, [compare_pairs, *ctx])
         corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation",
-                       **MODEL_POOL)
-        map_btn.click(cb.run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
+                       **HEAVY_POOL)
+        map_btn.click(cb.run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map", **MAP_POOL)
         opens(bridge.click, cb.open_map_point, ctx)
         opens(map_selected.select, cb.open_selection_row, [map_selected, *ctx])
         bridge.input(cb.map_selection, ctx, map_selected, api_visibility="private")

@@ -5,6 +5,7 @@ The UI, the CLI and the tests all call this class; it returns numbers and arrays
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.explain import PairExplanation, explain_pair
 from tvr_demo.gallery import EncodedGallery, encode_gallery
+from tvr_demo.memory import nbytes
 from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
 from tvr_demo.paths import cache_dir
 from tvr_demo.scoring import (
@@ -33,6 +35,11 @@ from tvr_demo.scoring import (
 
 BRANCHES = ("latent", "lexicon", "fused")
 MAX_QUERY_CHARS = 1000
+
+
+def _slice(bank, start: int, stop: int):
+    """Rows start:stop of a bank, as views (a sparse lexicon stays sparse)."""
+    return type(bank)(**{name: None if value is None else value[start:stop] for name, value in bank.__dict__.items()})
 
 
 def _rows(bank, index):
@@ -130,10 +137,22 @@ class Engine:
 
     def _fuse(self, latent: np.ndarray, lexicon: np.ndarray, ok: np.ndarray | None, query_axis: int = 0
               ) -> np.ndarray:
-        """UNIFY's fused score over the decodable videos (the others -inf), standardised along the queries' gallery."""
-        fused = np.full_like(latent, -np.inf)
-        keep = slice(None) if ok is None else ok
-        fused[:, keep] = fuse_scores(latent[:, keep], lexicon[:, keep], self.config.unify.fusion_lambda, query_axis)
+        """UNIFY's fused score over the decodable videos (the others -inf), standardised along the queries' gallery;
+        in blocks of whole queries (rows for text queries, columns for video queries), so the only full-size
+        allocation is the result."""
+        fused = np.full_like(latent, -np.inf, dtype=np.float32)
+        keep = np.arange(latent.shape[1]) if ok is None else np.flatnonzero(ok)
+        lam = self.config.unify.fusion_lambda
+        if query_axis == 0:
+            step = metrics._rows_per_block(len(keep))
+            for start in range(0, latent.shape[0], step):
+                rows = slice(start, start + step)
+                fused[rows, keep] = fuse_scores(latent[rows][:, keep], lexicon[rows][:, keep], lam, 0)
+        else:
+            step = metrics._rows_per_block(latent.shape[0])
+            for start in range(0, len(keep), step):
+                cols = keep[start:start + step]
+                fused[:, cols] = fuse_scores(latent[:, cols], lexicon[:, cols], lam, 1)
         return fused
 
     def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None,
@@ -151,16 +170,49 @@ class Engine:
             out["fused"] = self._fuse(latent, out["lexicon"], ok, query_axis)
         return out
 
+    # Called with the bytes a full-split computation is about to hold, before it allocates them; the app's session
+    # sets it to make room under its memory budget (or refuse). None: no budget (the CLI, tests).
+    reserve: Callable[[int], None] | None = None
+
+    def _reserve(self, n_matrices: int) -> None:
+        if self.reserve is not None:
+            self.reserve(n_matrices * self.num_captions * self.gallery_size * 4)  # float32 (captions, videos)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this engine holds: the encoded gallery and whatever score matrices it has computed so far."""
+        held = nbytes(self.gallery.texts) + nbytes(self.gallery.videos)
+        return held + sum(nbytes(self.__dict__[name]) for name in ("matrices", "v2t_fused") if name in self.__dict__)
+
     @cached_property
     def matrices(self) -> dict[str, np.ndarray]:
-        """(n_captions, n_videos) per branch over the whole split, computed once."""
-        return self._branch_matrix(self.gallery.texts, self.gallery.videos, self.gallery.decoded_ok)
+        """(n_captions, n_videos) float32 per branch over the whole split, computed once, in blocks of captions: a
+        training split's matrices are hundreds of MB each, and no block-sized temporary grows with them."""
+        self._reserve(len(self.branches))
+        texts, videos, ok = self.gallery.texts, self.gallery.videos, self.gallery.decoded_ok
+        raw = [b for b in self.branches if b != "fused"]
+        out = {b: np.empty((self.num_captions, self.gallery_size), dtype=np.float32) for b in raw}
+        step = metrics._rows_per_block(self.gallery_size)
+        for start in range(0, self.num_captions, step):
+            block = _slice(texts, start, start + step)
+            out["latent"][start:start + step] = similarity_matrix(
+                block, videos, self.config.latent_interaction).float().cpu().numpy()
+            if self.is_unify:
+                out["lexicon"][start:start + step] = lexicon_similarity(block.lexicon, videos.lexicon).float().cpu().numpy()
+        if ok is not None and not ok.all():
+            for m in out.values():
+                m[:, ~ok] = -np.inf
+        if self.is_unify:
+            out["fused"] = self._fuse(out["latent"], out["lexicon"], ok)
+        return out
 
     @cached_property
     def v2t_fused(self) -> np.ndarray:
         """Fused scores for video queries: each video's scores standardised over the captions (not over the videos,
         as the text-query matrix is)."""
-        return self._fuse(self.matrices["latent"], self.matrices["lexicon"], self.gallery.decoded_ok, query_axis=1)
+        matrices = self.matrices
+        self._reserve(1)
+        return self._fuse(matrices["latent"], matrices["lexicon"], self.gallery.decoded_ok, query_axis=1)
 
     def direction_matrix(self, branch: str, direction: str) -> np.ndarray:
         """(n_captions, n_videos) scores that rank the given direction's queries."""
@@ -194,7 +246,7 @@ class Engine:
 
     def caption_index(self, text: str) -> int | None:
         """The benchmark caption equal to this text (case and surrounding spaces ignored), if any."""
-        key = text.strip().lower()
+        key = (text or "").strip().lower()
         for i, c in enumerate(self.bench.captions):
             if c.strip().lower() == key:
                 return i

@@ -26,6 +26,7 @@ from tvr_demo.video import decode_videos
 
 CACHE_VERSION = 1
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
+TEXT_CHUNK = 256  # captions encoded (and their lexicons cut to top-k) at a time: one encode batch
 BANK_FILES = ("videos.safetensors", "texts.safetensors")
 MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
 
@@ -209,7 +210,10 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
             bar.update(min(CHUNK, bench.num_videos - start))
         bar.close()
         videos = _concat(VideoBank, parts)
-        texts = _sparse_lexicon(encode_texts(model, bench.captions), top_k)
+        # captions in chunks, each sparsified at once: a dense (captions, vocabulary) lexicon for a training split
+        # would be 25k x 49k floats (5 GB) before its top-k cut
+        texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, bench.captions[i:i + TEXT_CHUNK]), top_k)
+                                   for i in range(0, bench.num_captions, TEXT_CHUNK)])
         tmp = final.with_name(key + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -4,6 +4,7 @@ does not go through it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,3 +38,13 @@ def resolve_within(path: str | Path, roots: Sequence[Path], what: str = "path", 
         raise UnsafePathError(f"the {what} {text[:200]!r} is not a usable path ({type(err).__name__})") from None
     raise UnsafePathError(f"the {what} {text[:200]!r} is outside the folders this app serves ({names})"
                           + (f"; {hint}" if hint else ""))
+
+
+# An absolute path of two or more parts, not inside a URL ("https://host/a/b") or a relative path ("data/x/y").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`()\[\]<>]+){2,}/?")
+
+
+def public_message(text: str) -> str:
+    """A message as a client may see it: every absolute server path cut to its last part (the file or folder name
+    the user knows), so no error shows where the server keeps its data, caches or libraries."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)

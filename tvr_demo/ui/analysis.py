@@ -13,7 +13,7 @@ from tvr_demo import metrics, plots
 from tvr_demo.embedding_map import umap_coordinates
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
-from tvr_demo.ui.session import model_summary
+from tvr_demo.ui.session import gallery_key_of, model_summary
 
 ALL_SLICES = "(all)"
 MAP_COLOURS = ("modality", "outcome")
@@ -135,8 +135,8 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
 
 
 def gallery_key(bench) -> str:
-    """How the map's points name their gallery, so a hover can ask for a video's thumbnail."""
-    return f"{bench.root}::{bench.split}"
+    """How the map's points name their gallery, so a hover can ask for a video's thumbnail (no server path)."""
+    return gallery_key_of(bench)
 
 
 def map_colour_choices(engine: Engine) -> list[str]:

@@ -7,16 +7,17 @@ explain view's fields and switches to its tab.
 from __future__ import annotations
 
 import functools
-import tempfile
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
-from tvr_demo.errors import TVRError
-from tvr_demo.safety import resolve_within
+from tvr_demo.errors import QueryError, TVRError
+from tvr_demo.safety import public_message, resolve_within
 from tvr_demo.ui import analysis, explain, search
+from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.session import Session, model_summary
 
@@ -25,16 +26,26 @@ EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B"
               "channel correlation", "embedding map")  # the figures the Walkthrough tab exports, in build_demo's order
 
 
+LOG = logging.getLogger("tvr_demo.app")
+
+
 def user_errors(fn):
-    """Show the project's user-facing errors (empty query, unknown video, corrupt upload...) as a notice, never a
-    stack trace."""
+    """Every listener's guard: the project's user-facing errors (empty query, unknown video, corrupt upload...)
+    become a notice with their one sentence (server paths cut to file names), and anything unforeseen becomes one
+    sentence too, its traceback kept in the server's log; never gradio's generic error or a stack trace."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except gr.Error as err:
+            raise gr.Error(public_message(str(err.message)), print_exception=False) from None
         except TVRError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(public_message(str(err)), print_exception=False) from None
+        except Exception as err:
+            LOG.exception("%s failed", fn.__name__)
+            raise gr.Error(f"the server could not handle this request ({type(err).__name__}): check the inputs, or "
+                           "try again; the error was logged", print_exception=False) from None
 
     return wrapper
 
@@ -46,6 +57,8 @@ def _branch(value: str | None) -> str | None:
 def make_callbacks(session: Session) -> SimpleNamespace:
     """Every listener's function, bound to one session (the engines every user shares, read-only)."""
     engine = session.engine
+    # listeners in the search pool (app.MODEL_POOL): they never queue behind another search's first encode
+    searching = functools.partial(session.engine, searching=True)
 
     def bench(model, dataset, split):
         """The gallery's benchmark alone (glue code needs names, not the model)."""
@@ -62,7 +75,7 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         header = (f"**Device** `{session.device}`, token-wise scorer `{scorer.name}` ({scorer.reason}) · "
                   f"**Model** `{model}`: {model_summary(e.config)} · **Gallery** "
                   f"{b.name}/{b.split}: {b.num_videos} videos, {b.num_captions} captions "
-                  f"(`{b.root}`)" + (f"\n\n{description}" if description else "")
+                  f"(`{session.display_path(b.root)}`)" + (f"\n\n{description}" if description else "")
                   + (f"\n\n⚠ {len(e.skipped)} videos could not be decoded and are never retrieved."
                      if e.skipped else ""))
         captions = list(dict.fromkeys(b.captions))[:500]
@@ -73,7 +86,7 @@ def make_callbacks(session: Session) -> SimpleNamespace:
 
     @gpu
     def search_text(query, k, branch, model, dataset, split, progress):
-        return search.search_text(engine(model, dataset, split, progress), query, k, _branch(branch))
+        return search.search_text(searching(model, dataset, split, progress), query, k, _branch(branch))
 
     @user_errors
     def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
@@ -84,14 +97,14 @@ def make_callbacks(session: Session) -> SimpleNamespace:
 
     @gpu
     def search_video(video, clip, k, branch, model, dataset, split, progress):
-        return search.search_video(engine(model, dataset, split, progress), video, clip, k, _branch(branch))
+        return search.search_video(searching(model, dataset, split, progress), video, clip, k, _branch(branch))
 
     @user_errors
     def run_search_video(video, upload, k, branch, model, dataset, split, progress=PROGRESS):
         clip = None
         if upload:  # gradio hands over only files it received; the path policy holds whoever the caller is
             upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
-            clip = search.decode_upload(engine(model, dataset, split, progress), upload)
+            clip = search.decode_upload(searching(model, dataset, split, progress), upload)
         summary, table, captions, index = search_video(video, clip, k, branch, model, dataset, split, progress)
         preview = upload if upload else str(bench(model, dataset, split).video_paths[index])
         return summary, preview, table, captions, index
@@ -100,7 +113,8 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     @gpu
     def run_explain(query, video, compare_query, compare_video, model, dataset, split,
                     progress=PROGRESS):
-        out = explain.explain(engine(model, dataset, split, progress), query, video, compare_query, compare_video)
+        out = explain.explain(searching(model, dataset, split, progress), query, video, compare_query,
+                              compare_video)
         return (out.markdown_a, out.latent_a, out.lexicon_a, out.markdown_b, out.latent_b, out.lexicon_b,
                 out.difference, out.walkthrough)
 
@@ -146,26 +160,34 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         return analysis.map_view(engine(model, dataset, split), text, video, colour_by, n_lines, model)
 
     def thumbnail(point):
-        """Server function for the map's hover; gradio hands it the JS call's arguments as one list."""
+        """Server function for the map's hover; gradio hands it the JS call's arguments as one list. Anything but
+        [gallery key, video index] gets no thumbnail."""
         while isinstance(point, list) and len(point) == 1:
             point = point[0]
-        gallery_key, index = point
-        return session.thumbnail(str(gallery_key), int(index))
+        if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], str)
+                and isinstance(point[1], int) and not isinstance(point[1], bool)):
+            return ""
+        return session.thumbnail(point[0], point[1])
 
+    @user_errors
     def export_html(which, *figures):
         plot = dict(zip(EXPORTABLE, figures, strict=True)).get(which)
         if plot is None or getattr(plot, "type", None) != "plotly":
-            raise gr.Error(f"the {which!r} figure is empty: show it first, then export it", print_exception=False)
-        import plotly.io as pio
-
-        path = tempfile.NamedTemporaryFile(suffix=f"-{which.replace(' ', '_')}.html", delete=False).name
-        pio.from_json(plot.plot).write_html(path, include_plotlyjs=True, full_html=True)
-        return path
+            raise QueryError(f"the {str(which)[:60]!r} figure is empty: show it first, then export it")
+        return write_html(plot.plot, str(which))
 
     # ------------------------------------------------------------------ glue: open a pair in the explain view
 
+    def pick(items, index, what: str):
+        """items[index] for an index a browser event sent, which a client may forge."""
+        if isinstance(index, (list, tuple)):
+            index = index[0] if index else None
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(items):
+            raise QueryError(f"no {what} at position {str(index)[:20]}: there are {len(items)}; click one again")
+        return items[index]
+
     def open_result(order, model, dataset, split, evt: gr.SelectData):
-        video = order[evt.index]
+        video = pick(order, evt.index, "result")
         return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
 
     def open_pair(context, query, video, compare_query="", compare_video=None):
@@ -181,37 +203,50 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         return open_pair((model, dataset, split), query, order[0] if selected is None else selected)
 
     def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), query, order[evt.index[0]])
+        return open_pair((model, dataset, split), query, pick(order, evt.index, "row"))
 
     def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
         if video_index is None:
             raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
-        caption = bench(model, dataset, split).captions[captions[evt.index[0]]]
+        caption = bench(model, dataset, split).captions[pick(captions, evt.index, "row")]
         return open_pair((model, dataset, split), caption, video_index)
 
     def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), *pairs[evt.index[0]])
+        return open_pair((model, dataset, split), *pick(pairs, evt.index, "row"))
+
+    def item_index(b, kind, index) -> int:
+        """A map point's (kind, index) as a browser sent it, checked against the gallery."""
+        size = {"caption": b.num_captions, "video": b.num_videos}.get(kind)
+        if size is None:
+            raise QueryError(f"a map point is a caption or a video, not {str(kind)[:20]!r}")
+        return pick(range(size), index if isinstance(index, int) else None, kind)
 
     def open_item(context, kind, index):
         """A map point or selection row: a caption opens with its top result, a video with its first caption."""
         b = bench(*context)
+        index = item_index(b, kind, index)
         if kind == "caption":
             return open_pair(context, b.captions[index], None)
         captions = b.captions_of(index)
         return open_pair(context, b.captions[captions[0]] if captions else "", index)
 
     def open_map_point(model, dataset, split, evt: gr.EventData):
-        data = evt._data or {}
-        return open_item((model, dataset, split), data.get("kind"), int(data.get("index", 0)))
+        data = evt._data if isinstance(evt._data, dict) else {}
+        return open_item((model, dataset, split), data.get("kind"), data.get("index"))
 
     def open_selection_row(rows, model, dataset, split, evt: gr.SelectData):
-        row = rows.iloc[evt.index[0]]
+        row = rows.iloc[pick(range(len(rows)), evt.index, "row")]
         return open_item((model, dataset, split), row["kind"], int(row["#"]))
 
     def map_selection(model, dataset, split, evt: gr.EventData):
         b = bench(model, dataset, split)
-        rows = [(kind, int(i), b.captions[int(i)] if kind == "caption" else b.video_ids[int(i)])
-                for kind, i in (evt._data or {}).get("items", [])]
+        items = (evt._data if isinstance(evt._data, dict) else {}).get("items", [])
+        if not isinstance(items, list) or not all(isinstance(it, list) and len(it) == 2 for it in items):
+            raise QueryError("a lasso selection is a list of [kind, index] points")
+        rows = []
+        for kind, i in items:
+            i = item_index(b, kind, i)
+            rows.append((kind, i, b.captions[i] if kind == "caption" else b.video_ids[i]))
         return pd.DataFrame(rows, columns=["kind", "#", "item"])
 
     glue = {fn.__name__: user_errors(fn) for fn in (open_result, explain_selected, open_table_row, open_caption_row,

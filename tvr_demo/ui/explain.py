@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import plotly.graph_objects as go
 
-from tvr_demo import plots
+from tvr_demo import metrics, plots
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
 from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
@@ -33,43 +32,60 @@ class PairView:
     is_ground_truth: bool
 
 
-@lru_cache(maxsize=64)
-def _ranking(engine: Engine, query: str) -> tuple[dict[int, int], list[int], int | None]:
-    """Every video's 0-based rank for a query, its ground truth (if a benchmark caption) and the ground truth's rank
-    (cached: one explain call asks several times; engines are shared and never change)."""
+@dataclass
+class Ranking:
+    """One query's ranking over the gallery, computed once per explain call (never cached across calls: a cache
+    keyed on the engine would keep engines the session has dropped alive)."""
+
+    scores: np.ndarray  # (G,) every video's score in the ranking branch
+    ground_truth: list[int]  # the query's ground-truth videos (a benchmark caption), else []
+    ground_truth_rank: int | None  # 0-based, pessimistic ties (tvr_demo.metrics.gt_ranks)
+
+    def rank(self, video: int) -> int:
+        """0-based rank with the ground-truth rank's tie rule: every other video scoring at least as high counts."""
+        return int(metrics.gt_ranks(self.scores[None], np.array([video]))[0])
+
+    @property
+    def order(self) -> list[int]:
+        """Video indices, best first (ties in index order)."""
+        return [int(v) for v in np.argsort(-self.scores, kind="stable")]
+
+
+def _ranking(engine: Engine, query: str) -> Ranking:
+    """Every video's score for a query, its ground truth (if a benchmark caption) and the ground truth's rank."""
     result = engine.search_text(query, k=engine.gallery_size)
-    return {h.index: h.rank for h in result.hits}, result.ground_truth, result.ground_truth_rank
+    scores = np.empty(engine.gallery_size, dtype=np.float64)
+    for hit in result.hits:
+        scores[hit.index] = hit.score
+    return Ranking(scores, result.ground_truth, result.ground_truth_rank)
 
 
-def role(engine: Engine, query: str, video: int) -> str:
+def role(ranking: Ranking, video: int) -> str:
     """What a pair is, in words: its rank and how it stands against the query's ground truth."""
-    ranks, gt, gt_rank = _ranking(engine, query)
-    rank = ranks[video] + 1
+    rank, gt = ranking.rank(video) + 1, ranking.ground_truth
     if video in gt:
         return f"ground truth, rank {rank}"
     if gt:
-        return f"rank {rank}: {'beat' if rank <= gt_rank else 'below'} the ground truth"
+        return f"rank {rank}: {'beat' if rank <= ranking.ground_truth_rank else 'below'} the ground truth"
     return f"rank {rank}" + (": top result" if rank == 1 else "")
 
 
-def contrast_video(engine: Engine, query: str, video: int) -> int | None:
+def contrast_video(ranking: Ranking, video: int) -> int | None:
     """The video to show beside (query, video): the ground truth when the video is not it; the video that beat the
     ground truth when it is; else the runner-up (the top result for a free-text query)."""
-    ranks, gt, gt_rank = _ranking(engine, query)
-    by_rank = sorted(ranks, key=ranks.get)
+    by_rank, gt = ranking.order, ranking.ground_truth
     if gt and video not in gt:
         return gt[0]
-    if gt and gt_rank:
-        return by_rank[0]
+    if gt and ranking.ground_truth_rank:
+        return next(v for v in by_rank if v not in gt)
     if len(by_rank) < 2:
         return None
     return by_rank[1] if by_rank[0] == video else by_rank[0]
 
 
-def view_pair(engine: Engine, query: str, video: int) -> PairView:
-    ranks, gt, _ = _ranking(engine, query)
-    return PairView(Pair(query, video, role(engine, query, video)), engine.explain(query, video), ranks[video],
-                    video in gt)
+def view_pair(engine: Engine, ranking: Ranking, query: str, video: int) -> PairView:
+    return PairView(Pair(query, video, role(ranking, video)), engine.explain(query, video), ranking.rank(video),
+                    video in ranking.ground_truth)
 
 
 def latent_figure(engine: Engine, view: PairView) -> go.Figure:
@@ -153,21 +169,31 @@ def explain(engine: Engine, query: str, video: str | None, compare_query: str | 
     if not query:
         raise QueryError("the query is empty: type a description or pick a search result to explain")
     index = resolve_video(engine, video)
+    ranking = _ranking(engine, query)
     if index is None:
-        ranks, _, _ = _ranking(engine, query)
-        index = min(ranks, key=ranks.get)
+        index = ranking.order[0]
     compare_query = (compare_query or "").strip() or query
     compare = resolve_video(engine, compare_video)
     if compare is None:  # same query: the automatic contrast; another query: the same video
-        compare = contrast_video(engine, query, index) if compare_query == query else index
-    view_a = view_pair(engine, query, index)
+        compare = contrast_video(ranking, index) if compare_query == query else index
+    view_a = view_pair(engine, ranking, query, index)
     if compare is None:
         return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a),
                              lexicon_figure(engine, view_a), "", None, None, None, walkthrough(engine, view_a))
-    view_b = view_pair(engine, compare_query, compare)
+    view_b = view_pair(engine, ranking if compare_query == query else _ranking(engine, compare_query),
+                       compare_query, compare)
     return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a), lexicon_figure(engine, view_a),
                          pair_markdown(engine, view_b), latent_figure(engine, view_b), lexicon_figure(engine, view_b),
                          difference_figure(engine, view_a, view_b), walkthrough(engine, view_a))
+
+
+def _best_frame(latent: TokenFrameExplanation, token: int) -> tuple[str, float]:
+    """A token's best frame and its s. DRL zeroes padded frames before the max (as the official code), so when every
+    real frame scores below 0 the best "frame" is padding, with s = 0."""
+    frame = int(latent.token_argmax[token])
+    if frame >= latent.cosine.shape[1]:
+        return "(padding)", 0.0
+    return f"f{frame}", float(latent.cosine[token, frame])
 
 
 def walkthrough(engine: Engine, view: PairView) -> str:
@@ -180,9 +206,9 @@ def walkthrough(engine: Engine, view: PairView) -> str:
         top = np.argsort(-latent.token_contrib)[:3]
         n = len(latent.tokens)
         token_lines = "\n".join(
-            f"- `{latent.tokens[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame f{latent.token_argmax[t]} "
-            f"with s = {latent.cosine[t, latent.token_argmax[t]]:.3f}, so it adds {latent.token_weights[t]:.3f} × "
-            f"{latent.cosine[t, latent.token_argmax[t]]:.3f} = {latent.token_contrib[t]:.4f} to t2v" for t in top)
+            f"- `{latent.tokens[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame {_best_frame(latent, t)[0]} "
+            f"with s = {_best_frame(latent, t)[1]:.3f}, so it adds {latent.token_weights[t]:.3f} × "
+            f"{_best_frame(latent, t)[1]:.3f} = {latent.token_contrib[t]:.4f} to t2v" for t in top)
         weighted = latent.interaction == "wti"
         parts.append(
             "### 1. Token-wise interaction (WTI)\n"

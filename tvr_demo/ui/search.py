@@ -23,9 +23,10 @@ def resolve_video(engine: Engine, video: str | int | float | None) -> int | None
         text = video.strip()
         if text in engine.bench.video_ids:
             return engine.bench.video_index(text)
-        if not text.lstrip("-").isdigit():
-            raise QueryError(f"no video {text!r} in this gallery: give a video id (e.g. {engine.bench.video_ids[0]}) "
-                             f"or an index 0..{engine.gallery_size - 1}")
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:  # "²".isdigit(), yet int("²") fails
+            raise QueryError(f"no video {text[:60]!r} in this gallery: give a video id (e.g. "
+                             f"{engine.bench.video_ids[0]}) or an index 0..{engine.gallery_size - 1}")
         index = int(text)
     if not 0 <= index < engine.gallery_size:
         raise QueryError(f"video index {index} is outside the gallery (0..{engine.gallery_size - 1})")

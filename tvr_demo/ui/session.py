@@ -3,6 +3,7 @@ read-only, by every user and listener."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -13,13 +14,16 @@ from tvr_demo.checkpoints import list_checkpoints, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.engine import Engine
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
+from tvr_demo.gallery import gallery_fingerprint
 from tvr_demo.kernels import ScoringPath, serving_path
+from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
 from tvr_demo.paths import data_dir, default_dataset_dir
 from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.scoring import default_device
 from tvr_demo.ui.media import video_thumbnail
 
 Progress = Callable[..., object] | None  # gr.Progress or None
+SEARCH_BUILD_WAIT_S = 5.0  # how long a search waits for another request's build of its engine before it is told so
 
 
 def _label(spec: str, taken: set[str]) -> str:
@@ -43,13 +47,14 @@ def model_summary(config) -> str:
 
 
 class Session:
-    """Checkpoint specs by display name, the gallery given at start, and the engines built so far (the most recently
-    used `max_engines` of them: each holds its gallery's features and score matrices, which for a training split
-    run to hundreds of MB, so clients browsing splits and models must not grow the server without bound)."""
+    """Checkpoint specs by display name, the gallery given at start, and the engines built so far: the most recently
+    used of them, as many as fit in `memory_budget` bytes together (each holds its gallery's features and score
+    matrices, which for a training split run to GBs, so clients browsing splits and models must not grow the
+    server without bound) and at most `max_engines`."""
 
     def __init__(self, checkpoints: Sequence[str] | None = None, dataset: str | Path | None = None,
                  split: str = "test", device: str | None = None, cache_root: Path | None = None,
-                 max_engines: int | None = None) -> None:
+                 max_engines: int | None = None, memory_budget_bytes: int | None = None) -> None:
         specs = list(checkpoints) if checkpoints else [entry["name"] for entry in list_checkpoints()]
         if not specs:
             raise CheckpointError("no checkpoints: checkpoints/registry.json lists none and no --checkpoint was "
@@ -64,9 +69,15 @@ class Session:
         self.cache_root = cache_root
         self.max_engines = max(1, max_engines or int(os.environ.get("TVR_DEMO_MAX_ENGINES", 8)))
         self._engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()  # least recently used first
-        self._engines_lock = threading.Lock()  # guards the dict only; builds hold self._lock
+        self._engines_lock = threading.Lock()  # guards the dict only; builds hold their key's lock
+        self.memory_budget = memory_budget_bytes or memory_budget()
         self._benchmarks: dict[tuple[str, str], Benchmark] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # benchmark loads and the per-key build locks
+        self._build_locks: dict[tuple[str, str, str], threading.Lock] = {}
+        # First encodes of a gallery (minutes, every core) run one at a time; a build read back from the cache (a
+        # second) never waits for them. A listener that serves searches may wait for one first encode at a time.
+        self._encode_lane = threading.Lock()
+        self._search_encode = threading.Lock()
 
     @property
     def default_model(self) -> str:
@@ -92,8 +103,9 @@ class Session:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
                                   "give a folder inside one of them, or leave it blank for the default gallery")
             if not path.is_dir():
-                raise DatasetError(f"gallery folder {dataset} does not exist; give a benchmark folder (e.g. one "
-                                   "written by `python -m tvr_demo generate --out DIR`)")
+                what = "is a file, not a folder" if path.exists() else "does not exist"
+                raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a benchmark folder (e.g. "
+                                   "one written by `python -m tvr_demo generate --out DIR`)")
             return path
         from tvr_demo.data.synthetic import ensure_default_dataset
 
@@ -139,9 +151,11 @@ class Session:
                                   f"outside the folders this app serves (e.g. {outside[0].name}, a symlink?)")
 
     def engine(self, model: str | None = None, dataset: str | None = None, split: str | None = None,
-               progress: Progress = None) -> Engine:
+               progress: Progress = None, searching: bool = False) -> Engine:
         """The engine for a model and gallery, built on first use: load the checkpoint, encode (or read back) the
-        gallery. One build at a time, so two users never encode the same gallery twice."""
+        gallery. One build per engine at a time, so two users never encode the same gallery twice, and one first
+        encode at a time. `searching`: the caller serves searches, so it may not queue behind a first encode that
+        another search already waits for (it gets a message instead)."""
         model = model or self.default_model
         if model not in self.models:
             raise QueryError(f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
@@ -151,18 +165,70 @@ class Session:
         if built is not None:
             return built
         with self._lock:
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        # a search waits a few seconds for a build already under way (one read back from the cache), not minutes
+        if not build_lock.acquire(timeout=SEARCH_BUILD_WAIT_S if searching else -1):
+            raise QueryError(f"{model} on {bench.name}/{bench.split} is being prepared for the first time by another "
+                             "request (encoding takes minutes): load it with the Load button, then search again")
+        try:
             built = self._recent_engine(key)
             if built is None:
-                if progress is not None:
-                    progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
-                                     f"({bench.num_videos} videos; cached after the first time)")
-                built = Engine(load_checkpoint(self.models[model], self.device), bench, self.cache_root,
-                               progress=True)
-                with self._engines_lock:
-                    self._engines[key] = built
-                    while len(self._engines) > self.max_engines:  # requests holding an evicted one finish with it
-                        self._engines.popitem(last=False)
+                built = self._build(key, model, bench, progress, searching)
             return built
+        finally:
+            build_lock.release()
+
+    def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
+               searching: bool) -> Engine:
+        checkpoint = load_checkpoint(self.models[model], self.device)
+        cache_root = Path(self.cache_root) if self.cache_root else None
+        from tvr_demo.paths import cache_dir
+
+        cached = ((cache_root or cache_dir()) / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir()
+        where = f"{bench.name}/{bench.split}"
+        if cached:
+            built = Engine(checkpoint, bench, self.cache_root, progress=True)
+        else:
+            if searching and not self._search_encode.acquire(blocking=False):
+                raise QueryError(f"{model} on {where} is being prepared for the first time by another request "
+                                 "(encoding takes minutes): load it with the Load button, then search again")
+            try:
+                if progress is not None:
+                    progress(0, desc=f"waiting for another gallery's first encode, then {model} on {where}")
+                with self._encode_lane:
+                    if progress is not None:
+                        progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; "
+                                         "cached after the first time)")
+                    built = Engine(checkpoint, bench, self.cache_root, progress=True)
+            finally:
+                if searching:
+                    self._search_encode.release()
+        built.reserve = lambda n, key=key: self._make_room(key, n, where)
+        self._make_room(key, built.nbytes, where)
+        with self._engines_lock:
+            self._engines[key] = built
+            while len(self._engines) > self.max_engines:  # requests holding an evicted one finish with it
+                self._engines.popitem(last=False)
+        return built
+
+    def _make_room(self, key: tuple[str, str, str], need: int, where: str) -> None:
+        """Drop the least recently used other engines until `need` more bytes fit in the budget beside what stays;
+        refuse when they cannot fit even alone."""
+        with self._engines_lock:
+            own = self._engines[key].nbytes if key in self._engines else 0
+            if own + need > self.memory_budget:
+                raise MemoryBudgetError(
+                    f"{where} needs {gigabytes(own + need)} in memory for this, over this server's budget of "
+                    f"{gigabytes(self.memory_budget)} (TVR_DEMO_MEMORY_GB): use a smaller split (test or val)")
+            others = [k for k in self._engines if k != key]  # least recently used first
+            while others and own + need + sum(self._engines[k].nbytes for k in others) > self.memory_budget:
+                self._engines.pop(others.pop(0))
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the engines in memory hold together (what the budget bounds)."""
+        with self._engines_lock:
+            return sum(engine.nbytes for engine in self._engines.values())
 
     def _recent_engine(self, key: tuple[str, str, str]) -> Engine | None:
         """A built engine, marked as the most recently used; None when not built (or evicted)."""
@@ -184,12 +250,32 @@ class Session:
         _ = engine.matrices
         return engine
 
+    def display_path(self, path: str | Path) -> str:
+        """A server path as clients may see it: relative to the served folder it lies in (the gallery given at start
+        shows as its folder name), never absolute."""
+        path = Path(path)
+        for root in reversed(self.data_roots):
+            root = Path(root)
+            try:
+                rel = path.resolve().relative_to(root.resolve())
+            except (ValueError, OSError):
+                continue
+            return str(Path(root.name) / rel) if root != data_dir() else (str(rel) if str(rel) != "." else root.name)
+        return path.name
+
     def thumbnail(self, gallery_key: str, index: int) -> str:
         """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
-        root, _, split = str(gallery_key).rpartition("::")
-        bench = self._benchmarks.get((root, split))
-        with self._engines_lock:  # the frames of the model that drew the map: the most recently used on this gallery
-            configs = [e.config for (_, r, s), e in reversed(self._engines.items()) if (r, s) == (root, split)]
-        if bench is None or not configs or not 0 <= int(index) < bench.num_videos:
+        bench = next((b for b in list(self._benchmarks.values()) if gallery_key_of(b) == gallery_key), None)
+        if bench is None or not 0 <= index < bench.num_videos:
             return ""
-        return video_thumbnail(str(bench.video_paths[int(index)]), configs[0].sampling(bench.end_s))
+        with self._engines_lock:  # the frames of the model that drew the map: the most recently used on this gallery
+            configs = [e.config for (_, r, s), e in reversed(self._engines.items())
+                       if (r, s) == (str(bench.root), bench.split)]
+        if not configs:
+            return ""
+        return video_thumbnail(str(bench.video_paths[index]), configs[0].sampling(bench.end_s))
+
+
+def gallery_key_of(bench: Benchmark) -> str:
+    """How the map's points name their gallery (so a hover can ask for a thumbnail) without showing its path."""
+    return hashlib.sha256(f"{bench.root}::{bench.split}".encode()).hexdigest()[:16]

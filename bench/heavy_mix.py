@@ -1,0 +1,198 @@
+"""The hostile heavy mix of issue 16 on loopback: while two first-time training-split builds (/metrics) and crafted
+uploads (an mp4 of millions of empty boxes, a valid 4K clip of 590 s) run, a client keeps searching; reports the
+search latencies and the server's resident memory (peak and over time), for one or more checkouts in the same run.
+
+    python bench/heavy_mix.py [--roots /path/to/base,/path/to/branch] [--train 1000] [--json out.json]
+
+Each root serves the bundled checkpoints (from that checkout) with `python app.py --dataset DIR` on a generated
+benchmark of --train training clips and a fresh feature cache, so the builds are first-time. Peak resident memory is
+the kernel's VmHWM of the server process (its worker processes not included); ratios are against the first root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from bench.load_test import _free_port, machine  # noqa: E402
+
+HEAVY_MODELS = ("unify", "drl-ti")  # two first-time training-split builds, UNIFY's the largest
+
+
+def flood_mp4(path: Path, n_boxes: int) -> Path:
+    """One ftyp box and n empty free boxes (8 bytes each): every box looks valid to a walk of the top level."""
+    block = b"\x00\x00\x00\x08free" * 65536
+    with path.open("wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
+        for _ in range(n_boxes // 65536):
+            f.write(block)
+        f.write(b"\x00\x00\x00\x08free" * (n_boxes % 65536))
+    return path
+
+
+def long_4k_mp4(path: Path, seconds: int = 590, width: int = 3840, height: int = 2160) -> Path:
+    """A valid H.264 clip at the upload limits: 4K UHD frames, one every 10 s for `seconds` (a few hundred kB)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(1, 10))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        frame = np.zeros((height, width, 3), np.uint8)
+        for _ in range(seconds // 10):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def start(root: Path, dataset: Path, cache: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TVR_DEMO_CACHE": str(cache)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--dataset", str(dataset), "--host", "127.0.0.1",
+                                 "--port", str(port), "--device", "cpu"], cwd=root, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    import urllib.request
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{root}: the app exited with code {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"{root}: the app did not answer within 900 s; see {log}")
+
+
+def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list[str], n_searches: int,
+             workdir: Path) -> dict:
+    from gradio_client import Client, handle_file
+
+    cache = workdir / f"cache-{root.name}"
+    port = _free_port()
+    proc = start(root, dataset, cache, port, workdir / f"app-{root.name}.log")
+    samples, stop = [], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                samples.append((time.perf_counter(), rss_kb(proc.pid)))
+            except OSError:
+                return
+            time.sleep(0.25)
+
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        warm = Client(url, verbose=False)
+        warm.predict("drl-wti", "", "test", api_name="/load")
+        warm.predict(captions[0], 10, "auto", "drl-wti", "", "test", api_name="/search")
+        idle_kb = rss_kb(proc.pid)
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on
+        threading.Thread(target=sample, daemon=True).start()
+        heavy = []
+
+        def fire(*args, api_name: str) -> None:
+            t0 = time.perf_counter()
+            try:
+                Client(url, verbose=False).predict(*args, api_name=api_name)
+                outcome = "ok"
+            except Exception as err:  # refusals are expected for the crafted uploads
+                outcome = f"{type(err).__name__}: {str(err)[:160]}"
+            heavy.append({"api": api_name, "args": str(args[:1])[:40], "s": round(time.perf_counter() - t0, 1),
+                          "ended": time.perf_counter(), "outcome": outcome})
+
+        threads = [threading.Thread(target=fire, args=(m, "", "train"), kwargs={"api_name": "/metrics"})
+                   for m in HEAVY_MODELS]
+        for name in ("flood", "flood", "flood", "long_4k", "long_4k"):
+            threads.append(threading.Thread(target=fire, args=(None, handle_file(str(uploads[name])), 5, "auto",
+                                                               "drl-wti", "", "test"),
+                                            kwargs={"api_name": "/search_video"}))
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        client, latencies = Client(url, verbose=False), []
+        for i in range(n_searches):
+            t0 = time.perf_counter()
+            client.predict(f"{captions[i % len(captions)]}", 10, "auto", "drl-wti", "", "test", api_name="/search")
+            latencies.append(time.perf_counter() - t0)
+        searches_done_s = time.perf_counter()
+        for t in threads:
+            t.join(1800)
+        peak_kb = rss_kb(proc.pid, "VmHWM")
+    finally:
+        stop.set()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    lat = np.array(latencies)
+    return {"root": str(root), "idle_rss_gb": round(idle_kb / 2**20, 2), "peak_rss_gb": round(peak_kb / 2**20, 2),
+            "rss_after_gb": round(samples[-1][1] / 2**20, 2) if samples else None,
+            "search": {"n": len(lat), "p50_s": round(float(np.percentile(lat, 50)), 3),
+                       "p95_s": round(float(np.percentile(lat, 95)), 3), "max_s": round(float(lat.max()), 3)},
+            "heavy_still_running_when_searches_ended": sum(h.pop("ended") > searches_done_s for h in heavy),
+            "heavy": heavy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--roots", default=str(PROJECT_ROOT), help="comma-separated checkouts to run (the first is the "
+                                                              "baseline of the ratios)")
+    p.add_argument("--dataset", default=None, help="a benchmark folder with train and test splits (default: "
+                                                   "generate one with --train training clips)")
+    p.add_argument("--train", type=int, default=1000, help="training clips when generating (5 captions each)")
+    p.add_argument("--searches", type=int, default=40)
+    p.add_argument("--flood-boxes", type=int, default=24_000_000, help="empty boxes in the crafted mp4 (8 B each)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    from tvr_demo.data import load_benchmark
+    from tvr_demo.data.synthetic import SyntheticConfig, generate
+
+    with tempfile.TemporaryDirectory(prefix="tvr-heavy-") as tmp:
+        workdir = Path(tmp)
+        dataset = Path(args.dataset) if args.dataset else generate(
+            workdir / "bench", SyntheticConfig(n_train=args.train, n_val=0, n_test=200), progress=True)
+        captions = load_benchmark(dataset, "test").captions
+        uploads = {"flood": flood_mp4(workdir / "flood.mp4", args.flood_boxes),
+                   "long_4k": long_4k_mp4(workdir / "long_4k.mp4")}
+        runs = [run_root(Path(root), dataset, uploads, captions, args.searches, workdir)
+                for root in args.roots.split(",")]
+        conditions = machine()
+    base = runs[0]
+    for run in runs[1:]:
+        run["ratio_to_first"] = {"peak_rss": round(run["peak_rss_gb"] / base["peak_rss_gb"], 2),
+                                 "search_p95": round(run["search"]["p95_s"] / base["search"]["p95_s"], 3)}
+    report = {"train_clips": load_benchmark(dataset, "train").num_videos if args.dataset else args.train,
+              "flood_boxes": args.flood_boxes, "machine": conditions, "runs": runs}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

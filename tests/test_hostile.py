@@ -1,0 +1,414 @@
+"""Issue 16 replayed as a hostile client would: through gradio_client against a live app (and, for the private
+browser events, through their callbacks), every item must end in bounded memory, a search that does not queue
+behind heavy work, no crash, no disk left behind, and one clear sentence without a server path."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tvr_demo.checkpoints import bundled_registry
+from tvr_demo.data.synthetic import SyntheticConfig, generate
+from tvr_demo.ui import exports, search
+from tvr_demo.ui.callbacks import make_callbacks
+from tvr_demo.ui.session import Session
+from tvr_demo.video import MAX_ISO_BOXES
+
+gradio_client = pytest.importorskip("gradio_client")
+from app_support import launched  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+GENERIC = "has not enabled verbose error reporting"  # gradio_client's text for an exception that is not a gr.Error
+MODELS = ("drl-wti", "unify")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The bundled drl-wti and unify on six 2-4 s clips (most of the 12 frames padding: the explain crash's case),
+    served from a data folder that also holds a file where a gallery folder could be."""
+    if not set(MODELS) <= set(bundled_registry()):
+        pytest.skip("the bundled checkpoints are not in checkpoints/registry.json")
+    root = tmp_path_factory.mktemp("hostile")
+    config = SyntheticConfig(n_train=0, n_val=0, n_test=6, min_duration_s=2, max_duration_s=4, min_sequence_s=2)
+    bench = generate(root / "data" / "short", config, progress=False, num_workers=0)
+    (root / "data" / "a-file").write_text("not a gallery")
+    (root / "data" / "no-annotations").mkdir()
+    session = Session(list(MODELS), bench, "test", device="cpu", cache_root=root / "cache")
+    with pytest.MonkeyPatch.context() as mp, launched(session) as url:
+        mp.setenv("TVR_DEMO_DATA", str(root / "data"))
+        yield SimpleNamespace(session=session, client=gradio_client.Client(url, verbose=False), root=root, url=url)
+
+
+def _ctx(served, model="drl-wti"):
+    return model, served.session.dataset, "test"
+
+
+def refusal(client, *args, api_name: str) -> str:
+    """The app's own one-sentence refusal of a request (fails on results, gradio's generic error or a timeout)."""
+    with pytest.raises(AppError) as info:
+        client.submit(*args, api_name=api_name).result(timeout=120)
+    message = str(info.value)
+    assert message.strip() and GENERIC not in message, message
+    return message
+
+
+def _no_server_path(text: str, served) -> None:
+    for secret in (str(served.root), str(Path(served.session.dataset)), "/github/", "/tmp/", ".cc:"):
+        assert secret not in text, (secret, text[:300])
+
+
+# ------------------------------------------------------------------ 1. memory: bytes, not engine counts
+
+
+def test_engines_are_held_by_bytes_and_dropped_ones_are_freed(served, tmp_path):
+    """A budget that fits one engine with its matrices: browsing two models through the API keeps one, and the one
+    dropped is garbage (no cache in the explain view keeps it alive, as the ranking lru_cache did)."""
+    session = Session(list(MODELS), served.session.dataset, "test", device="cpu", cache_root=served.root / "cache")
+    one = session.engine("unify")
+    _ = one.matrices, one.v2t_fused
+    session.memory_budget = int(one.nbytes * 1.5)
+    cb = make_callbacks(session)
+    dropped = weakref.ref(one)
+    cb.run_explain("hello", "0", "", "", "unify", "", "test")
+    cb.run_metrics("drl-wti", "", "test")
+    cb.run_explain("a small blue square grows", "1", "", "", "drl-wti", "", "test")
+    del one
+    gc.collect()
+    assert [key[0] for key in session.engines_held] == ["drl-wti"]
+    assert session.held_bytes <= session.memory_budget
+    assert dropped() is None, "an engine the session dropped is still referenced"
+
+
+def test_a_request_over_the_budget_is_refused_with_a_sentence(served):
+    """Score matrices that would not fit in the budget even alone are refused before they are allocated."""
+    session = Session(["unify"], served.session.dataset, "test", device="cpu", cache_root=served.root / "cache")
+    engine = session.engine("unify")
+    session.memory_budget = engine.nbytes + 100  # the features fit, the (6 x 6 x 3 float32) matrices do not
+    cb = make_callbacks(session)
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="over this server's budget of .*TVR_DEMO_MEMORY_GB"):
+        cb.run_metrics("unify", "", "test")
+    assert "matrices" not in engine.__dict__
+
+
+def test_budget_comes_from_the_environment(monkeypatch):
+    from tvr_demo.errors import TVRError
+    from tvr_demo.memory import memory_budget
+
+    monkeypatch.setenv("TVR_DEMO_MEMORY_GB", "0.5")
+    assert memory_budget() == 2**29
+    monkeypatch.setenv("TVR_DEMO_MEMORY_GB", "nan")
+    with pytest.raises(TVRError, match="must be positive"):
+        memory_budget()
+
+
+# ------------------------------------------------------------------ 2. searches never wait behind heavy work
+
+
+def _crafted_boxes(path: Path, n_boxes: int) -> Path:
+    """An 'mp4' of one ftyp box and n empty free boxes: each looks valid, so an unbounded walk visits them all."""
+    with path.open("wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom")
+        f.write(b"\x00\x00\x00\x08free" * n_boxes)
+    return path
+
+
+def test_a_search_answers_while_builds_and_uploads_hold_their_pools(served, tmp_path, monkeypatch):
+    """Two first-time builds (via /metrics) and two upload checks are held mid-way; a /search on the loaded model
+    must still answer (today's main ran all of them in the search pool's two slots, so the search waited)."""
+    session, client = served.session, served.client
+    client.predict("a red circle", 3, "auto", *_ctx(served), api_name="/search")  # drl-wti loaded
+    release = threading.Event()
+    import tvr_demo.ui.session as session_module
+
+    real_engine = session_module.Engine
+
+    def slow_engine(checkpoint, bench, *args, **kwargs):
+        release.wait(120)
+        return real_engine(checkpoint, bench, *args, **kwargs)
+
+    def slow_decode(engine, path):
+        release.wait(120)
+        raise search.QueryError("held")
+
+    monkeypatch.setattr(session_module, "Engine", slow_engine)
+    monkeypatch.setattr(search, "decode_upload", slow_decode)
+    session._engines.pop(("unify", str(Path(session.dataset)), "test"), None)
+    clip = gradio_client.handle_file(str(Path(session.dataset) / "videos" / "video0.mp4"))
+    jobs = [client.submit("unify", session.dataset, "test", api_name="/metrics") for _ in range(2)]
+    jobs += [client.submit(None, clip, 5, "auto", *_ctx(served), api_name="/search_video") for _ in range(2)]
+    try:
+        time.sleep(2)  # the four are running (and holding their pools) before the search is sent
+        result = client.submit("a small blue square grows", 3, "auto", *_ctx(served), api_name="/search")
+        _, _, table, *_ = result.result(timeout=60)
+        assert len(table["data"]) == 3
+        assert not any(job.done() for job in jobs), "the heavy requests were not held while the search ran"
+    finally:
+        release.set()
+        for job in jobs:
+            try:
+                job.result(timeout=120)
+            except AppError:
+                pass
+
+
+def test_a_box_flood_is_refused_after_a_bounded_walk(served, tmp_path):
+    path = _crafted_boxes(tmp_path / "flood.mp4", MAX_ISO_BOXES * 3)
+    message = refusal(served.client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(served),
+                      api_name="/search_video")
+    assert "top-level mp4 boxes" in message and "flood.mp4" in message
+    _no_server_path(message, served)
+
+
+# ------------------------------------------------------------------ 3. explain on short queries and short clips
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("query", ["hello", "a", "the", "!!!", "xxxxxxxx", "a small blue square grows", "x" * 100_000])
+def test_explain_answers_short_and_long_queries_on_short_clips(served, model, query):
+    md_a, fig_a, *_, walkthrough = served.client.predict(query, "0", "", "", *_ctx(served, model),
+                                                         api_name="/explain")
+    assert md_a and fig_a and walkthrough.startswith("### The pair on screen")
+
+
+# ------------------------------------------------------------------ 4. exports: an owned, pruned folder
+
+
+def _figure_json() -> str:
+    return json.dumps({"data": [{"type": "bar", "x": [1, 2], "y": [3, 4]}], "layout": {}})
+
+
+def test_exports_live_in_a_pruned_folder_and_failures_leave_nothing(monkeypatch):
+    folder = exports.export_folder()
+    for stale in folder.glob("*.html"):
+        stale.unlink()
+    monkeypatch.setattr(exports, "EXPORT_KEEP_S", 0)
+    monkeypatch.setattr(exports.prune, "__defaults__", (0,))
+    paths = [exports.write_html(_figure_json(), "metrics") for _ in range(3)]
+    assert all(Path(p).parent == folder for p in paths)
+    time.sleep(0.05)
+    assert sorted(folder.glob("*.html")) == [Path(paths[-1])]  # each export deletes the older ones
+    from tvr_demo.errors import QueryError
+
+    with pytest.raises(QueryError, match="not a valid plotly figure"):
+        exports.write_html("{not json", "metrics")
+    with pytest.raises(QueryError, match="limited to"):
+        exports.write_html("x" * (exports.EXPORT_MAX_BYTES + 1), "metrics")
+    assert len(list(folder.glob("*"))) <= 1
+
+
+def test_the_app_has_gradio_delete_its_copies(served):
+    """Gradio keeps a copy of every upload and returned file; the app has it delete them within a day."""
+    import app
+
+    frequency, age = app.build_demo(served.session).delete_cache
+    assert 0 < frequency <= 3600 and 0 < age <= 24 * 3600
+
+
+def test_export_of_an_invalid_figure_is_a_sentence(served):
+    figure = {"type": "plotly", "plot": "{not json"}
+    message = refusal(served.client, "metrics", *([None] * 5), figure, *([None] * 4), api_name="/export_html")
+    assert "not a valid plotly figure" in message
+
+
+# ------------------------------------------------------------------ 5. one clear sentence for every bad input
+
+
+def raw_call(served, api_name: str, data_json: str) -> str:
+    """One call through gradio's plain HTTP API with a hand-written JSON body (gradio_client cannot send NaN, which
+    Python's json and so the server accept); returns the event stream's text."""
+    import httpx
+
+    base = served.url.rstrip("/") + "/gradio_api/call/" + api_name
+    event = httpx.post(base, content='{"data": ' + data_json + "}",
+                       headers={"Content-Type": "application/json"}, timeout=60).json()["event_id"]
+    return httpx.get(f"{base}/{event}", timeout=120).text
+
+
+def _ctx_json(served, model="drl-wti") -> str:
+    return ", ".join(json.dumps(x) for x in _ctx(served, model))
+
+
+@pytest.mark.parametrize("k", ["NaN", '"abc"', '"nan"', "1e999", "Infinity"])
+def test_a_bad_top_k_is_a_sentence(served, k):
+    stream = raw_call(served, "search", f'["a red circle", {k}, "auto", {_ctx_json(served)}]')
+    assert "event: error" in stream and "top k must be a number from 1 to 50" in stream, stream[:300]
+
+
+@pytest.mark.parametrize("rows", ["NaN", '"x"'])
+def test_bad_failure_rows_are_a_sentence(served, rows):
+    stream = raw_call(served, "failures", f'["t2v", "auto", "rank", "(all)", {rows}, {_ctx_json(served)}]')
+    assert "Rows must be a number" in stream, stream[:300]
+
+
+def test_bad_failure_lines_are_a_sentence(served):
+    stream = raw_call(served, "embedding_map", f'["modality", NaN, {_ctx_json(served)}]')
+    assert "Failure lines must be a number" in stream, stream[:300]
+
+
+def test_a_missing_query_is_a_sentence(served):
+    assert "empty" in refusal(served.client, None, 5, "auto", *_ctx(served), api_name="/search")
+    assert "empty" in refusal(served.client, None, "0", "", "", *_ctx(served), api_name="/explain")
+
+
+@pytest.mark.parametrize("video", ["²", "①", "9" * 5000, "-" + "9" * 30])
+def test_odd_video_ids_are_a_sentence(served, video):
+    message = refusal(served.client, "a red circle", video, "", "", *_ctx(served), api_name="/explain")
+    assert "no video" in message or "outside the gallery" in message
+
+
+def _event(data=None, index=None):
+    return SimpleNamespace(_data=data, index=index)
+
+
+@pytest.mark.parametrize("data", [{"kind": "caption", "index": -1}, {"kind": "video", "index": 10**9},
+                                  {"kind": "nope", "index": 0}, {"kind": "caption", "index": "3"}, None])
+def test_map_events_out_of_range_are_a_sentence(served, data):
+    import gradio as gr
+
+    cb = make_callbacks(served.session)
+    with pytest.raises(gr.Error) as info:
+        cb.open_map_point(*_ctx(served), _event(data))
+    assert info.value.message.strip()
+
+
+@pytest.mark.parametrize("items", [[["caption", -1]], [["video", 99]], "x", [[1, 2, 3]]])
+def test_lasso_selections_out_of_range_are_a_sentence(served, items):
+    import gradio as gr
+
+    cb = make_callbacks(served.session)
+    with pytest.raises(gr.Error):
+        cb.map_selection(*_ctx(served), _event({"items": items}))
+
+
+@pytest.mark.parametrize("point", [[], ["k"], [["k", "x"]], [[None, 1.5]], "x", [["k", 10**30]], [[[1], [2]]]])
+def test_the_thumbnail_function_takes_any_argument(served, point):
+    assert make_callbacks(served.session).thumbnail(point) == ""
+
+
+def test_a_forged_table_click_is_a_sentence(served):
+    import gradio as gr
+
+    cb = make_callbacks(served.session)
+    with pytest.raises(gr.Error, match="no row at position"):
+        cb.open_table_row([0, 1], "a red circle", *_ctx(served), _event(index=[7, 0]))
+
+
+def _h264(path: Path, width: int, height: int, n: int = 10) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(n):
+            frame = np.full((height, width, 3), 20 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("size", [(16, 4096), (2, 2)])
+def test_valid_clips_of_odd_sizes_are_searched(served, tmp_path, size):
+    path = _h264(tmp_path / f"odd{size[0]}x{size[1]}.mp4", *size)
+    summary, _, table, *_ = served.client.predict(None, gradio_client.handle_file(str(path)), 5, "auto",
+                                                   *_ctx(served), api_name="/search_video")
+    assert "Uploaded clip" in summary and len(table["data"]) == 5
+
+
+def test_a_png_named_mp4_is_refused_without_decoder_logs(served, tmp_path):
+    path = tmp_path / "picture.mp4"
+    Image.new("RGB", (64, 64), "red").save(path, format="PNG")
+    message = refusal(served.client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(served),
+                      api_name="/search_video")
+    assert "picture.mp4" in message and "[" not in message.split("picture.mp4", 1)[1][:3]
+    _no_server_path(message, served)
+
+
+def test_a_gallery_that_is_a_file_says_so(served):
+    message = refusal(served.client, "drl-wti", "a-file", "test", api_name="/load")
+    assert "is a file, not a folder" in message
+    _no_server_path(message, served)
+
+
+# ------------------------------------------------------------------ 6. no server paths
+
+
+def test_the_header_shows_the_gallery_relative_to_the_served_folder(served):
+    header = served.client.predict(*_ctx(served), api_name="/load")[0]
+    assert "(`short`)" in header
+    _no_server_path(header, served)
+
+
+def test_a_dataset_error_names_no_server_path(served):
+    message = refusal(served.client, "drl-wti", "no-annotations", "test", api_name="/load")
+    _no_server_path(message, served)
+
+
+def test_the_map_names_no_server_path(served):
+    figure = served.client.predict("modality", 5, *_ctx(served), api_name="/embedding_map")
+    text = json.dumps(figure)
+    assert "customdata" in text or "hover" in text
+    _no_server_path(text, served)
+
+
+# ------------------------------------------------------------------ 1. memory, replayed on a real server (slow)
+
+
+@pytest.mark.slow
+def test_resident_memory_stays_under_the_budget_through_the_issue_sequence(tmp_path):
+    """`python app.py` (bundled models, TVR_DEMO_MEMORY_GB=0.25) on a benchmark with a 600-clip training split, driven
+    through the issue's sequence: every model's first build and metrics on the training split, explanations, maps.
+    The server's peak resident memory (the kernel's VmHWM) rises above its idle level by at most the budget plus
+    one request's working blocks (today's main: a UNIFY training build alone held a dense caption x vocabulary
+    lexicon, 3,000 x 49,408 floats, twice)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from bench.heavy_mix import rss_kb
+    from bench.load_test import _free_port
+
+    budget_gb, working_gb = 0.25, 0.35
+    bench = generate(tmp_path / "bench", SyntheticConfig(n_train=600, n_val=0, n_test=50), progress=False)
+    port = _free_port()
+    env = {**os.environ, "TVR_DEMO_MEMORY_GB": str(budget_gb), "TVR_DEMO_CACHE": str(tmp_path / "cache"),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    root = Path(__file__).resolve().parent.parent
+    with open(tmp_path / "app.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--dataset", str(bench), "--port", str(port),
+                                 "--device", "cpu"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "app.log").read_text()[-2000:]
+                time.sleep(1)
+        client = gradio_client.Client(url, verbose=False)
+        idle_kb = rss_kb(proc.pid)
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+        for model in ("unify", "drl-wti", "drl-ti", "meanp", "drl-wti-cdcr"):
+            try:
+                client.predict(model, "", "train", api_name="/metrics")
+            except AppError as err:
+                assert "TVR_DEMO_MEMORY_GB" in str(err)  # refused as over the budget: fine
+            for query in ("hello", "a small blue square grows"):
+                client.predict(query, "", "", "", model, "", "test", api_name="/explain")
+            client.predict("modality", 5, model, "", "test", api_name="/embedding_map")
+        rise_gb = (rss_kb(proc.pid, "VmHWM") - idle_kb) / 2**20
+        assert rise_gb <= budget_gb + working_gb, f"resident memory rose {rise_gb:.2f} GB"
+    finally:
+        proc.terminate()
+        proc.wait(30)
