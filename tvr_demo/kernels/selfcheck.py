@@ -79,7 +79,7 @@ def _failure(err: BaseException) -> str:
     except ImportError:
         compile_errors = ()
     stage = "compile" if isinstance(err, compile_errors) else "launch"
-    return f"the Triton kernel failed to {stage} ({type(err).__name__})"
+    return f"the Triton kernel failed to {stage}: {type(err).__name__}"
 
 
 def _first_line(err: BaseException) -> str:
@@ -100,10 +100,10 @@ def run_check(kernel: Scorer, device: torch.device, reference: Scorer = wti_scor
         want = reference(*case)
         diff = float((got.float() - want.float()).abs().max()) if got.shape == want.shape else float("inf")
         if not diff <= TOLERANCE:  # NaN fails too
-            reason = (f"the Triton kernel differs from the torch path by {diff:.2g} (over {TOLERANCE:g})"
+            reason = (f"the Triton kernel differs from the torch path by {diff:.2g}, over the {TOLERANCE:g} allowed"
                       if got.shape == want.shape else
                       f"the Triton kernel returned shape {tuple(got.shape)}, not {tuple(want.shape)}")
-            return ScoringPath("torch", reason), f"on an input of {case[0].shape[0]} queries x {case[3].shape[0]} clips"
+            return ScoringPath("torch", reason), f"Seen on the check's {case[0].shape[0]} queries x {case[3].shape[0]} clips."
         worst = max(worst, diff)
     return ScoringPath("triton", f"self-check passed, max difference {worst:.1e}"), ""
 
@@ -143,7 +143,7 @@ class KernelGate:
         except ImportError as err:
             verdict, detail = ScoringPath("torch", "triton is not installed"), _first_line(err)
         except Exception as err:  # a triton release the kernel's module does not import under
-            verdict, detail = ScoringPath("torch", f"the Triton kernel failed to load ({type(err).__name__})"), \
+            verdict, detail = ScoringPath("torch", f"the Triton kernel failed to load: {type(err).__name__}"), \
                 _first_line(err)
         else:
             verdict, detail = run_check(kernel, device)
