@@ -1,8 +1,7 @@
 """Which WTI path serves on a CUDA device: the Triton kernel once it compiles, launches and matches the torch path on a
 small hard input, else the torch path, decided on the first CUDA use and remembered for the process.
 
-The kernel has only ever run under Triton's interpreter on CPU; a compiler, driver or GPU it was never tried on must
-cost speed, never a crash or a wrong ranking.
+A Triton release, driver or GPU the kernel was never tried on must cost speed, never a crash or a wrong ranking.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ class ScoringPath:
 
     name: str  # "triton" or "torch"
     reason: str
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.reason})"
-
 
 def check_cases(device: torch.device, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """Two small inputs that reach every masked branch of the kernel, as (text, tmask, tweights, video, vmask,
