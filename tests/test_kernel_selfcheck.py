@@ -106,7 +106,7 @@ def test_a_compile_or_launch_error_falls_back_once_and_for_good(caplog, stage: s
     kernel = Counting(error)
     first, second, warnings = _decided_twice(gate_for(kernel), caplog)
     assert first == second and first.name == "torch"
-    assert first.reason == f"the Triton kernel failed to {stage} ({type(error).__name__})"
+    assert first.reason == f"the Triton kernel failed to {stage}: {type(error).__name__}"
     assert kernel.calls == 1 and len(warnings) == 1  # remembered: not re-run, not re-logged
     assert "uses the torch path from now on" in warnings[0].getMessage()
 
@@ -125,7 +125,7 @@ def test_a_difference_above_the_tolerance_falls_back(caplog, offset: float, path
     assert first.name == second.name == path
     assert len(warnings) == (path == "torch")
     if path == "torch" and offset == offset:
-        assert first.reason == "the Triton kernel differs from the torch path by 0.0015 (over 0.001)"
+        assert first.reason == "the Triton kernel differs from the torch path by 0.0015, over the 0.001 allowed"
 
 
 def test_missing_triton_falls_back_with_the_reason(caplog) -> None:

@@ -1,8 +1,7 @@
 """Which WTI path serves on a CUDA device: the Triton kernel once it compiles, launches and matches the torch path on a
 small hard input, else the torch path, decided on the first CUDA use and remembered for the process.
 
-The kernel has only ever run under Triton's interpreter on CPU; a compiler, driver or GPU it was never tried on must
-cost speed, never a crash or a wrong ranking.
+A Triton release, driver or GPU the kernel was never tried on must cost speed, never a crash or a wrong ranking.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ class ScoringPath:
 
     name: str  # "triton" or "torch"
     reason: str
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.reason})"
-
 
 def check_cases(device: torch.device, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """Two small inputs that reach every masked branch of the kernel, as (text, tmask, tweights, video, vmask,
@@ -79,7 +74,7 @@ def _failure(err: BaseException) -> str:
     except ImportError:
         compile_errors = ()
     stage = "compile" if isinstance(err, compile_errors) else "launch"
-    return f"the Triton kernel failed to {stage} ({type(err).__name__})"
+    return f"the Triton kernel failed to {stage}: {type(err).__name__}"
 
 
 def _first_line(err: BaseException) -> str:
@@ -100,10 +95,10 @@ def run_check(kernel: Scorer, device: torch.device, reference: Scorer = wti_scor
         want = reference(*case)
         diff = float((got.float() - want.float()).abs().max()) if got.shape == want.shape else float("inf")
         if not diff <= TOLERANCE:  # NaN fails too
-            reason = (f"the Triton kernel differs from the torch path by {diff:.2g} (over {TOLERANCE:g})"
+            reason = (f"the Triton kernel differs from the torch path by {diff:.2g}, over the {TOLERANCE:g} allowed"
                       if got.shape == want.shape else
                       f"the Triton kernel returned shape {tuple(got.shape)}, not {tuple(want.shape)}")
-            return ScoringPath("torch", reason), f"on an input of {case[0].shape[0]} queries x {case[3].shape[0]} clips"
+            return ScoringPath("torch", reason), f"Seen on the check's {case[0].shape[0]} queries x {case[3].shape[0]} clips."
         worst = max(worst, diff)
     return ScoringPath("triton", f"self-check passed, max difference {worst:.1e}"), ""
 
@@ -143,7 +138,7 @@ class KernelGate:
         except ImportError as err:
             verdict, detail = ScoringPath("torch", "triton is not installed"), _first_line(err)
         except Exception as err:  # a triton release the kernel's module does not import under
-            verdict, detail = ScoringPath("torch", f"the Triton kernel failed to load ({type(err).__name__})"), \
+            verdict, detail = ScoringPath("torch", f"the Triton kernel failed to load: {type(err).__name__}"), \
                 _first_line(err)
         else:
             verdict, detail = run_check(kernel, device)
