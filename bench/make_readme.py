@@ -98,9 +98,9 @@ def findings(result: dict) -> list[str]:
         ms = {k: v[k]["ms"] for k in v if "ms" in v[k]}
         if r["n_text"] == 1 and {"official_loop", "official_prepared", "fused"} <= set(ms):
             a, a2, c = ms["official_loop"], ms["official_prepared"], ms["fused"]
-            out.append(f"**{r['workload']} ({r['device']})**: the official loop takes {a:,.1f} ms, of which caching "
-                       f"the gallery saves {a / a2:.1f}x ({a2:,.1f} ms over the prepared gallery); the fused scorer "
-                       f"is then {a2 / c:.1f}x faster again ({c:,.1f} ms), {a / c:.1f}x in all.")
+            out.append(f"**{r['workload']} ({r['device']})**: the official loop takes {a:,.1f} ms, over the "
+                       f"prepared gallery {a2:,.1f} ms (caching: a / a' = {a / a2:.1f}), the fused scorer {c:,.1f} ms "
+                       f"(scoring: a' / c = {a2 / c:.1f}); a / c = {a / c:.1f} in all.")
         elif r["n_text"] == 1 and {"official_prepared", "fused"} <= set(ms):
             a2, c = ms["official_prepared"], ms["fused"]
             out.append(f"**{r['workload']} ({r['device']})**: over the prepared gallery the official loop takes "
@@ -110,6 +110,11 @@ def findings(result: dict) -> list[str]:
                      if k in ms]
             out.append(f"**{r['workload']} ({r['device']})**: time relative to the fused scorer: {', '.join(parts)}; "
                        f"the fused scorer runs at {100 * r['fused_of_roofline']:.0f}% of the measured roofline.")
+    load, cpus = result.get("load_average_start", [0.0])[0], result.get("cpus") or 1
+    if load > cpus:
+        out.insert(0, f"**Caution**: this run started at load average {load:.1f} on {cpus} CPUs (other work held "
+                      "the machine): each measurement got a share of the CPU that changed from one to the next, so "
+                      "even the ratios within the run carry that noise; prefer a run on an idle machine.")
     diffs = [d for r in result["scoring"] for d in r["max_abs_diff_vs_fused"].values()]
     tops = [t for r in result["scoring"] for t in r["same_top10"].values()]
     if diffs:

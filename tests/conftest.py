@@ -16,3 +16,68 @@ def msrvtt_reference() -> Path:
     if not (REFERENCE_DIR / "MSRVTT_JSFUSION_test.csv").exists():
         pytest.skip(f"real MSR-VTT reference files not found at {REFERENCE_DIR} (../shared is absent)")
     return REFERENCE_DIR
+
+
+# ---------------------------------------------------------------- the app: one tiny session and one server per run
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tmp_path_factory):
+    """A Session over a generated 12-clip test split with a random DRL WTI and a random UNIFY checkpoint (tests/
+    app_support.py), built once per run: the unit tests of the views, the API tests and the browser tests share it
+    (and so share its encoded galleries)."""
+    from app_support import tiny_session
+
+    return tiny_session(tmp_path_factory.mktemp("tiny_app"))
+
+
+@pytest.fixture(scope="session")
+def served_app(tiny_app):
+    """The tiny session served as `python app.py` serves it; yields (session, url)."""
+    from app_support import launched
+
+    with launched(tiny_app) as url:
+        yield tiny_app, url
+
+
+# ---------------------------------------------------------------- random scoring-ready banks with ragged masks
+
+
+def make_banks(n_texts: int, n_videos: int, tokens: int = 8, frames: int = 5, dim: int = 16, seed: int = 0,
+               clustered: bool = False):
+    """(TextBank, VideoBank) of random L2-normalised features with ragged prefix masks (garbage at padding) and WTI
+    softmax weights over the valid positions. clustered: clips around 20 centres and queries near one clip each, so a
+    pooled first stage means something (tests/test_index.py)."""
+    import torch
+
+    from tvr_demo.scoring import TextBank, VideoBank
+
+    g = torch.Generator().manual_seed(seed)
+    if clustered:
+        centres = torch.randn(20, dim, generator=g)
+        own = centres[torch.randint(20, (n_videos,), generator=g)] + 0.5 * torch.randn(n_videos, dim, generator=g)
+        video = own[:, None] + 0.7 * torch.randn(n_videos, frames, dim, generator=g)
+        target = own[torch.randint(n_videos, (n_texts,), generator=g)]
+        text = target[:, None] + 1.0 * torch.randn(n_texts, tokens, dim, generator=g)
+    else:
+        text, video = torch.randn(n_texts, tokens, dim, generator=g), torch.randn(n_videos, frames, dim, generator=g)
+    tmask = (torch.arange(tokens)[None] < torch.randint(2, tokens + 1, (n_texts,), generator=g)[:, None]).long()
+    vmask = (torch.arange(frames)[None] < torch.randint(1, frames + 1, (n_videos,), generator=g)[:, None]).long()
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return x / x.norm(dim=-1, keepdim=True)
+
+    def softmax(n: int, length: int, mask: torch.Tensor) -> torch.Tensor:
+        return torch.randn(n, length, generator=g).masked_fill(mask == 0, float("-inf")).softmax(-1)
+
+    eot = unit(text[torch.arange(n_texts), tmask.sum(1) - 1])
+    m = vmask[..., None].float()
+    pooled = unit((unit(video) * m).sum(1) / m.sum(1))
+    return (TextBank(unit(text), tmask, softmax(n_texts, tokens, tmask), eot, torch.zeros_like(tmask), None),
+            VideoBank(unit(video), vmask, softmax(n_videos, frames, vmask), pooled, None))
+
+
+@pytest.fixture(scope="session")
+def ragged_banks():
+    """The factory make_banks(n_texts, n_videos, tokens=8, frames=5, dim=16, seed=0, clustered=False)."""
+    return make_banks

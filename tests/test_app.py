@@ -7,17 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from app_support import launched, tiny_session
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client.exceptions import AppError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    session = tiny_session(tmp_path_factory.mktemp("app"))
-    with launched(session) as url:
-        yield session, gradio_client.Client(url, verbose=False)
+def served(served_app):
+    session, url = served_app
+    return session, gradio_client.Client(url, verbose=False)
 
 
 def _ctx(session, model="drl-wti"):

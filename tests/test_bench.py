@@ -7,28 +7,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from reference import np_softmax_weights, np_uniform_weights, np_wti
 
-from bench.baselines import batched, official_loop, prepare
-from bench.scoring_bench import VARIANTS, Workload, run_workload
+from bench import make_readme
+from bench.baselines import batched, official_loop, official_loop_prepared, prepare
+from bench.scoring_bench import Workload, run_workload
 from bench.synthetic import weight_heads, world
-from tvr_demo.models import drl
+from bench.tables import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("weighted", [True, False], ids=["wti", "ti"])
-def test_official_loop_and_batched_equal_wti_similarity(weighted: bool) -> None:
-    """(a) and (b) are written from the design note, independently of drl.py: both must give its numbers."""
+def test_baselines_give_the_definition(weighted: bool) -> None:
+    """(a), (a') and (b) against S computed in float64 numpy from the design note (tests/reference.py): raw features
+    normalised here, weights the softmax of the heads' logits over valid positions (uniform for TI)."""
     w = world(70)
     texts = w.generator.queries(40)
     heads = weight_heads() if weighted else (None, None)
-    got_a = torch.as_tensor(official_loop(texts.feats, texts.mask, w.raw.feats, w.raw.mask, *heads))
+
+    def unit(x: torch.Tensor) -> np.ndarray:
+        x = x.double().numpy()
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    with torch.no_grad():
+        if weighted:
+            tw = np_softmax_weights(heads[0](texts.feats).squeeze(-1), texts.mask)
+            vw = np_softmax_weights(heads[1](w.raw.feats).squeeze(-1), w.raw.mask)
+        else:
+            tw, vw = np_uniform_weights(texts.mask), np_uniform_weights(w.raw.mask)
+    want = torch.from_numpy(np_wti(unit(texts.feats), texts.mask.numpy(), tw, unit(w.raw.feats), w.raw.mask.numpy(), vw))
+    got_a = torch.as_tensor(official_loop(texts.feats, texts.mask, w.raw.feats, w.raw.mask, *heads)).double()
     text, video = prepare(texts.feats, texts.mask, heads[0]), prepare(w.raw.feats, w.raw.mask, heads[1])
-    want = drl.wti_similarity(text.feats, text.mask, text.weights, video.feats, video.mask, video.weights)
     torch.testing.assert_close(got_a, want, atol=1e-5, rtol=0)
-    torch.testing.assert_close(batched(text, video), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.as_tensor(official_loop_prepared(text, video)).double(), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched(text, video).double(), want, atol=1e-5, rtol=0)
 
 
 def test_scoring_row_has_all_variants_and_agrees() -> None:
@@ -36,7 +52,7 @@ def test_scoring_row_has_all_variants_and_agrees() -> None:
     row = run_workload(Workload("tiny matrix", 40, 70, dict.fromkeys(VARIANTS)), torch.device("cpu"), machine)
     assert set(row["variants"]) == set(VARIANTS)
     assert all(row["variants"][v]["ms"] > 0 for v in VARIANTS)
-    assert row["roofline_ms"] > 0 and "official_loop/fused" in row and "batched/fused" in row
+    assert row["roofline_ms"] > 0 and {"official_loop/fused", "official_prepared/fused", "batched/fused"} <= set(row)
     assert max(row["max_abs_diff_vs_fused"].values()) < 1e-4
     assert all(row["same_top10"].values())
 
@@ -60,3 +76,20 @@ def test_quick_suite_writes_the_expected_rows(tmp_path: Path) -> None:
     assert result["engine"] or any("engine" in s["row"] for s in result["skipped"])
     assert result["encode"] or any("encode" in s["row"] for s in result["skipped"])
     assert "Scoring" in done.stdout
+
+
+def test_readme_is_generated_from_the_committed_runs() -> None:
+    """bench/README.md is exactly what bench/make_readme.py renders from bench/results/*.json (no hand-typed number)."""
+    assert list((ROOT / "bench" / "results").glob("*.json")), "no committed benchmark run"
+    assert make_readme.render() == (ROOT / "bench" / "README.md").read_text()
+
+
+def test_readme_findings_come_from_the_run() -> None:
+    """The sentences under a run restate its JSON: change a number and the sentence changes with it."""
+    run = json.loads(sorted((ROOT / "bench" / "results").glob("*.json"))[-1].read_text())
+    row = next(r for r in run["scoring"] if r["workload"] == "query vs 1e4")
+    a, a2, c = (row["variants"][k]["ms"] for k in ("official_loop", "official_prepared", "fused"))
+    text = "\n".join(make_readme.findings(run))
+    assert f"(caching: a / a' = {a / a2:.1f})" in text and f"(scoring: a' / c = {a2 / c:.1f})" in text
+    row["variants"]["official_loop"]["ms"] = a * 3
+    assert f"(caching: a / a' = {3 * a / a2:.1f})" in "\n".join(make_readme.findings(run))

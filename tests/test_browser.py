@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_support import launched, tiny_session
 
 pytestmark = pytest.mark.browser
 
@@ -30,10 +29,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    session = tiny_session(tmp_path_factory.mktemp("browser"))
-    with launched(session) as url:
-        yield url, session
+def app_url(served_app):
+    session, url = served_app
+    return url, session
 
 
 @pytest.fixture

@@ -2,83 +2,23 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from helpers import build_model, tiny_config
 from open_clip.transformer import QuickGELU
+from reference import (
+    loop_cosine,
+    loop_dot,
+    loop_normalize,
+    loop_similarity,
+    loop_softmax_weights,
+    loop_wti,
+    random_masks,
+)
 
 from tvr_demo.models import drl
 from tvr_demo.models.backbone import get_tokenizer
 from tvr_demo.scoring import similarity_matrix, text_bank, video_bank
-
-# ---------------------------------------------------------------- loop references (official semantics)
-
-
-def loop_dot(x: torch.Tensor, y: torch.Tensor) -> float:
-    return sum(float(a) * float(b) for a, b in zip(x.tolist(), y.tolist(), strict=True))
-
-
-def loop_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Each row (last axis) divided by its Euclidean norm, row by row."""
-    flat = x.reshape(-1, x.shape[-1])
-    rows = [r / math.sqrt(loop_dot(r, r)) for r in flat]
-    return torch.stack(rows).reshape(x.shape)
-
-
-def loop_cosine(text, tmask, video, vmask):
-    """s[a][b][t][v] = <t_at, v_bv> if both valid else 0.0 (masked entries are 0, not -inf, as the official code)."""
-    a_n, t_n = tmask.shape
-    b_n, v_n = vmask.shape
-    s = torch.zeros(a_n, b_n, t_n, v_n, dtype=torch.float64)
-    for a in range(a_n):
-        for b in range(b_n):
-            for t in range(t_n):
-                for v in range(v_n):
-                    if tmask[a, t] and vmask[b, v]:
-                        s[a, b, t, v] = loop_dot(text[a, t], video[b, v])
-    return s
-
-
-def loop_softmax_weights(logits, mask):
-    """softmax over valid positions only; padded positions get weight 0."""
-    out = torch.zeros(mask.shape, dtype=torch.float64)
-    for i in range(mask.shape[0]):
-        valid = [j for j in range(mask.shape[1]) if mask[i, j]]
-        m = max(float(logits[i, j]) for j in valid)
-        z = sum(math.exp(float(logits[i, j]) - m) for j in valid)
-        for j in valid:
-            out[i, j] = math.exp(float(logits[i, j]) - m) / z
-    return out
-
-
-def loop_wti(text, tmask, tw, video, vmask, vw):
-    """(t2v, v2t, token argmax, frame argmax) from the official definition, with first-max argmax."""
-    s = loop_cosine(text, tmask, video, vmask)
-    a_n, b_n, t_n, v_n = s.shape
-    t2v = torch.zeros(a_n, b_n, dtype=torch.float64)
-    v2t = torch.zeros(a_n, b_n, dtype=torch.float64)
-    t_arg = torch.zeros(a_n, b_n, t_n, dtype=torch.long)
-    v_arg = torch.zeros(a_n, b_n, v_n, dtype=torch.long)
-    for a in range(a_n):
-        for b in range(b_n):
-            for t in range(t_n):
-                row = [float(s[a, b, t, v]) for v in range(v_n)]
-                t_arg[a, b, t] = row.index(max(row))
-                t2v[a, b] += float(tw[a, t]) * max(row)
-            for v in range(v_n):
-                col = [float(s[a, b, t, v]) for t in range(t_n)]
-                v_arg[a, b, v] = col.index(max(col))
-                v2t[a, b] += float(vw[b, v]) * max(col)
-    return t2v, v2t, t_arg, v_arg
-
-
-def random_masks(n: int, length: int, lengths: list[int]) -> torch.Tensor:
-    mask = torch.zeros(n, length, dtype=torch.long)
-    for i, k in enumerate(lengths):
-        mask[i, :k] = 1
-    return mask
 
 
 @pytest.fixture
@@ -180,12 +120,14 @@ def test_negative_cosines_max_at_zero_from_masked_entries():
 
 
 def test_wti_contributions_sum_to_score(batch):
-    """WTITerms' per-token and per-frame contributions add up to t2v, v2t and the score that wti_similarity returns."""
+    """WTITerms' per-token and per-frame contributions (what the explain view draws) add up to the loop's S, and
+    wti_similarity returns that S too."""
     text, tmask, video, vmask, t_logits, v_logits = batch
     tn, vn = drl.l2_normalize(text), drl.l2_normalize(video)
     tw, vw = drl.interaction_weights(t_logits, tmask), drl.interaction_weights(v_logits, vmask)
     terms = drl.wti_terms(drl.masked_token_frame_cosine(tn, tmask, vn, vmask), tw, vw)
     s = loop_cosine(tn, tmask, vn, vmask)
+    t2v, v2t, _, _ = loop_wti(tn, tmask, tw, vn, vmask, vw)
     for a in range(3):
         for b in range(4):
             for t in range(6):
@@ -195,8 +137,9 @@ def test_wti_contributions_sum_to_score(batch):
                 expected = float(vw[b, v]) * max(float(x) for x in s[a, b, :, v])
                 assert float(terms.frame_contrib[a, b, v]) == pytest.approx(expected, abs=1e-6)
             total = (sum(terms.token_contrib[a, b].tolist()) + sum(terms.frame_contrib[a, b].tolist())) / 2
-            assert total == pytest.approx(float(terms.score[a, b]), abs=1e-6)
-    torch.testing.assert_close(terms.score, drl.wti_similarity(tn, tmask, tw, vn, vmask, vw))
+            assert total == pytest.approx(float(t2v[a, b] + v2t[a, b]) / 2, abs=1e-6)
+    torch.testing.assert_close(drl.wti_similarity(tn, tmask, tw, vn, vmask, vw).double(), (t2v + v2t) / 2,
+                               atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------- DP
@@ -254,23 +197,8 @@ def test_model_similarity_matches_loop(tiny_wti, inputs, interaction):
     with torch.no_grad():
         text, video = tiny_wti(ids, tmask, frames, vmask)
         got = tiny_wti.similarity(text, video, interaction).double()
-    tn, vn = loop_normalize(text.tokens), loop_normalize(video.frames)
-    if interaction == "dp":
-        expected = torch.zeros(3, 3, dtype=torch.float64)
-        for a in range(3):
-            eot = loop_normalize(text.tokens[a, int(tmask[a].sum()) - 1])
-            for b in range(3):
-                valid = [vn[b, v] for v in range(4) if vmask[b, v]]
-                expected[a, b] = loop_dot(eot, loop_normalize(sum(valid) / len(valid)))
-    else:
-        if interaction == "wti":
-            tw = loop_softmax_weights(text.weight_logits, tmask)
-            vw = loop_softmax_weights(video.weight_logits, vmask)
-        else:
-            tw = tmask.double() / tmask.sum(1, keepdim=True)
-            vw = vmask.double() / vmask.sum(1, keepdim=True)
-        t2v, v2t, *_ = loop_wti(tn, tmask, tw, vn, vmask, vw)
-        expected = (t2v + v2t) / 2
+    expected = loop_similarity(text.tokens, tmask, video.frames, vmask, interaction, text.weight_logits,
+                               video.weight_logits)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
@@ -373,10 +301,11 @@ def test_weight_head_layouts(arch, linears):
 
 @pytest.mark.parametrize("interaction", ["wti", "ti", "dp"])
 def test_blocked_scorer_equals_model_similarity(tiny_wti, inputs, interaction):
-    """The engine's blocked scorer (banks computed once, texts in blocks) gives TVRModel.similarity exactly."""
+    """The engine's blocked scorer (banks computed once, texts in blocks) gives the loop's S from the same features."""
     ids, tmask, frames, vmask = inputs
     with torch.no_grad():
         text, video = tiny_wti(ids, tmask, frames, vmask)
-        expected = tiny_wti.similarity(text, video, interaction)
         got = similarity_matrix(text_bank(tiny_wti, text), video_bank(tiny_wti, video), interaction, block=2)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    expected = loop_similarity(text.tokens, tmask, video.frames, vmask, interaction, text.weight_logits,
+                               video.weight_logits)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=0)

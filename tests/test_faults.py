@@ -25,8 +25,7 @@ from tvr_demo.checkpoints import load_checkpoint
 from tvr_demo.data import load_benchmark
 from tvr_demo.engine import Engine
 from tvr_demo.gallery import encode_gallery
-from tvr_demo.models import drl
-from tvr_demo.scoring import TextBank, VideoBank, similarity_matrix
+from tvr_demo.scoring import similarity_matrix
 from tvr_demo.ui.callbacks import make_callbacks
 from tvr_demo.ui.session import Session
 
@@ -182,20 +181,6 @@ def test_an_unreadable_chunk_is_encoded_again(small, checkpoint, tmp_path, monke
 # ---------------------------------------------------------------- out of memory: smaller blocks
 
 
-def _banks(n_texts: int = 40, n_videos: int = 7, dim: int = 16) -> tuple[TextBank, VideoBank]:
-    g = torch.Generator().manual_seed(0)
-    tokens, frames = torch.randn(n_texts, 8, dim, generator=g), torch.randn(n_videos, 5, dim, generator=g)
-    tmask = (torch.arange(8)[None] < torch.randint(2, 9, (n_texts,), generator=g)[:, None]).long()
-    vmask = (torch.arange(5)[None] < torch.randint(1, 6, (n_videos,), generator=g)[:, None]).long()
-    texts = TextBank(drl.l2_normalize(tokens), tmask, drl.interaction_weights(torch.randn(n_texts, 8, generator=g),
-                                                                              tmask),
-                     drl.l2_normalize(tokens[:, 0]), torch.zeros_like(tmask), None)
-    videos = VideoBank(drl.l2_normalize(frames), vmask, drl.interaction_weights(torch.randn(n_videos, 5, generator=g),
-                                                                                vmask),
-                       drl.mean_pooled_frames(frames, vmask), None)
-    return texts, videos
-
-
 def _short_of_memory(monkeypatch, most: int) -> list[int]:
     """Make the block scorer raise CUDA's out-of-memory error for blocks of more than `most` texts."""
     sizes, score = [], kernels.wti_scores
@@ -210,8 +195,8 @@ def _short_of_memory(monkeypatch, most: int) -> list[int]:
     return sizes
 
 
-def test_scoring_halves_its_block_when_memory_runs_out(monkeypatch):
-    texts, videos = _banks()
+def test_scoring_halves_its_block_when_memory_runs_out(monkeypatch, ragged_banks):
+    texts, videos = ragged_banks(40, 7)
     expected = similarity_matrix(texts, videos, "wti", block=64)
     sizes = _short_of_memory(monkeypatch, most=10)
     got = similarity_matrix(texts, videos, "wti", block=64)
@@ -219,8 +204,8 @@ def test_scoring_halves_its_block_when_memory_runs_out(monkeypatch):
     assert sizes == [40, 32, 16] + [8] * 5  # blocks of 64, 32 and 16 texts fail; 8 fits, for the rest too
 
 
-def test_scoring_gives_up_when_even_one_text_does_not_fit(monkeypatch):
-    texts, videos = _banks(n_texts=3)
+def test_scoring_gives_up_when_even_one_text_does_not_fit(monkeypatch, ragged_banks):
+    texts, videos = ragged_banks(3, 7)
     _short_of_memory(monkeypatch, most=0)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         similarity_matrix(texts, videos, "ti", block=4)
@@ -262,7 +247,10 @@ def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
             assert cb.run_explain(query, "", "", "", *ctx, progress=None)[0]
         assert "rank 1" in cb.run_search_video("0", None, 5, "auto", *ctx, progress=None)[0]
         assert "**0** of 1" in cb.run_failures("t2v", "auto", "rank", "(all)", 100, *ctx, progress=None)[1]
-        cb.run_metrics(*ctx, progress=None)
+        _, table = cb.run_metrics(*ctx, progress=None)
+        # one clip: every query's ground truth is the only candidate, rank 1 (R@1 = 100, MdR = MnR = 1)
+        assert set(table["R@1"]) == {100.0} and set(table["MdR"]) == {1.0} and set(table["MnR"]) == {1.0}
+        assert len(table) == (6 if model == "unify" else 2)  # both directions, per branch for UNIFY
     with pytest.raises(gr.Error, match="needs at least 2 captions"):
         cb.run_correlation("drl-wti", "unify", "", "test", progress=None)
 

@@ -128,7 +128,20 @@ def test_a_cut_off_or_damaged_real_clip_is_searched_or_refused(served, tmp_path,
     middle = int(len(data) * cut)
     damaged.write_bytes(data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 512]) + data[middle + 512:])
     for path in (cut_off, damaged):
-        call(client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(session), api_name="/search_video")
+        out = call(client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(session),
+                   api_name="/search_video")
+        if out is not None:  # what could be decoded is searched: a ranking of the gallery's captions
+            _, _, table, *_ = out
+            assert 1 <= len(table["data"]) <= 5
+
+
+def test_a_served_gallery_loads_and_a_way_out_is_refused(served):
+    """The gallery field's fuzzing above passes whether a gallery loads or is refused; here both outcomes happen."""
+    session, client = served
+    header = call(client, "drl-wti", "copy", "test", api_name="/load")[0]
+    assert "copy" in header and "6 videos" in header
+    for outside in ("escape", "/etc", ".."):  # the served root itself, the system, its parent
+        assert call(client, "drl-wti", outside, "test", api_name="/load") is None
 
 
 def test_the_server_still_answers_after_the_fuzzing(served):

@@ -12,23 +12,12 @@ from tvr_demo.models import drl
 from tvr_demo.scoring import TextBank, VideoBank, similarity_matrix
 
 
-def banks(n_videos: int = 400, n_texts: int = 6, dim: int = 32, seed: int = 0) -> tuple[TextBank, VideoBank]:
+@pytest.fixture
+def banks(ragged_banks):
     """Clips that cluster (so a pooled first stage means something) with padded frames, and short queries."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(20, dim, generator=g)
-    own = centres[torch.randint(20, (n_videos,), generator=g)] + 0.5 * torch.randn(n_videos, dim, generator=g)
-    frames = own[:, None] + 0.7 * torch.randn(n_videos, 12, dim, generator=g)
-    vmask = (torch.arange(12)[None] < torch.randint(3, 13, (n_videos,), generator=g)[:, None]).long()
-    target = own[torch.randint(n_videos, (n_texts,), generator=g)]
-    tokens = target[:, None] + 1.0 * torch.randn(n_texts, 32, dim, generator=g)
-    tmask = (torch.arange(32)[None] < torch.randint(4, 20, (n_texts,), generator=g)[:, None]).long()
-    videos = VideoBank(drl.l2_normalize(frames), vmask, drl.interaction_weights(torch.randn(n_videos, 12, generator=g),
-                                                                                vmask),
-                       drl.mean_pooled_frames(frames, vmask), None)
-    texts = TextBank(drl.l2_normalize(tokens), tmask, drl.interaction_weights(torch.randn(n_texts, 32, generator=g),
-                                                                              tmask),
-                     drl.l2_normalize(drl.eot_features(tokens, tmask)), torch.zeros_like(tmask), None)
-    return texts, videos
+    def make(n_videos: int = 400, n_texts: int = 6, dim: int = 32, seed: int = 0):
+        return ragged_banks(n_texts, n_videos, tokens=32, frames=12, dim=dim, seed=seed, clustered=True)
+    return make
 
 
 def exact_top(texts: TextBank, videos: VideoBank, interaction: str, k: int = 10,
@@ -41,7 +30,7 @@ def exact_top(texts: TextBank, videos: VideoBank, interaction: str, k: int = 10,
 
 
 @pytest.mark.parametrize("interaction", ["wti", "ti", "dp"])
-def test_all_candidates_gives_the_exact_search(interaction: str) -> None:
+def test_all_candidates_gives_the_exact_search(interaction: str, banks) -> None:
     texts, videos = banks()
     index = TwoStageIndex(videos, interaction, config=TwoStageConfig(candidates=400))
     assert index.kind == "flat"
@@ -51,7 +40,7 @@ def test_all_candidates_gives_the_exact_search(interaction: str) -> None:
     np.testing.assert_allclose(np.stack(scores), want_scores, atol=1e-5)
 
 
-def test_rerank_scores_are_wti_similarity_of_the_candidates() -> None:
+def test_rerank_scores_are_wti_similarity_of_the_candidates(banks) -> None:
     texts, videos = banks()
     index = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=50))
     cands = index.candidates(texts)
@@ -63,7 +52,7 @@ def test_rerank_scores_are_wti_similarity_of_the_candidates() -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_first_stage_ranks_by_pooled_inner_product() -> None:
+def test_first_stage_ranks_by_pooled_inner_product(banks) -> None:
     texts, videos = banks()
     index = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=20))
     q = index.query_vectors(texts)
@@ -72,7 +61,7 @@ def test_first_stage_ranks_by_pooled_inner_product() -> None:
         assert set(got.tolist()) == set(w.tolist())
 
 
-def test_ivf_visiting_every_list_equals_flat() -> None:
+def test_ivf_visiting_every_list_equals_flat(banks) -> None:
     texts, videos = banks(n_videos=2000)
     flat = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=100))
     ivf = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=100, flat_max=0, nprobe=10_000))
@@ -81,7 +70,7 @@ def test_ivf_visiting_every_list_equals_flat() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_undecodable_videos_are_never_candidates() -> None:
+def test_undecodable_videos_are_never_candidates(banks) -> None:
     texts, videos = banks()
     valid = np.ones(400, dtype=bool)
     valid[::3] = False

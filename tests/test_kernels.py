@@ -1,4 +1,5 @@
-"""The fused WTI / TI scorers (tvr_demo/kernels) against drl.wti_similarity, the formula's one definition.
+"""The fused WTI / TI scorers (tvr_demo/kernels) against the definition in float64 numpy, written in the test
+(tests/reference.np_wti, from shared/design/drl.md), never against another of the project's scorers.
 
 Tolerance 1e-3 (the issue's bound; fp32 paths agree to ~1e-6) and identical top-10 rankings, with masked tokens
 and frames, negative cosines (where a masked entry's 0 wins the max) and blocks that end mid-way.
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import np_softmax_weights, np_uniform_weights, np_wti
 
 from tvr_demo.kernels import wti_scores, wti_scores_torch
-from tvr_demo.models import drl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,8 @@ def random_case(a_n: int, b_n: int, t_n: int = 32, v_n: int = 12, dim: int = 64,
     """Normalised features; prefix masks of every length (a query with all 32 tokens, a clip with 1 frame) plus a
     few non-prefix masks; WTI softmax weights or TI uniform weights."""
     g = torch.Generator().manual_seed(seed)
-    text = drl.l2_normalize(torch.randn(a_n, t_n, dim, generator=g))
-    video = drl.l2_normalize(torch.randn(b_n, v_n, dim, generator=g))
+    text = torch.nn.functional.normalize(torch.randn(a_n, t_n, dim, generator=g), dim=-1)
+    video = torch.nn.functional.normalize(torch.randn(b_n, v_n, dim, generator=g), dim=-1)
     t_len = torch.randint(2, t_n + 1, (a_n,), generator=g)
     t_len[0] = t_n
     v_len = torch.randint(1, v_n + 1, (b_n,), generator=g)
@@ -39,11 +40,16 @@ def random_case(a_n: int, b_n: int, t_n: int = 32, v_n: int = 12, dim: int = 64,
     if b_n > 2:
         vmask[1, 0] = 0
     if weighted:
-        tw = drl.interaction_weights(torch.randn(a_n, t_n, generator=g), tmask)
-        vw = drl.interaction_weights(torch.randn(b_n, v_n, generator=g), vmask)
+        tw = np_softmax_weights(torch.randn(a_n, t_n, generator=g), tmask)
+        vw = np_softmax_weights(torch.randn(b_n, v_n, generator=g), vmask)
     else:
-        tw, vw = drl.interaction_weights(None, tmask), drl.interaction_weights(None, vmask)
-    return text, tmask, tw, video, vmask, vw
+        tw, vw = np_uniform_weights(tmask), np_uniform_weights(vmask)
+    return text, tmask, torch.tensor(tw, dtype=torch.float32), video, vmask, torch.tensor(vw, dtype=torch.float32)
+
+
+def reference(*case: torch.Tensor) -> torch.Tensor:
+    """The definition's S in float64, from the same inputs."""
+    return torch.from_numpy(np_wti(*(x.detach().cpu().double().numpy() for x in case)))
 
 
 def assert_same(got: torch.Tensor, want: torch.Tensor) -> None:
@@ -55,20 +61,20 @@ def assert_same(got: torch.Tensor, want: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("weighted", [True, False], ids=["wti", "ti"])
 @pytest.mark.parametrize("a_n,b_n", [(1, 300), (5, 64), (70, 40)])
-def test_torch_path_equals_wti_similarity(weighted: bool, a_n: int, b_n: int) -> None:
+def test_torch_path_equals_the_definition(weighted: bool, a_n: int, b_n: int) -> None:
     case = random_case(a_n, b_n, weighted=weighted)
-    want = drl.wti_similarity(*case)
+    want = reference(*case)
     assert_same(wti_scores_torch(*case), want)
     assert_same(wti_scores_torch(*case, block_floats=500), want)  # many blocks, the last one partial
-    assert torch.allclose(wti_scores_torch(*case), want, atol=1e-5)
+    assert torch.allclose(wti_scores_torch(*case).double(), want, atol=1e-5)
 
 
 def test_masked_zero_wins_the_max_as_in_the_official_code() -> None:
     """Every valid cosine negative: a clip with a padded frame scores max_v s = 0 there, a full clip does not."""
     text, tmask, tw, video, vmask, vw = random_case(3, 6, dim=16, seed=1)
     video = -text[0, :1].expand(6, 12, -1).clone() + 0.01 * torch.randn(6, 12, 16)
-    video = drl.l2_normalize(video)
-    want = drl.wti_similarity(text, tmask, tw, video, vmask, vw)
+    video = torch.nn.functional.normalize(video, dim=-1)
+    want = reference(text, tmask, tw, video, vmask, vw)
     assert_same(wti_scores_torch(text, tmask, tw, video, vmask, vw), want)
     assert_same(wti_scores(text, tmask, tw, video, vmask, vw), want)
 
@@ -78,25 +84,24 @@ def test_short_queries_drop_masked_positions_exactly() -> None:
     text, tmask, tw, video, vmask, vw = random_case(1, 50, seed=2)
     tmask[:] = 0
     tmask[0, :3] = 1
-    tw = drl.interaction_weights(torch.randn(1, 32), tmask)
-    assert_same(wti_scores_torch(text, tmask, tw, video, vmask, vw), drl.wti_similarity(text, tmask, tw, video,
-                                                                                          vmask, vw))
+    tw = torch.tensor(np_softmax_weights(torch.randn(1, 32), tmask), dtype=torch.float32)
+    assert_same(wti_scores_torch(text, tmask, tw, video, vmask, vw), reference(text, tmask, tw, video, vmask, vw))
 
 
-def test_dispatch_on_cpu_uses_the_torch_path() -> None:
+def test_dispatch_on_cpu_gives_the_definition() -> None:
+    """What the engine calls (wti_scores) on CPU tensors scores as the definition does."""
     case = random_case(4, 30)
-    assert torch.equal(wti_scores(*case), wti_scores_torch(*case))
+    assert_same(wti_scores(*case), reference(*case))
 
 
 _INTERPRETER_CHECK = """
 import json, torch
-from tests.test_kernels import random_case
+from test_kernels import random_case, reference
 from tvr_demo.kernels.wti_triton import wti_scores_triton
-from tvr_demo.models import drl
 out = []
 for a_n, b_n, dim, weighted in [(3, 37, 64, True), (1, 20, 40, False), (5, 9, 32, True)]:
     case = random_case(a_n, b_n, dim=dim, weighted=weighted)
-    got, want = wti_scores_triton(*case), drl.wti_similarity(*case)
+    got, want = wti_scores_triton(*case).double(), reference(*case)
     k = min(10, b_n)
     out.append([float((got - want).abs().max()),
                 bool(torch.equal(got.topk(k, 1).indices, want.topk(k, 1).indices))])
@@ -108,7 +113,7 @@ def test_triton_kernel_under_the_interpreter() -> None:
     """The Triton kernel itself, run on CPU tensors by TRITON_INTERPRET=1 (set before triton is imported, hence
     a child process)."""
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     done = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -123,7 +128,7 @@ def test_triton_kernel_under_the_interpreter() -> None:
 def test_triton_kernel_on_gpu(a_n: int, b_n: int) -> None:
     pytest.importorskip("triton")
     case = [x.cuda() for x in random_case(a_n, b_n, dim=512)]
-    want = drl.wti_similarity(*case)
+    want = reference(*case)
     assert_same(wti_scores(*case), want)
     half = [x.half() if x.is_floating_point() else x for x in case]
-    torch.testing.assert_close(wti_scores(*half), want, atol=5e-3, rtol=0)  # fp16 inputs, fp32 sums
+    torch.testing.assert_close(wti_scores(*half).float(), want.float(), atol=5e-3, rtol=0)  # fp16 inputs, fp32 sums

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from helpers import build_model, tiny_config
+from reference import loop_normalize, loop_similarity, loop_softmax_weights
 
 from tvr_demo.models import UnifyConfig, drl
 from tvr_demo.models.backbone import get_tokenizer
@@ -101,9 +102,8 @@ def pairs():
 # ---------------------------------------------------------------- InfoNCE
 
 
-def test_symmetric_infonce_matches_official_cross_entropy():
-    """(CrossEn(S) + CrossEn(S^T)) / 2 with CrossEn = -mean_i log softmax(S_i)_i, the official loss."""
-    logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0)) * 3
+def loop_infonce(logits: torch.Tensor) -> float:
+    """(CrossEn(S) + CrossEn(S^T)) / 2 with CrossEn = -mean_i log softmax(S_i)_i, the official loss, in loops."""
 
     def cross_en(m):
         total = 0.0
@@ -113,8 +113,12 @@ def test_symmetric_infonce_matches_official_cross_entropy():
             total -= row[i] - z - math.log(sum(math.exp(x - z) for x in row))
         return total / m.shape[0]
 
-    expected = (cross_en(logits) + cross_en(logits.T)) / 2
-    assert float(symmetric_infonce(logits)) == pytest.approx(expected, abs=1e-5)
+    return (cross_en(logits) + cross_en(logits.T)) / 2
+
+
+def test_symmetric_infonce_matches_official_cross_entropy():
+    logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0)) * 3
+    assert float(symmetric_infonce(logits)) == pytest.approx(loop_infonce(logits), abs=1e-5)
 
 
 # ---------------------------------------------------------------- CDCR
@@ -225,7 +229,9 @@ def tiny_batch(n: int = 3, frames: int = 4):
 
 
 def test_training_loss_is_official_composition():
-    """WTI + CDCR 3: loss = InfoNCE(scale * S) + lambda * (alpha1 on + alpha2 off) on the WTI-weighted correlation."""
+    """WTI + CDCR 3: loss = InfoNCE(scale * S) + lambda * (alpha1 on + alpha2 off) on the WTI-weighted correlation,
+    every piece (S, the weights, the matched rows, the correlation, InfoNCE) computed by the loops in this file and
+    tests/reference.py from the model's raw features."""
     model = build_model(
         tiny_config(interaction="wti", cdcr=CDCRConfig(variant=3, alpha2=0.06, weight=0.5)), seed=2
     )
@@ -233,18 +239,14 @@ def test_training_loss_is_official_composition():
     with torch.no_grad():
         text, vid = model(ids, tmask, video, vmask)
         terms = training_loss(model, text, vid)
-        s = model.similarity(text, vid)
-        scale = min(math.exp(float(model.clip.logit_scale)), 100.0)
-        c = cdcr_correlation(
-            3,
-            drl.l2_normalize(text.tokens),
-            tmask,
-            drl.l2_normalize(vid.frames),
-            vmask,
-            drl.interaction_weights(text.weight_logits, tmask),
-            drl.interaction_weights(vid.weight_logits, vmask),
-        )
-    expected = float(symmetric_infonce(scale * s)) + 0.5 * loop_decorrelation(c.double(), 1.0, 0.06)
+    scale = min(math.exp(float(model.clip.logit_scale)), 100.0)
+    s = loop_similarity(text.tokens, tmask, vid.frames, vmask, "wti", text.weight_logits, vid.weight_logits)
+    tw, vw = loop_softmax_weights(text.weight_logits, tmask), loop_softmax_weights(vid.weight_logits, vmask)
+    (t, tf, t_w), (v, vt, v_w) = loop_matched_rows(loop_normalize(text.tokens), tmask, loop_normalize(vid.frames),
+                                                   vmask, tw, vw)
+    n = ids.shape[0]
+    c = (loop_correlation(t, tf, t_w, denominator=n) + loop_correlation(v, vt, v_w, denominator=n)) / 2
+    expected = loop_infonce(scale * s) + 0.5 * loop_decorrelation(c, 1.0, 0.06)
     assert float(terms.total) == pytest.approx(expected, abs=1e-4)
     assert set(terms.parts) == {"contrastive", "cdcr"}
 

@@ -59,12 +59,13 @@ def test_argmax_markers_sit_on_each_rows_and_columns_maximum(wti_figure):
     assert list(frames.x) == [0, 1, 2] and list(frames.y) == [1, 2, 3]
 
 
-def test_contributions_shown_add_up_to_the_stated_score(wti_figure):
-    fig, score = wti_figure
-    t2v = sum(_trace(fig, "token contribution").x)
-    v2t = sum(_trace(fig, "frame contribution").y)
-    assert (t2v + v2t) / 2 == pytest.approx(score)
-    assert f"{score:.4f}" in fig.layout.title.text and f"{t2v:.4f}" in fig.layout.title.text
+def test_contributions_shown_are_the_hand_computed_ones(wti_figure):
+    """Worked by hand from COSINE, W_T, W_V: tokens take their row maxima 0.20, 0.70, 0.60, 0.50, frames their column
+    maxima 0.70, 0.60, 0.50; t2v = 0.02 + 0.28 + 0.18 + 0.10 = 0.58, v2t = 0.35 + 0.18 + 0.10 = 0.63, S = 0.605."""
+    fig, _ = wti_figure
+    np.testing.assert_allclose(list(_trace(fig, "token contribution").x), [0.02, 0.28, 0.18, 0.10], atol=1e-12)
+    np.testing.assert_allclose(list(_trace(fig, "frame contribution").y), [0.35, 0.18, 0.10], atol=1e-12)
+    assert "0.6050" in fig.layout.title.text and "0.5800" in fig.layout.title.text and "0.6300" in fig.layout.title.text
 
 
 def test_max_on_a_padded_frame_is_shown_as_a_padding_column():
@@ -100,7 +101,8 @@ def test_lexicon_figure_shared_words_add_up_to_the_lexicon_score():
 def test_lexicon_difference_sums_to_the_score_gap():
     a, b = {"red": 1.0, "ball": 0.4}, {"red": 0.2, "square": 0.5}
     fig = plots.lexicon_difference_figure(a, b, "wrong", "right")
-    assert sum(fig.data[0].x) == pytest.approx(sum(a.values()) - sum(b.values()))
+    by_word = dict(zip(fig.data[0].y, fig.data[0].x, strict=True))  # by hand: red 1.0 - 0.2, ball 0.4, square -0.5
+    assert by_word == pytest.approx({"red": 0.8, "ball": 0.4, "square": -0.5})
     assert list(fig.data[0].y)[0] == "red"  # largest absolute difference first
 
 

@@ -76,8 +76,8 @@ class SearchResult:
 class Engine:
     """One checkpoint + one benchmark split; the gallery is encoded once (or read from the cache)."""
 
-    # typed queries against larger galleries: faiss candidates + exact re-ranking (tvr_demo/index.py); it breaks even
-    # with the exact scan at 20k-47k clips on a 2-core CPU (bench/README.md)
+    # typed queries against larger galleries: faiss candidates + exact re-ranking (tvr_demo/index.py); the two-stage
+    # rows of the benchmark (bench/README.md, from bench/results/*.json) compare it with the exact scan at 10k and 100k
     two_stage_above: int = 50000
 
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None,

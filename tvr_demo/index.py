@@ -22,9 +22,9 @@ from tvr_demo.scoring import TextBank, VideoBank
 
 @dataclass
 class TwoStageConfig:
-    candidates: int = 8000  # C re-ranked per query: recall@10 vs exact 0.995 on bench's 100k gallery, 0.987 at 4000
-    flat_max: int = 300_000  # exact first stage (IndexFlatIP) up to here, ~20-30 ms per query at 100k on 2 CPU
-    # cores; an IVF at 100k kept only 0.67 of the top 10 (64 of 316 lists, bench/README.md), so only larger use it
+    candidates: int = 8000  # C re-ranked per query; bench/search_bench.py measures recall@10 vs exact for each C
+    flat_max: int = 300_000  # exact first stage (IndexFlatIP) up to here; an IVF's recall depends on nprobe and the
+    # features (the full suite's forced-IVF rows measure it at 100k), so only larger galleries use it
     nprobe: int = 64  # IVF lists visited per query (of about sqrt(N) lists)
     kmeans_iterations: int = 10  # IVF training (coarse lists only)
     seed: int = 0

@@ -1,0 +1,185 @@
+"""The engine's numbers as a user sees them (ranks, metrics, DSL, slices, failures), each against a loop written
+in the test over the engine's own score matrix, plus the settings read from the environment."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import pytest
+from reference import loop_pessimistic_rank
+
+from tvr_demo.engine import Engine
+from tvr_demo.ui import analysis
+from tvr_demo.ui.session import Session
+
+
+@pytest.fixture(scope="module")
+def wti(tiny_app):
+    return tiny_app.engine("drl-wti")
+
+
+@pytest.fixture(scope="module")
+def unify(tiny_app):
+    return tiny_app.engine("unify")
+
+
+def loop_metrics(ranks: list[int]) -> dict[str, float]:
+    """R@k = percent of ranks < k, MdR / MnR = median / mean rank + 1 (DRL's table), from 0-based ranks."""
+    return {"R@1": 100 * sum(r < 1 for r in ranks) / len(ranks), "R@5": 100 * sum(r < 5 for r in ranks) / len(ranks),
+            "R@10": 100 * sum(r < 10 for r in ranks) / len(ranks), "MdR": statistics.median(ranks) + 1,
+            "MnR": sum(ranks) / len(ranks) + 1}
+
+
+def loop_t2v_ranks(sim: np.ndarray, caption_video) -> list[int]:
+    return [loop_pessimistic_rank(sim[q], [int(caption_video[q])]) for q in range(sim.shape[0])]
+
+
+def loop_v2t_ranks(sim: np.ndarray, caption_video) -> list[int]:
+    """Each video queries the captions; found by its best caption; its other captions never count against it."""
+    return [loop_pessimistic_rank(sim[:, v], [q for q, g in enumerate(caption_video) if g == v])
+            for v in range(sim.shape[1])]
+
+
+def loop_dual_softmax(sim: np.ndarray, axis: int, temperature: float = 100.0) -> np.ndarray:
+    """sim * softmax(temperature * sim) over the query axis (CAMoE's DSL), one line at a time, in float32 as the
+    evaluation computes it (at temperature 100 the exp of a score 0.9 below its line's best underflows to 0 there)."""
+    out = np.zeros_like(sim, dtype=np.float32)
+    for i in range(sim.shape[1 - axis]):
+        line = (sim[:, i] if axis == 0 else sim[i]).astype(np.float32)
+        e = np.exp(line * np.float32(temperature) - np.float32(temperature) * line.max())
+        if axis == 0:
+            out[:, i] = e / e.sum() * line
+        else:
+            out[i] = e / e.sum() * line
+    return out
+
+
+# ---------------------------------------------------------------- ranks: one pessimistic tie rule
+
+
+def test_a_tie_counts_against_the_ground_truth():
+    """By hand: scores 0.5, 0.9, 0.5, 0.5 with ground truth 0 -> rank 3 (0.9 and both ties above it); with
+    ground truths 0 and 2 -> the best ground truth (0.5) has 0.9 and one tie (item 3) above it: rank 2."""
+    scores = {"latent": np.array([0.5, 0.9, 0.5, 0.5])}
+    assert Engine._hits(scores, "latent", 2, [0], None).ground_truth_rank == 3
+    assert Engine._hits(scores, "latent", 2, [0, 2], None).ground_truth_rank == 2
+    assert Engine._hits(scores, "latent", 2, [2, 0], None).ground_truth_rank == 2
+    hits = Engine._hits(scores, "latent", 4, [0], None).hits
+    assert [h.index for h in hits] == [1, 0, 2, 3] and [h.rank for h in hits] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("model", ["wti", "unify"])
+def test_search_ranks_are_the_loop_ranks_of_the_matrix(request, model):
+    engine = request.getfixturevalue(model)
+    branch = engine.ranking_branch(None)
+    for q in (0, 4, 7):
+        row = engine.matrices[branch][q]
+        result = engine.search_text(engine.bench.captions[q], k=5)
+        gt = int(engine.bench.caption_video[q])
+        assert result.ground_truth == [gt]
+        assert result.ground_truth_rank == loop_pessimistic_rank(row, [gt])
+        assert [h.score for h in result.hits] == pytest.approx(sorted(row, reverse=True)[:5])
+    for v in (0, 3):
+        column = engine.direction_matrix(branch, "v2t")[:, v]
+        captions = engine.bench.captions_of(v)
+        result = engine.search_video(v, k=5)
+        assert result.ground_truth_rank == loop_pessimistic_rank(column, captions)
+
+
+# ---------------------------------------------------------------- evaluation (the CLI's evaluate prints this)
+
+
+@pytest.mark.parametrize("model", ["wti", "unify"])
+def test_evaluate_with_and_without_dsl_equals_loops_over_the_matrix(request, model):
+    engine = request.getfixturevalue(model)
+    cv = [int(v) for v in engine.bench.caption_video]
+    result = engine.evaluate(dsl=True)
+    for branch in engine.branches:
+        sim = engine.matrices[branch]
+        v2t_sim = engine.direction_matrix(branch, "v2t")
+        got = result[branch] if engine.is_unify else result
+        assert got["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(sim, cv)))
+        assert got["v2t"] == pytest.approx(loop_metrics(loop_v2t_ranks(v2t_sim, cv)))
+        dsl = got["dsl"]
+        assert dsl["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(loop_dual_softmax(sim, 0), cv)))
+        assert dsl["v2t"] == pytest.approx(loop_metrics(loop_v2t_ranks(loop_dual_softmax(v2t_sim, 1), cv)))
+    top = "fused" if engine.is_unify else "latent"
+    assert result["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(engine.matrices[top], cv)))
+    assert "not in the official DRL code" in result["dsl"]["note"]
+
+
+def test_unify_v2t_fused_standardises_over_the_captions(unify):
+    """For video queries the fused score standardises each video's column over the captions (not rows over videos)."""
+    lam = unify.config.unify.fusion_lambda
+    lat, lex = unify.matrices["latent"], unify.matrices["lexicon"]
+
+    def z(x):
+        return (x - x.mean()) / x.std() if x.std() > 0 else np.zeros_like(x)
+
+    for v in range(unify.gallery_size):
+        np.testing.assert_allclose(unify.v2t_fused[:, v], z(lat[:, v].astype(np.float64)) +
+                                   lam * z(lex[:, v].astype(np.float64)), atol=1e-4)
+
+
+# ---------------------------------------------------------------- slices and failures
+
+
+def test_slice_metrics_count_and_recall_per_slice(wti):
+    labels = wti.caption_slices()
+    ranks = loop_t2v_ranks(wti.matrices["latent"], wti.bench.caption_video)
+    stats = wti.slice_metrics()
+    for name, got in stats.items():
+        members = [q for q, ls in enumerate(labels) if name in ls]
+        assert got["n"] == len(members)
+        assert got["R@1"] == pytest.approx(100 * sum(ranks[q] < 1 for q in members) / len(members))
+    assert sorted(stats) == sorted({label for ls in labels for label in ls})
+
+
+def test_v2t_slices_are_the_union_of_the_videos_captions():
+    """By hand: video 0 has captions 0 and 1 (labelled a, b), video 1 caption 2 (a, c) -> [a, b] and [a, c]."""
+    from types import SimpleNamespace
+
+    engine = SimpleNamespace(caption_slices=lambda: [["a"], ["b"], ["a", "c"]], gallery_size=2,
+                             bench=SimpleNamespace(caption_video=np.array([0, 0, 1])))
+    assert analysis.query_slices(engine, "v2t") == [["a", "b"], ["a", "c"]]
+    assert analysis.query_slices(engine, "t2v") == [["a"], ["b"], ["a", "c"]]
+
+
+@pytest.mark.parametrize("direction", ["t2v", "v2t"])
+def test_failures_filtered_to_a_slice_are_its_missed_queries(wti, direction):
+    labels = analysis.query_slices(wti, direction)
+    sim = wti.direction_matrix("latent", direction)
+    ranks = (loop_t2v_ranks if direction == "t2v" else loop_v2t_ranks)(sim, [int(v) for v in wti.bench.caption_video])
+    label = max({x for ls in labels for x in ls}, key=lambda x: sum(x in ls for ls in labels))
+    table, pairs, summary = analysis.failures_view(wti, direction, "latent", "rank", label, 1000)
+    missed = [q for q in range(len(ranks)) if ranks[q] >= 1 and label in labels[q]]
+    in_slice = sum(label in ls for ls in labels)
+    assert f"**{len(missed)}** of {in_slice} {direction} queries" in summary
+    assert sorted(table["rank"].tolist()) == sorted(ranks[q] + 1 for q in missed)
+
+
+# ---------------------------------------------------------------- settings from the environment
+
+
+def test_max_engines_is_read_from_the_environment(tiny_app, monkeypatch):
+    specs = list(tiny_app.models.values())
+    monkeypatch.setenv("TVR_DEMO_MAX_ENGINES", "3")
+    assert Session(specs, tiny_app.dataset, device="cpu").max_engines == 3
+    assert Session(specs, tiny_app.dataset, device="cpu", max_engines=5).max_engines == 5  # the argument wins
+    monkeypatch.setenv("TVR_DEMO_MAX_ENGINES", "0")
+    assert Session(specs, tiny_app.dataset, device="cpu").max_engines == 1  # at least the engine in use
+    monkeypatch.delenv("TVR_DEMO_MAX_ENGINES")
+    assert Session(specs, tiny_app.dataset, device="cpu").max_engines == 8
+
+
+def test_on_zero_gpu_needs_spaces_and_the_flag(monkeypatch):
+    from tvr_demo.ui import gpu
+
+    monkeypatch.setattr(gpu, "spaces", object())
+    for value, want in (("1", True), ("true", True), ("TRUE", True), ("0", False), ("", False)):
+        monkeypatch.setenv("SPACES_ZERO_GPU", value)
+        assert gpu.on_zero_gpu() is want
+    monkeypatch.setattr(gpu, "spaces", None)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    assert gpu.on_zero_gpu() is False
