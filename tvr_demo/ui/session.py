@@ -78,9 +78,9 @@ class Session:
         """The folders a client may pick galleries from: the data folder and the gallery given at start."""
         return [data_dir()] + ([Path(self.dataset)] if self.dataset else [])
 
-    def dataset_dir(self, dataset: str | None, progress: Progress = None) -> Path:
+    def dataset_dir(self, dataset: str | None, progress: Progress = None, split: str | None = None) -> Path:
         """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
-        the bundled benchmark, generated (with progress) if missing."""
+        the bundled benchmark, whose `split` is generated (with progress) if missing."""
         dataset = (dataset or self.dataset or "").strip()
         if dataset:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
@@ -92,11 +92,12 @@ class Session:
         from tvr_demo.data.synthetic import ensure_default_dataset
 
         if progress is not None:
-            progress(0, desc="preparing the bundled benchmark (generated once, a few minutes)")
-        return ensure_default_dataset(progress=True)
+            progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
+        return ensure_default_dataset(progress=True, splits=(split or self.split,))
 
     def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
-        root, split = self.dataset_dir(dataset, progress), split or self.split
+        split = split or self.split
+        root = self.dataset_dir(dataset, progress, split)
         key = (str(root), split)
         if key in self._benchmarks:  # no lock: a gallery being encoded must not hold up the galleries in use
             return self._benchmarks[key]
