@@ -13,6 +13,7 @@ from tvr_demo import metrics, plots
 from tvr_demo.embedding_map import umap_coordinates
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
+from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.session import model_summary
 
 ALL_SLICES = "(all)"
@@ -74,7 +75,7 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
     n_queries = len(outcomes) if not slice_label or slice_label == ALL_SLICES else sum(
         slice_label in labels[o.query] for o in outcomes)
     n_failed = len(metrics.failures(outcomes)) if not slice_label or slice_label == ALL_SLICES else len(failed)
-    summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({branch} branch); "
+    summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
 
