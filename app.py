@@ -148,6 +148,11 @@ def build_demo(session: Session) -> gr.Blocks:
                 map_selected = gr.Dataframe(label="Lasso selection", interactive=False, wrap=True, headers=["kind", "#", "item"])
             with gr.Tab("Walkthrough", id="walkthrough"):
                 walkthrough = gr.Markdown("Explain a pair first: this page then tells its story with its numbers.")
+                gr.Markdown("#### The papers' tables, live\nDRL's interaction ablation and UNIFY's branch ablation, "
+                            "recomputed on this gallery with every served checkpoint, beside the papers' MSR-VTT numbers.")
+                papers_btn = gr.Button("Compute the papers' tables on this gallery")
+                papers_fig = gr.Plot(label="Ablations: this gallery vs the papers", elem_id="papers-plot")
+                papers_md = gr.Markdown(elem_id="papers-text")
                 gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
                             "self-contained):")
                 with gr.Row(equal_height=True):
@@ -195,6 +200,8 @@ def build_demo(session: Session) -> gr.Blocks:
         opens(compare_table.select, cb.open_pair_row, [compare_pairs, *ctx])
         corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation",
                        **MODEL_POOL)
+        papers_btn.click(cb.run_papers, [dataset, split], [papers_fig, papers_md], api_name="paper_tables",
+                         **MODEL_POOL)
         map_btn.click(cb.run_map, [colour_by, n_lines, *ctx], map_fig, api_name="embedding_map")
         opens(bridge.click, cb.open_map_point, ctx)
         opens(map_selected.select, cb.open_selection_row, [map_selected, *ctx])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tvr_demo.errors import TVRError
 from tvr_demo.safety import resolve_within
-from tvr_demo.ui import analysis, explain, search
+from tvr_demo.ui import analysis, explain, papers, search
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.session import Session, model_summary
 
@@ -133,6 +133,12 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         names = list(dict.fromkeys([model_a, model_b]))
         return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
 
+    @user_errors
+    @gpu(duration=600)
+    def run_papers(dataset, split, progress=PROGRESS):
+        """The papers' ablations over every served checkpoint on this gallery (each encodes it once, then cached)."""
+        return papers.papers_view({n: engine(n, dataset, split, progress) for n in session.models})
+
     @gpu
     def map_embeddings(model, dataset, split, progress):
         return analysis.map_embeddings(engine(model, dataset, split, progress))
@@ -217,4 +223,4 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     return SimpleNamespace(
         load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
         run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        run_correlation=run_correlation, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
+        run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
