@@ -17,6 +17,20 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.session import model_summary
 
 ALL_SLICES = "(all)"
+# Failure-table column widths: auto widths gave a caption the whole row at 1440 px and pushed "ground truth", "rank"
+# and "beaten by" off the right edge; captions and slices wrap instead. A column not named here gets the default.
+FAILURE_COLUMN_WIDTHS = {
+    "t2v": {"query #": "6%", "caption": "30%", "ground truth": "10%", "rank": "6%", "beaten by": "10%",
+            "margin": "8%", "slices": "30%"},
+    "v2t": {"video": "10%", "best GT caption": "25%", "rank": "6%", "beaten by": "25%", "margin": "8%",
+            "slices": "26%"},
+}
+FAILURE_DEFAULT_WIDTH = "10%"
+
+
+def failure_column_widths(columns, direction: str) -> list[str]:
+    widths = FAILURE_COLUMN_WIDTHS.get(direction, {})
+    return [widths.get(c, FAILURE_DEFAULT_WIDTH) for c in columns]
 MAP_COLOURS = ("modality", "outcome")
 
 

@@ -113,7 +113,8 @@ def make_callbacks(session: Session) -> SimpleNamespace:
                      progress=PROGRESS):
         e = engine(model, dataset, split, progress)
         table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
-        return table, summary, pairs
+        widths = analysis.failure_column_widths(table.columns, direction)  # t2v and v2t differ
+        return gr.Dataframe(table, column_widths=widths), summary, pairs
 
     @user_errors
     @gpu
