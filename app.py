@@ -188,10 +188,12 @@ def build_demo(session: Session) -> gr.Blocks:
         metrics_btn.click(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_name="metrics", **MODEL_POOL)
         failures_in, failures_out = [direction, fail_branch, sort_by, slice_label, limit, *ctx], [
             failures_table, failures_md, failure_pairs]
-        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures", **MODEL_POOL)
+        widths = dict(fn=cb.failure_widths, inputs=[failures_table, direction], outputs=failures_table,
+                      api_visibility="private")
+        failures_btn.click(cb.run_failures, failures_in, failures_out, api_name="failures", **MODEL_POOL).then(**widths)
         failures_tab.select(cb.run_metrics, ctx, [metrics_fig, metrics_table], api_visibility="private",
                             **MODEL_POOL).then(
-            cb.run_failures, failures_in, failures_out, api_visibility="private", **MODEL_POOL).then(
+            cb.run_failures, failures_in, failures_out, api_visibility="private", **MODEL_POOL).then(**widths).then(
             cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_visibility="private", **MODEL_POOL)
         opens(failures_table.select, cb.open_pair_row, [failure_pairs, *ctx])
         slices_btn.click(cb.run_slices, [fail_branch, model_b, *ctx], slices_fig, api_name="slices", **MODEL_POOL)
@@ -241,15 +243,25 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cpu"
     try:
         session = Session(args.checkpoint, args.dataset, args.split, args.device)
-        session.warm()
+        session.benchmark()  # a first start generates the bundled benchmark's test split here (and only that split)
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     demo = build_demo(session)
+    # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
+                prevent_thread_lock=True)
+    print(f"serving after {time.perf_counter() - start:.1f} s; encoding the gallery (the page shows it loading)",
+          file=sys.stderr)
+    try:  # after serving: the page opens at once and its first load waits for this build, not the other way round
+        session.warm()
+    except TVRError as err:
+        print(f"error: {err}", file=sys.stderr)
+        demo.close()
+        return 2
     print(f"ready in {time.perf_counter() - start:.1f} s: {len(session.models)} models on {session.device}",
           file=sys.stderr)
-    # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES)
+    demo.block_thread()
     return 0
 
 

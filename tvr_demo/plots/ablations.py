@@ -15,10 +15,12 @@ SERIES = {"here, text → video": ("#4C78A8", ""), "here, video → text": ("#F5
 def ablation_figure(panels: Mapping[str, tuple[Sequence[str], Mapping[str, Sequence[float | None]]]],
                     notes: Mapping[str, str] | None = None, title: str = "") -> go.Figure:
     """panels[title] = (bar-group labels, {series: R@1 per group, None where there is no number}), series named as
-    in SERIES; notes[title]: a line written under a panel (e.g. a published gain with no absolute numbers)."""
+    in SERIES; notes[title]: a line under a panel's title (e.g. a published gain with no absolute numbers)."""
     names = list(panels)
     widths = [max(len(panels[n][0]), 1) for n in names]
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_yaxes=True, horizontal_spacing=0.04,
+    notes = notes or {}
+    titles = [f"{n}<br><span style='font-size:11px'>{notes[n]}</span>" if notes.get(n) else n for n in names]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.04,
                         column_widths=[w / sum(widths) for w in widths])
     shown: set[str] = set()
     for col, name in enumerate(names, start=1):
@@ -34,10 +36,7 @@ def ablation_figure(panels: Mapping[str, tuple[Sequence[str], Mapping[str, Seque
                 text=["" if v is None else f"{v:.1f}" for v in values], textposition="outside",
                 hovertemplate=f"%{{x}}<br>{label}: %{{y:.1f}}<extra></extra>"), row=1, col=col)
             shown.add(label)
-        if notes and notes.get(name):
-            fig.add_annotation(text=notes[name], xref=f"x{col if col > 1 else ''} domain", yref="paper", x=0.5,
-                               y=-0.3, showarrow=False, font=dict(size=12))
     fig.update_yaxes(title_text="R@1 (%)", range=[0, 105], row=1, col=1)
-    fig.update_layout(barmode="group", template="plotly_white", height=460, title=dict(text=title),
-                      margin=dict(l=10, r=10, t=80, b=110), legend=dict(orientation="h", y=1.12, x=0))
+    fig.update_layout(barmode="group", template="plotly_white", height=480, title=dict(text=title),
+                      margin=dict(l=10, r=10, t=100, b=60), legend=dict(orientation="h", y=-0.16, yanchor="top", x=0))
     return fig

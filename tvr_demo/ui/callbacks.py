@@ -113,8 +113,13 @@ def make_callbacks(session: Session) -> SimpleNamespace:
                      progress=PROGRESS):
         e = engine(model, dataset, split, progress)
         table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
-        widths = analysis.failure_column_widths(table.columns, direction)  # t2v and v2t differ
-        return gr.Dataframe(table, column_widths=widths), summary, pairs
+        return table, summary, pairs
+
+    def failure_widths(table, direction):
+        """The failure table's column widths for the columns it now shows (t2v and v2t differ): an update of the
+        widths alone, after /failures, whose output stays the plain table."""
+        columns = list(table.columns) if isinstance(table, pd.DataFrame) else list((table or {}).get("headers", []))
+        return gr.Dataframe(column_widths=analysis.failure_column_widths(columns, direction))
 
     @user_errors
     @gpu
@@ -224,4 +229,4 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     return SimpleNamespace(
         load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
         run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
+        failure_widths=failure_widths, run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)

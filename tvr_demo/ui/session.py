@@ -145,12 +145,12 @@ class Session:
         built = self._recent_engine(key)  # without waiting on a build of another engine
         if built is not None:
             return built
+        if progress is not None:  # before the lock: a request waiting on a build (e.g. the start-up one) says so
+            progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
+                             f"({bench.num_videos} videos; cached after the first time)")
         with self._lock:
             built = self._recent_engine(key)
             if built is None:
-                if progress is not None:
-                    progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
-                                     f"({bench.num_videos} videos; cached after the first time)")
                 built = Engine(load_checkpoint(self.models[model], self.device), bench, self.cache_root,
                                progress=True)
                 with self._engines_lock:
