@@ -25,6 +25,11 @@ def _add_thumbnails(fig: go.Figure, thumbnails: Sequence[str] | None, xref: str,
                              sizey=size, xanchor="center", yanchor="top", sizing="contain", layer="above")
 
 
+def _share(value: float) -> str:
+    """A contribution as a bar label: three decimals, or one significant digit ("3e-04") rather than a row of zeros."""
+    return f"{value:.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:.0e}"
+
+
 def formula_text(t2v: float, v2t: float, score: float, weighted: bool) -> str:
     """WTI's decomposition with this pair's numbers (TI: the weights are uniform over the valid tokens/frames)."""
     w_t, w_v = ("w<sub>t</sub>", "w<sub>v</sub>") if weighted else ("1/T", "1/V")
@@ -99,8 +104,8 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
     # each token's share written beside its bar: one token (often <eot>) can take most of the weight, leaving the
     # others' bars too short to read
     fig.add_trace(go.Bar(y=t_idx, x=token_contrib, orientation="h", name="token contribution w_t·max_v s (sums to t2v)",
-                         marker_color=CONTRIB_COLOUR, legendgroup="contrib", text=[f"{c:.3f}" for c in token_contrib],
-                         textposition="outside", textfont=dict(size=10), cliponaxis=False,
+                         marker_color=CONTRIB_COLOUR, legendgroup="contrib", text=[_share(c) for c in token_contrib],
+                         textposition="outside", textfont=dict(size=10), constraintext="none", cliponaxis=False,
                          hovertemplate="w_t·max_v s = %{x:.4f}<extra></extra>"), row=2, col=2)
     heat = fig.get_subplot(2, 1)
     fig.update_yaxes(tickvals=t_idx, ticktext=tokens, autorange="reversed", row=2, col=1)
