@@ -44,7 +44,7 @@ def test_every_listener_has_its_stable_api_name(served):
     _, client = served
     names = set(client.view_api(return_format="dict")["named_endpoints"])
     assert {"/load", "/search", "/search_video", "/explain", "/metrics", "/failures", "/slices", "/compare",
-            "/correlation", "/embedding_map", "/export_html"} <= names
+            "/correlation", "/embedding_map", "/export_html", "/paper_tables"} <= names
 
 
 def test_header_names_device_model_and_gallery(served):
@@ -99,7 +99,7 @@ def test_explain_shows_the_heatmap_whose_contributions_add_up(served):
     assert _array(heat["z"]).ndim == 2
     t2v = _array(next(t for t in data if t.get("name", "").startswith("token contribution"))["x"]).sum()
     v2t = _array(next(t for t in data if t.get("name", "").startswith("frame contribution"))["y"]).sum()
-    score = float(md_a.split("Scores: latent **")[1].split("**")[0])
+    score = float(md_a.split("Scores: WTI **")[1].split("**")[0])
     assert (t2v + v2t) / 2 == pytest.approx(score, abs=1e-4)
     gt_rank = _rank_by_loop(engine.matrices["latent"][0], int(engine.bench.caption_video[0]))
     if gt_rank > 1:
@@ -185,6 +185,42 @@ def test_an_uploaded_gallery_clip_ranks_captions_as_the_gallery_video_does(serve
         assert [r[2] for r in table_u["data"]] == [r[2] for r in table_g["data"]], model  # "caption #" column
         scores_u = np.array([r[3] for r in table_u["data"]], dtype=float)
         np.testing.assert_allclose(scores_u, [r[3] for r in table_g["data"]], atol=1e-3)
+
+
+def _r1_by_loop(scores: np.ndarray, gt: np.ndarray, axis: int) -> float:
+    """Percent of queries whose ground truth outscores every other item (axis 1: caption rows rank videos; axis 0:
+    video columns rank captions, any of a video's captions counting)."""
+    if axis == 1:
+        hits = [all(scores[q, v] < scores[q, gt[q]] for v in range(scores.shape[1]) if v != gt[q])
+                for q in range(scores.shape[0])]
+    else:
+        hits = [max(scores[c, v] for c in range(len(gt)) if gt[c] == v)
+                > max(scores[c, v] for c in range(len(gt)) if gt[c] != v) for v in range(scores.shape[1])]
+    return 100.0 * sum(hits) / len(hits)
+
+
+def test_papers_tables_bar_what_the_gallery_measures_beside_the_published_numbers(served):
+    """The Walkthrough's live ablations: each served checkpoint's R@1 on the gallery (recounted by loop from its
+    scores), the papers' MSR-VTT numbers beside them, and sentences carrying the same numbers."""
+    session, client = served
+    fig, text = client.predict(session.dataset, "test", api_name="/paper_tables")
+    bars = {t["name"] + " @ " + str(t["xaxis"]): dict(zip(t["x"], _array(t["y"]).tolist(), strict=True))
+            for t in _plot(fig)["data"]}
+    engine, unify = session.engine("drl-wti"), session.engine("unify")
+    gt = engine.bench.caption_video
+    drl = bars["here, text → video @ x"]
+    assert drl["WTI<br>(drl-wti)"] == pytest.approx(_r1_by_loop(engine.matrices["latent"], gt, 1))
+    assert bars["here, video → text @ x"]["WTI<br>(drl-wti)"] == pytest.approx(
+        _r1_by_loop(engine.matrices["latent"], gt, 0))
+    paper = bars["paper (MSR-VTT), text → video @ x"]
+    assert (paper["DP, zero-shot"], paper["DP, meanP"], paper["WTI + CDCR"]) == (31.1, 43.1, 47.6)
+    assert bars["paper (MSR-VTT), video → text @ x"]["WTI + CDCR"] == 45.1
+    here = bars["here, text → video @ x2"]
+    for branch in ("latent", "lexicon", "fused"):
+        assert here[f"{branch}<br>(unify)"] == pytest.approx(_r1_by_loop(unify.matrices[branch], gt, 1))
+    gain = round(here["fused<br>(unify)"] - here["latent<br>(unify)"], 1)
+    assert f"{gain:+.1f} here" in text and "+4.8 in the paper" in text
+    assert ("reversed" in text) == (gain < 0)
 
 
 def test_the_page_opens_on_drl_wti_whatever_the_registry_order():

@@ -129,3 +129,73 @@ def test_embedding_map_draws_and_a_click_opens_the_explain_view(page, app_url):
     assert "heatmap" in _plot_traces(page, "explain-a")
     assert page.get_by_label("Query", exact=True).input_value() == app_url[1].engine().bench.captions[0]
     _shot(page, "06-map-click-explain")
+
+
+def _table_rows(page, elem_id: str) -> list[dict[str, str]]:
+    """A dataframe's rows as the page shows them (gradio draws them as grid rows under a header table), by header."""
+    page.locator(f"#{elem_id} [role=grid] div[role=row]").first.wait_for(timeout=30_000)
+    return page.evaluate(f"""() => {{
+        const root = document.querySelector('#{elem_id}');
+        const heads = [...root.querySelectorAll('th[role=columnheader]')].map(th => th.getAttribute('title'));
+        return [...root.querySelectorAll('[role=grid] div[role=row]')].map(row => Object.fromEntries(
+            [...row.querySelectorAll('[role=gridcell]')].map((cell, i) => [heads[i], cell.innerText.trim()])));
+    }}""")
+
+
+def _rank_by_loop(scores, gt: int) -> int:
+    """1-based rank of the ground truth, ties counted against it (as the official metric): one plus every other
+    video that scores at least as much."""
+    return 1 + sum(1 for v in range(len(scores)) if v != gt and scores[v] >= scores[gt])
+
+
+def test_the_ground_truth_rank_on_the_page_is_the_engines(page, app_url):
+    """For every caption whose ground truth misses rank 1 (or the first caption), the summary and the ✓ row give the
+    rank a loop over the model's scores gives."""
+    _, session = app_url
+    engine = session.engine()
+    scores, gt = engine.matrices["latent"], engine.bench.caption_video
+    caption = next((c for c in range(len(gt)) if _rank_by_loop(scores[c], int(gt[c])) > 1), 0)
+    expected = _rank_by_loop(scores[caption], int(gt[caption]))
+    _search(page, engine.bench.captions[caption])
+    assert f"is at rank {expected} of {engine.gallery_size}" in page.locator("#search-summary").inner_text()
+    marked = [r for r in _table_rows(page, "search-table") if r["ground truth"] == "✓"]
+    assert [int(r["rank"]) for r in marked] == [expected]
+    assert marked[0]["video"] == engine.bench.video_ids[int(gt[caption])]
+
+
+def test_failures_are_listed_worst_first(page, app_url):
+    """The failures table lists every caption that misses rank 1, its rank from a loop over the scores, worst first."""
+    _, session = app_url
+    engine = session.engine()
+    scores, gt = engine.matrices["latent"], engine.bench.caption_video
+    page.get_by_role("tab", name="Failures").click()
+    page.get_by_text("queries miss rank 1").wait_for(timeout=60_000)
+    rows = _table_rows(page, "failures-table")
+    ranks = [int(r["rank"]) for r in rows]
+    assert ranks == sorted(ranks, reverse=True)
+    expected = {c: _rank_by_loop(scores[c], int(gt[c])) for c in range(len(gt))}
+    assert {int(r["query #"]): int(r["rank"]) for r in rows} == {c: r for c, r in expected.items() if r > 1}
+    for r in rows:  # what beat each ground truth is the caption's top-scoring video
+        assert r["beaten by"] == engine.bench.video_ids[int(scores[int(r["query #"])].argmax())]
+    page.wait_for_timeout(1000)  # the column widths arrive just after the rows
+    right = page.evaluate("() => Math.max(...[...document.querySelectorAll('#failures-table th[role=columnheader]')]"
+                          ".map(th => th.getBoundingClientRect().right))")
+    assert right <= page.viewport_size["width"]  # every column on screen (auto widths pushed them off the edge)
+
+
+def test_the_explained_video_is_the_one_clicked(page, app_url):
+    """Clicking the third result row explains that video (not the top one), for that query."""
+    _, session = app_url
+    engine = session.engine()
+    query = engine.bench.captions[1]
+    _search(page, query)
+    third = _table_rows(page, "search-table")[2]
+    page.locator("#search-table [role=grid] div[role=row]").nth(2).locator("[role=gridcell]").nth(1).click()
+    page.get_by_label("Video (id or index; blank = top result)").filter(visible=True).wait_for(timeout=30_000)
+    _plot_traces(page, "explain-a")
+    page.wait_for_function(f"() => document.querySelector('#explain-a .js-plotly-plot').layout.title.text"
+                           f".startsWith('{third['video']} ')", timeout=PLOT_TIMEOUT_MS)
+    assert page.get_by_label("Video (id or index; blank = top result)").input_value() == third["video"]
+    assert page.get_by_label("Query", exact=True).input_value() == query
+    header = page.locator("h4").filter(has_text=third["video"]).first.inner_text()
+    assert header.startswith(f"{third['video']} — ") and f"rank {third['rank']}" in header

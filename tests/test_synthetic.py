@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -173,6 +174,38 @@ def test_ensure_default_dataset_generates_once(tmp_path, monkeypatch):
     stamp = (first / "synthetic.json").stat().st_mtime_ns
     assert synthetic.ensure_default_dataset(progress=False) == first
     assert (first / "synthetic.json").stat().st_mtime_ns == stamp
+
+
+def test_test_split_first_then_the_others_on_request(tiny, tmp_path):
+    """A first start renders the test clips alone; the training split, asked for later, comes out byte for byte as a
+    full generation writes it, and the annotations never change."""
+    lazy = generate(tmp_path / "lazy", TINY, progress=False, splits=("test",))
+    full = {p.name: p.read_bytes() for p in (tiny / "videos").iterdir()}
+    test_ids = set(load_benchmark(tiny, "test").video_ids)
+    assert {p.stem for p in (lazy / "videos").glob("*.mp4")} == test_ids
+    assert all((lazy / "videos" / name).read_bytes() == data for name, data in full.items() if name.endswith(".json"))
+    assert load_benchmark(lazy, "test").video_ids == load_benchmark(tiny, "test").video_ids
+    with pytest.raises(DatasetError, match="train split of lazy is not rendered yet"):
+        load_benchmark(lazy, "train")
+    synthetic.render_splits(lazy, ("train",), progress=False, num_workers=0)
+    train = load_benchmark(lazy, "train")
+    assert train.captions == load_benchmark(tiny, "train").captions and not train.missing_videos()
+    assert {p.name: p.read_bytes() for p in (lazy / "videos").glob("*.mp4")} == {
+        n: d for n, d in full.items() if n.endswith(".mp4") and Path(n).stem not in
+        set(load_benchmark(tiny, "val").video_ids)}
+    assert synthetic.rendered_splits(lazy) == ("train", "test")
+    assert not list(tmp_path.glob(".lazy.render-*"))
+
+
+def test_ensure_default_dataset_renders_what_is_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVR_DEMO_DATA", str(tmp_path))
+    small = functools.partial(SyntheticConfig, seed=3, n_train=2, n_test=2, n_val=2)  # and rebuilt from its fields
+    monkeypatch.setattr(synthetic, "SyntheticConfig", small)
+    root = synthetic.ensure_default_dataset(progress=False)
+    assert synthetic.rendered_splits(root) == ("test",) and len(list((root / "videos").glob("*.mp4"))) == 2
+    synthetic.ensure_default_dataset(progress=False, splits=("train", "val"))
+    assert synthetic.rendered_splits(root) == ("train", "val", "test")
+    assert len(list((root / "videos").glob("*.mp4"))) == 6
 
 
 def test_generate_cli(tmp_path):

@@ -1,3 +1,30 @@
-"""tvr_demo: see inside text-video retrieval models (DRL and UNIFY)."""
+"""tvr_demo: see inside text-video retrieval models (DRL and UNIFY).
+
+The Python API is one call and the engine it returns (README, "In a notebook"):
+
+    engine = tvr_demo.load("drl-wti")                  # a checkpoint on a gallery, encoded once and cached
+    result = engine.search_text("a red circle moves to the left", k=5)
+    why = engine.explain("a red circle moves to the left", result.hits[0].index)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tvr_demo.engine import Engine
 
 __version__ = "0.1.0"
+__all__ = ["load"]
+
+
+def load(checkpoint: str = "drl-wti", dataset: str | Path | None = None, split: str = "test",
+         device: str | None = None, progress: bool = True) -> Engine:
+    """A checkpoint (a registry name such as "drl-wti" or "unify", our checkpoint folder, or an official DRL
+    `pytorch_model.bin`) on a gallery (a benchmark folder; None: the bundled synthetic benchmark, generated on first
+    use), encoded once and cached. The returned `tvr_demo.engine.Engine` searches (`search_text`, `search_video`),
+    evaluates (`evaluate`, `outcomes`) and explains a pair (`explain`: the scorer's own pieces)."""
+    from tvr_demo.engine import Engine
+
+    return Engine.from_names(checkpoint, dataset, split, device=device, progress=progress)

@@ -94,7 +94,7 @@ class Engine:
         if dataset is None:
             from tvr_demo.data.synthetic import ensure_default_dataset
 
-            dataset = ensure_default_dataset(progress=progress)
+            dataset = ensure_default_dataset(progress=progress, splits=(split,))
         dataset = Path(dataset)
         return cls(load_checkpoint(checkpoint, default_device(device)), load_benchmark(dataset, split),
                    progress=progress)

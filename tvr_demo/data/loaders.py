@@ -257,6 +257,11 @@ def _load_activitynet(root: Path, split: str) -> Benchmark:
 
 def _load_synthetic(root: Path, split: str) -> Benchmark:
     """MSR-VTT's layout, plus each video's ground-truth attributes from the JSON beside it."""
+    rendered = _read_json(root / "synthetic.json").get("rendered")
+    if rendered is not None and split in ("train", "val", "test") and split not in rendered:
+        raise DatasetError(f"the {split} split of {root.name} is not rendered yet (the bundled benchmark renders "
+                           "each split on first use: choose it in the app's Split menu), or write a whole benchmark "
+                           "with `python -m tvr_demo generate --out DIR`")
     bench = _load_msrvtt(root, split)
     attributes = []
     for path in bench.video_paths:

@@ -1,5 +1,6 @@
 """Plotly figures for the app and for slides: each function takes arrays and labels and knows nothing of models."""
 
+from tvr_demo.plots.ablations import ablation_figure
 from tvr_demo.plots.correlation import correlation_figure, correlation_stats
 from tvr_demo.plots.embedding import embedding_map_figure
 from tvr_demo.plots.explain import (
@@ -11,6 +12,7 @@ from tvr_demo.plots.explain import (
 from tvr_demo.plots.metrics import compare_figure, metrics_figure, slice_figure
 
 __all__ = [
+    "ablation_figure",
     "compare_figure",
     "correlation_figure",
     "correlation_stats",

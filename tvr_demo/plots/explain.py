@@ -25,6 +25,11 @@ def _add_thumbnails(fig: go.Figure, thumbnails: Sequence[str] | None, xref: str,
                              sizey=size, xanchor="center", yanchor="top", sizing="contain", layer="above")
 
 
+def _share(value: float) -> str:
+    """A contribution as a bar label: three decimals, or one significant digit ("3e-04") rather than a row of zeros."""
+    return f"{value:.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:.0e}"
+
+
 def formula_text(t2v: float, v2t: float, score: float, weighted: bool) -> str:
     """WTI's decomposition with this pair's numbers (TI: the weights are uniform over the valid tokens/frames)."""
     w_t, w_v = ("w<sub>t</sub>", "w<sub>v</sub>") if weighted else ("1/T", "1/V")
@@ -61,15 +66,19 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
     n_tok, n_frm = cosine.shape
     t_idx, v_idx = np.arange(n_tok), np.arange(n_frm)
     t_real, v_real = np.arange(len(token_argmax)), np.arange(len(frame_argmax))  # markers: real tokens / frames only
-    fig = make_subplots(rows=2, cols=2, specs=[[{}, None], [{}, {}]], column_widths=[0.74, 0.26],
-                        row_heights=[0.24, 0.76], shared_xaxes=True, shared_yaxes=True,
-                        horizontal_spacing=0.015, vertical_spacing=0.02)
+    # the token bars get a third of the width (at 1440 px, half a page per pair, a quarter squeezed them into a
+    # strip); the colour bar lies across the empty top-right cell, where its ticks have room
+    widths, rows = (0.66, 0.34), (0.24, 0.76)
+    fig = make_subplots(rows=2, cols=2, specs=[[{}, None], [{}, {}]], column_widths=list(widths),
+                        row_heights=list(rows), shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.02, vertical_spacing=0.02)
     hover_tokens = np.array([[tokens[t]] * n_frm for t in t_idx])
     fig.add_trace(go.Heatmap(
         z=cosine, x=v_idx, y=t_idx, customdata=np.dstack([hover_tokens, np.array([frames] * n_tok)]),
         colorscale="Viridis", name="cosine s[t, v]",
-        colorbar=dict(title=dict(text="cos"), x=1.0, xanchor="right", y=1.0, yanchor="top", len=0.22, thickness=10,
-                      orientation="v"),
+        colorbar=dict(title=dict(text="cos s[t, v]", side="top"), orientation="h", x=1.0, xanchor="right",
+                      y=1.0 - rows[0] / 2, yanchor="middle", len=widths[1] * 0.9, thickness=12, nticks=5,
+                      tickformat=".1f"),
         hovertemplate="token %{customdata[0]} × %{customdata[1]}<br>s = %{z:.4f}<extra></extra>"), row=2, col=1)
     fig.add_trace(go.Scatter(
         x=token_argmax, y=t_real, mode="markers", name="each token's best frame (max over v)",
@@ -92,8 +101,11 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
     fig.add_trace(go.Bar(y=t_idx, x=token_weights, orientation="h", name=f"token {weight_name} w_t",
                          marker_color=WEIGHT_COLOUR, legendgroup="weights", showlegend=False,
                          hovertemplate="w_t = %{x:.4f}<extra></extra>"), row=2, col=2)
+    # each token's share written beside its bar: one token (often <eot>) can take most of the weight, leaving the
+    # others' bars too short to read
     fig.add_trace(go.Bar(y=t_idx, x=token_contrib, orientation="h", name="token contribution w_t·max_v s (sums to t2v)",
-                         marker_color=CONTRIB_COLOUR, legendgroup="contrib",
+                         marker_color=CONTRIB_COLOUR, legendgroup="contrib", text=[_share(c) for c in token_contrib],
+                         textposition="outside", textfont=dict(size=10), constraintext="none", cliponaxis=False,
                          hovertemplate="w_t·max_v s = %{x:.4f}<extra></extra>"), row=2, col=2)
     heat = fig.get_subplot(2, 1)
     fig.update_yaxes(tickvals=t_idx, ticktext=tokens, autorange="reversed", row=2, col=1)

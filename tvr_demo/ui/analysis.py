@@ -13,9 +13,24 @@ from tvr_demo import metrics, plots
 from tvr_demo.embedding_map import umap_coordinates
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
+from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.session import gallery_key_of, model_summary
 
 ALL_SLICES = "(all)"
+# Failure-table column widths: auto widths gave a caption the whole row at 1440 px and pushed "ground truth", "rank"
+# and "beaten by" off the right edge; captions and slices wrap instead. A column not named here gets the default.
+FAILURE_COLUMN_WIDTHS = {
+    "t2v": {"query #": "6%", "caption": "30%", "ground truth": "10%", "rank": "6%", "beaten by": "10%",
+            "margin": "8%", "slices": "30%"},
+    "v2t": {"video": "10%", "best GT caption": "25%", "rank": "6%", "beaten by": "25%", "margin": "8%",
+            "slices": "26%"},
+}
+FAILURE_DEFAULT_WIDTH = "10%"
+
+
+def failure_column_widths(columns, direction: str) -> list[str]:
+    widths = FAILURE_COLUMN_WIDTHS.get(direction, {})
+    return [widths.get(c, FAILURE_DEFAULT_WIDTH) for c in columns]
 MAP_COLOURS = ("modality", "outcome")
 
 
@@ -74,7 +89,7 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
     n_queries = len(outcomes) if not slice_label or slice_label == ALL_SLICES else sum(
         slice_label in labels[o.query] for o in outcomes)
     n_failed = len(metrics.failures(outcomes)) if not slice_label or slice_label == ALL_SLICES else len(failed)
-    summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({branch} branch); "
+    summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.safety import public_message, resolve_within
-from tvr_demo.ui import analysis, explain, search
+from tvr_demo.ui import analysis, explain, papers, search
 from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.session import Session, model_summary
@@ -131,6 +131,12 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
         return table, summary, pairs
 
+    def failure_widths(table, direction):
+        """The failure table's column widths for the columns it now shows (t2v and v2t differ): an update of the
+        widths alone, after /failures, whose output stays the plain table."""
+        columns = list(table.columns) if isinstance(table, pd.DataFrame) else list((table or {}).get("headers", []))
+        return gr.Dataframe(column_widths=analysis.failure_column_widths(columns, direction))
+
     @user_errors
     @gpu
     def run_slices(branch, model_b, model, dataset, split, progress=PROGRESS):
@@ -148,6 +154,12 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     def run_correlation(model_a, model_b, dataset, split, progress=PROGRESS):
         names = list(dict.fromkeys([model_a, model_b]))
         return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
+
+    @user_errors
+    @gpu(duration=600)
+    def run_papers(dataset, split, progress=PROGRESS):
+        """The papers' ablations over every served checkpoint on this gallery (each encodes it once, then cached)."""
+        return papers.papers_view({n: engine(n, dataset, split, progress) for n in session.models})
 
     @gpu
     def map_embeddings(model, dataset, split, progress):
@@ -254,4 +266,4 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     return SimpleNamespace(
         load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
         run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        run_correlation=run_correlation, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
+        failure_widths=failure_widths, run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)

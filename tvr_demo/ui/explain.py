@@ -13,6 +13,7 @@ from tvr_demo import metrics, plots
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
 from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
+from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.media import frame_thumbnails
 from tvr_demo.ui.search import resolve_video
 
@@ -132,7 +133,7 @@ def pair_markdown(engine: Engine, view: PairView) -> str:
     """The pair's header: what it is, its rank and every branch's score, and the formula with the numbers."""
     ids, latent = engine.bench.video_ids, view.explanation.latent
     gt = " · ✓ ground truth" if view.is_ground_truth else ""
-    scores = " · ".join(f"{b} **{s:.4f}**" for b, s in view.explanation.scores.items())
+    scores = " · ".join(f"{score_kind(engine.config, b)} **{s:.4f}**" for b, s in view.explanation.scores.items())
     lines = [f"#### {ids[view.pair.video]} — {view.pair.role}",
              f"Query “{html.escape(view.pair.query)}” · rank **{view.rank + 1}** of {engine.gallery_size}{gt}", f"Scores: {scores}"]
     if isinstance(latent, TokenFrameExplanation):

@@ -10,6 +10,8 @@ import torch
 
 from tvr_demo.engine import Engine, SearchResult
 from tvr_demo.errors import QueryError
+from tvr_demo.models.config import ModelConfig
+from tvr_demo.ui.labels import score_kind
 from tvr_demo.video import load_untrusted_video
 
 
@@ -33,10 +35,10 @@ def resolve_video(engine: Engine, video: str | int | float | None) -> int | None
     return index
 
 
-def _score_columns(result: SearchResult, scores: dict[str, float]) -> dict[str, float]:
-    """The ranking score first; UNIFY's other branches beside it."""
-    cols = {f"score ({result.branch})": round(scores[result.branch], 4)}
-    cols.update({b: round(s, 4) for b, s in scores.items() if b != result.branch})
+def _score_columns(result: SearchResult, scores: dict[str, float], config: ModelConfig) -> dict[str, float]:
+    """The ranking score first, named by its kind ("score (WTI)"); UNIFY's other branches beside it."""
+    cols = {f"score ({score_kind(config, result.branch)})": round(scores[result.branch], 4)}
+    cols.update({score_kind(config, b): round(s, 4) for b, s in scores.items() if b != result.branch})
     return cols
 
 
@@ -56,7 +58,7 @@ def search_text(engine: Engine, query: str, k: int, branch: str | None
     """Top-k videos as (clip, caption) gallery items, a summary, a table, the video index of each gallery item
     (for click-to-explain) and the engine's notice (e.g. a truncated query)."""
     result = engine.search_text(query, k=int(k), branch=branch or None)
-    bench = engine.bench
+    bench, kind = engine.bench, score_kind(engine.config, result.branch)
     rows, items, order = [], [], []
     hits = list(result.hits)
     shown = {h.index for h in hits}
@@ -67,9 +69,9 @@ def search_text(engine: Engine, query: str, k: int, branch: str | None
     for h in hits:
         gt = " ✓ ground truth" if h.is_ground_truth else ""
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
-                                                       f"{h.score:.4f}{gt}"))
+                                                       f"{kind} {h.score:.4f}{gt}"))
         rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
-                     **_score_columns(result, h.scores), "ground truth": "✓" if h.is_ground_truth else ""})
+                     **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""})
         order.append(h.index)
     summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
     if result.notice:
@@ -119,7 +121,7 @@ def search_video(engine: Engine, video: str | None, upload: Clip | None, k: int,
         all_hits = {h.index: h for h in engine.search_video(index, k=engine.num_captions, branch=result.branch).hits}
         hits += sorted((all_hits[g] for g in missing), key=lambda h: h.rank)
     rows = [{"rank": h.rank + 1, "caption": bench.captions[h.index], "caption #": h.index,
-             **_score_columns(result, h.scores), "ground truth": "✓" if h.is_ground_truth else ""} for h in hits]
+             **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""} for h in hits]
     if upload:
         summary = f"Uploaded clip `{upload.name}`: the {int(k)} best-matching benchmark captions."
     else:

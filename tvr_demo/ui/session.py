@@ -95,9 +95,9 @@ class Session:
         """The folders a client may pick galleries from: the data folder and the gallery given at start."""
         return [data_dir()] + ([Path(self.dataset)] if self.dataset else [])
 
-    def dataset_dir(self, dataset: str | None, progress: Progress = None) -> Path:
+    def dataset_dir(self, dataset: str | None, progress: Progress = None, split: str | None = None) -> Path:
         """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
-        the bundled benchmark, generated (with progress) if missing."""
+        the bundled benchmark, whose `split` is generated (with progress) if missing."""
         dataset = (dataset or self.dataset or "").strip()
         if dataset:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
@@ -110,11 +110,12 @@ class Session:
         from tvr_demo.data.synthetic import ensure_default_dataset
 
         if progress is not None:
-            progress(0, desc="preparing the bundled benchmark (generated once, a few minutes)")
-        return ensure_default_dataset(progress=True)
+            progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
+        return ensure_default_dataset(progress=True, splits=(split or self.split,))
 
     def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
-        root, split = self.dataset_dir(dataset, progress), split or self.split
+        split = split or self.split
+        root = self.dataset_dir(dataset, progress, split)
         key = (str(root), split)
         if key in self._benchmarks:  # no lock: a gallery being encoded must not hold up the galleries in use
             return self._benchmarks[key]
@@ -164,6 +165,9 @@ class Session:
         built = self._recent_engine(key)  # without waiting on a build of another engine
         if built is not None:
             return built
+        if progress is not None:  # before the lock: a request waiting on a build (e.g. the start-up one) says so
+            progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
+                             f"({bench.num_videos} videos; cached after the first time)")
         with self._lock:
             build_lock = self._build_locks.setdefault(key, threading.Lock())
         # a search waits a few seconds for a build already under way (one read back from the cache), not minutes

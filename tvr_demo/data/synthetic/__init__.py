@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +45,13 @@ __all__ = [
     "SIZES",
     "SPIN_DEG_PER_S",
     "STRUCTURES",
+    "SPLITS",
     "SyntheticConfig",
     "ensure_default_dataset",
     "generate",
     "render_frames",
+    "render_splits",
+    "rendered_splits",
 ]
 
 GENERATOR_VERSION = 1  # bump when the content changes, so old copies can be told apart
@@ -132,10 +137,33 @@ def _records(cfg: SyntheticConfig) -> list[dict]:
     return records
 
 
-def generate(out: Path, config: SyntheticConfig, progress: bool = True, num_workers: int = 2) -> Path:
-    """Write the benchmark to `out` (which must not exist or be empty); atomic: built beside it, then renamed."""
+SPLITS = ("train", "val", "test")
+
+
+def _render(jobs: list[tuple[dict, str, int]], progress: bool, num_workers: int) -> None:
+    """Render and encode the clips of `jobs` (record, path, crf), in worker processes when num_workers > 0."""
     from tqdm import tqdm
 
+    with tqdm(total=len(jobs), desc="generating synthetic clips", unit="clip", file=sys.stderr,
+              disable=not progress) as bar:
+        if num_workers > 0:
+            # fork where there is one: spawn would re-run an unguarded caller script in every worker; the
+            # workers touch no torch, so locks a forked child might inherit from torch threads do not matter
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            with context.Pool(num_workers) as pool:
+                for _ in pool.imap_unordered(_render_job, jobs, chunksize=8):
+                    bar.update(1)
+        else:
+            for job in jobs:
+                _render_job(job)
+                bar.update(1)
+
+
+def generate(out: Path, config: SyntheticConfig, progress: bool = True, num_workers: int = 2,
+             splits: tuple[str, ...] = SPLITS) -> Path:
+    """Write the benchmark to `out` (which must not exist or be empty); atomic: built beside it, then renamed.
+    Every annotation file is written; only the clips of `splits` are rendered (`render_splits` adds the others)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} already exists and is not empty; remove it or choose another --out")
@@ -145,27 +173,10 @@ def generate(out: Path, config: SyntheticConfig, progress: bool = True, num_work
     (tmp / "videos").mkdir(parents=True)
     try:
         records = _records(config)
-        write_annotations(tmp, config, records, GENERATOR_VERSION)
-        jobs = [(r, str(tmp / "videos" / f"{r['video_id']}.mp4"), config.crf) for r in records]
-        with tqdm(
-            total=len(jobs),
-            desc="generating synthetic clips",
-            unit="clip",
-            file=sys.stderr,
-            disable=not progress,
-        ) as bar:
-            if num_workers > 0:
-                # fork where there is one: spawn would re-run an unguarded caller script in every worker; the
-                # workers touch no torch, so locks a forked child might inherit from torch threads do not matter
-                methods = multiprocessing.get_all_start_methods()
-                context = multiprocessing.get_context("fork" if "fork" in methods else None)
-                with context.Pool(num_workers) as pool:
-                    for _ in pool.imap_unordered(_render_job, jobs, chunksize=8):
-                        bar.update(1)
-            else:
-                for job in jobs:
-                    _render_job(job)
-                    bar.update(1)
+        rendered = [s for s in SPLITS if s in splits]
+        write_annotations(tmp, config, records, GENERATOR_VERSION, rendered)
+        _render([(r, str(tmp / "videos" / f"{r['video_id']}.mp4"), config.crf) for r in records
+                 if r["split"] in rendered], progress, num_workers)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -181,11 +192,49 @@ def generate(out: Path, config: SyntheticConfig, progress: bool = True, num_work
     return out
 
 
-def ensure_default_dataset(progress: bool = True) -> Path:
-    """The bundled benchmark's folder, generated with the default config on first use (a few minutes, once)."""
+def rendered_splits(root: Path) -> tuple[str, ...]:
+    """The splits of a generated benchmark whose clips are on disk (every split, for copies older than the field)."""
+    meta = json.loads((Path(root) / "synthetic.json").read_text(encoding="utf-8"))
+    return tuple(meta.get("rendered", SPLITS))
+
+
+_render_lock = threading.Lock()  # one render per process: two users asking for the training split share one
+
+
+def render_splits(root: Path, splits: tuple[str, ...], progress: bool = True, num_workers: int = 2) -> Path:
+    """Render the clips of `splits` that a benchmark written by `generate` left out (from the config it recorded:
+    the same seed gives the same clips). Each clip is built beside the folder and moved in whole, and the split is
+    marked done only once every clip is in, so an interrupted render is simply redone."""
+    root = Path(root)
+    with _render_lock:
+        missing = [s for s in SPLITS if s in splits and s not in rendered_splits(root)]
+        if not missing:
+            return root
+        meta = json.loads((root / "synthetic.json").read_text(encoding="utf-8"))
+        config = SyntheticConfig(**meta["config"])
+        tmp = root.parent / f".{root.name}.render-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            records = [r for r in _records(config) if r["split"] in missing]
+            _render([(r, str(tmp / f"{r['video_id']}.mp4"), config.crf) for r in records], progress, num_workers)
+            for r in records:
+                os.replace(tmp / f"{r['video_id']}.mp4", root / "videos" / f"{r['video_id']}.mp4")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        meta["rendered"] = [s for s in SPLITS if s in meta.get("rendered", SPLITS) or s in missing]
+        staged = root / f".synthetic.json.tmp-{os.getpid()}"
+        staged.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.replace(staged, root / "synthetic.json")
+    return root
+
+
+def ensure_default_dataset(progress: bool = True, splits: tuple[str, ...] = ("test",)) -> Path:
+    """The bundled benchmark's folder with the clips of `splits` on disk. The first start renders the test split
+    alone (the app serves it; about 14 s on 2 cores against a minute for all three), the others on first use."""
     from tvr_demo.paths import default_dataset_dir
 
     target = default_dataset_dir()
-    if (target / "synthetic.json").is_file():
-        return target
-    return generate(target, SyntheticConfig(), progress=progress)
+    if not (target / "synthetic.json").is_file():
+        return generate(target, SyntheticConfig(), progress=progress, splits=splits)
+    return render_splits(target, splits, progress)

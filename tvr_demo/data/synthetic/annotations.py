@@ -33,8 +33,10 @@ def _dump_record(record: dict) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def write_annotations(root: Path, cfg: SyntheticConfig, records: list[dict], version: int) -> None:
-    """MSR-VTT's files (what DRL-family code reads), one attribute JSON per video, and synthetic.json."""
+def write_annotations(root: Path, cfg: SyntheticConfig, records: list[dict], version: int,
+                      rendered: list[str]) -> None:
+    """MSR-VTT's files (what DRL-family code reads), one attribute JSON per video, and synthetic.json (which also
+    records the splits whose clips are rendered)."""
     for r in records:
         (root / "videos" / f"{r['video_id']}.json").write_text(_dump_record(r), encoding="utf-8")
     msrvtt_split = {"train": "train", "val": "validate", "test": "test"}
@@ -82,5 +84,6 @@ def write_annotations(root: Path, cfg: SyntheticConfig, records: list[dict], ver
         "version": version,
         "config": asdict(cfg),
         "splits": {s: sum(r["split"] == s for r in records) for s in ("train", "val", "test")},
+        "rendered": list(rendered),
     }
     (root / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
