@@ -157,15 +157,18 @@ def test_twin_shares_and_confusions_equal_a_recount_from_the_clips_json(session,
         assert got[a] == pytest.approx(want[a]), a
 
     confusions: dict[str, Counter] = {}
-    failures = 0
+    failures, failures_by = 0, Counter()
     for q, gt in enumerate(engine.bench.caption_video):
         rank, top = _winner(t2v[q], int(gt))
         if rank == 0:
             continue
         failures += 1
-        for name, truth, winner in _expected_differences(records[int(gt)], records[top]):
+        differences = _expected_differences(records[int(gt)], records[top])
+        for name, truth, winner in differences:
             confusions.setdefault(name, Counter())[(truth, winner)] += 1
+        failures_by.update({name for name, _, _ in differences})
     assert spots.n_failures == failures
+    assert dict(spots.failures_by) == dict(failures_by)
     assert {a: dict(c) for a, c in spots.confusions.items()} == {a: dict(c) for a, c in confusions.items()}
 
 

@@ -88,6 +88,7 @@ class BlindSpots:
     outcomes: list[TwinOutcome] = field(default_factory=list)
     scores: list[AttributeScores] = field(default_factory=list)
     confusions: dict[str, Counter] = field(default_factory=dict)
+    failures_by: Counter = field(default_factory=Counter)  # failures whose winner differs in each attribute (once)
     word_misses: Counter = field(default_factory=Counter)
     word_queries: Counter = field(default_factory=Counter)  # queries containing each word (the misses' denominator)
 
@@ -211,10 +212,14 @@ def blind_spots(engine: Engine, branch: str | None = None) -> BlindSpots:
     t2v, v2t = engine.direction_matrix(branch, "t2v"), engine.direction_matrix(branch, "v2t")
     outcomes = [winoground(t2v, v2t, p) for p in twin_pairs(bench)]
     confusions: dict[str, Counter] = {}
+    failures_by: Counter = Counter()
     for o in failed:
-        for d in attribute_differences(bench.attributes[o.gt], bench.attributes[o.top]):
+        diffs = attribute_differences(bench.attributes[o.gt], bench.attributes[o.top])
+        for d in diffs:
             confusions.setdefault(d.attribute, Counter())[(d.truth, d.winner)] += 1
-    return BlindSpots(branch, "attributes", len(failed), outcomes, attribute_scores(outcomes), confusions)
+        failures_by.update({d.attribute for d in diffs})
+    return BlindSpots(branch, "attributes", len(failed), outcomes, attribute_scores(outcomes), confusions,
+                      failures_by)
 
 
 def _word_blind_spots(engine: Engine, branch: str, failed: list[metrics.QueryOutcome]) -> BlindSpots:

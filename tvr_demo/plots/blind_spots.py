@@ -43,13 +43,15 @@ def twin_scores_figure(scores: Mapping[str, Sequence[tuple[str, int, float, floa
 
 
 def confusion_figure(matrices: Mapping[str, tuple[list[str], list[str], np.ndarray]], title: str = "",
-                     truth_label: str = "ground truth", winner_label: str = "winner") -> go.Figure:
+                     truth_label: str = "ground truth", winner_label: str = "winner",
+                     subtitles: Mapping[str, str] | None = None) -> go.Figure:
     """matrices[attribute] = (truth values, winner values, counts): one count heatmap per attribute, rows what the
-    ground truth shows, columns what the clip that beat it shows."""
+    ground truth shows, columns what the clip that beat it shows; subtitles[attribute] under each panel's name."""
     names = [a for a, (_, _, z) in matrices.items() if np.size(z)]
     cols = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{a} ({int(matrices[a][2].sum())} failures)"
+    subtitles = subtitles or {}
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{a} ({subtitles[a]})" if a in subtitles else a
                                                               for a in names] or ["no failures"],
                         horizontal_spacing=0.12, vertical_spacing=0.16)
     for i, attribute in enumerate(names):
@@ -57,7 +59,7 @@ def confusion_figure(matrices: Mapping[str, tuple[list[str], list[str], np.ndarr
         r, c = divmod(i, cols)
         fig.add_trace(go.Heatmap(
             z=z, x=winner, y=truth, colorscale="Reds", showscale=False, text=z, texttemplate="%{text}",
-            hovertemplate=f"{attribute}: {truth_label} %{{y}}, {winner_label} %{{x}}: %{{z}} failures<extra></extra>"),
+            hovertemplate=f"{attribute}: {truth_label} %{{y}}, {winner_label} %{{x}}: %{{z}}<extra></extra>"),
             row=r + 1, col=c + 1)
         fig.update_yaxes(autorange="reversed", title_text=truth_label if c == 0 else None, row=r + 1, col=c + 1)
         fig.update_xaxes(title_text=winner_label, title_standoff=4, row=r + 1, col=c + 1)
@@ -118,7 +120,7 @@ def counterfactual_figure(labels: Sequence[str], texts: Sequence[str], scores: S
     fig.add_vline(x=base_rank + 1, line_dash="dash", line_color="#444", row=1, col=2,
                   annotation_text=f"original rank {base_rank + 1}", annotation_font_size=10)
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=list(labels), row=1, col=1)
-    fig.update_xaxes(type="log", row=1, col=2)
+    fig.update_xaxes(type="log", dtick=1, row=1, col=2)  # ticks at 1, 10, 100...
     fig.update_layout(template="plotly_white", title=dict(text=title), barmode="overlay",
                       height=max(360, 18 * len(labels) + 140), margin=dict(l=10, r=40, t=80, b=30),
                       legend=dict(orientation="h", y=-0.06))

@@ -41,10 +41,11 @@ def blind_spots_view(engines: dict[str, Engine], branch: str | None) -> tuple[go
                                   for n, s in spots.items()},
                                  title=f"{where} has no attribute files: the query words each model's failures lose")
     matrices = {a: confusion_matrix(c) for a, c in first.confusions.items()}
+    subtitles = {a: f"{first.failures_by[a]} failures" for a in first.failures_by}
     label = ("query word", "winner's word") if first.kind == "words" else ("ground truth", "winner")
     confusion = plots.confusion_figure(matrices, f"{_name(first_name, first)}: what the clip that beat the ground truth "
                                            f"shows instead, over its {first.n_failures} text → video failures",
-                                 *label)
+                                 *label, subtitles)
     return top, confusion, "\n\n".join(_summary(n, s) for n, s in spots.items())
 
 
@@ -60,9 +61,11 @@ def _summary(name: str, spots: BlindSpots) -> str:
         return f"**{name}** ({spots.branch}): this gallery has no twin pairs."
     worst = min(scored, key=lambda a: (a.group, a.attribute))
     overall = next(a for a in spots.scores if a.attribute == "all")
-    confusions = sorted(((sum(c.values()), a) for a, c in spots.confusions.items()), reverse=True)
-    most = f"; its failures' winners differ most often in **{confusions[0][1]}** ({confusions[0][0]} failures)" \
-        if confusions else ""
+    most = ""
+    if spots.failures_by:
+        attribute, n = min(spots.failures_by.items(), key=lambda item: (-item[1], item[0]))
+        most = (f"; the clip that beats the ground truth differs from it in **{attribute}** in {n} of its "
+                f"{spots.n_failures} failures")
     return (f"**{name}** ({spots.branch}): group score {100 * overall.group:.1f}% over {overall.n} twin pairs "
             f"(chance {100 * CHANCE['group']:.1f}%); weakest attribute **{worst.attribute}** "
             f"({100 * worst.group:.1f}% of {worst.n} pairs){most}.")
