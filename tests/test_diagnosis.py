@@ -5,6 +5,7 @@ confusions counted from the clips' JSON files, and counterfactual ranks from a s
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -21,6 +22,7 @@ from tvr_demo.blind_spots import (
     word_differences,
 )
 from tvr_demo.counterfactual import counterfactual, one_word_edits
+from tvr_demo.metrics import STOP_WORDS
 from tvr_demo.ui import analysis
 
 
@@ -313,3 +315,30 @@ def test_counterfactual_endpoint_refuses_an_empty_query(session, client):
 
     with pytest.raises(AppError, match="query is empty"):
         client.predict("  ", "", "auto", "drl-wti", session.dataset, "test", api_name="/counterfactual")
+
+
+def test_without_attribute_files_the_views_use_the_words_that_differ(session):
+    """The same gallery with its attribute files ignored: failures lose query words (recounted from the captions),
+    rows name them, and the counterfactual swaps content words for the benchmark's frequent words."""
+    import copy
+    import dataclasses
+
+    engine = copy.copy(session.engine("drl-wti"))  # shares the scores; only the benchmark's attributes go
+    engine.bench = dataclasses.replace(engine.bench, attributes=None)
+    bench, sim = engine.bench, engine.matrices["latent"]
+    def words(text: str) -> set[str]:  # the keyword slices' rule: letters only, no stop word, two letters or more
+        return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+
+    misses = Counter()
+    for q, gt in enumerate(bench.caption_video):
+        rank, top = _winner(sim[q], int(gt))
+        if rank > 0:
+            misses.update(words(bench.captions[q]) - {w for c in bench.captions_of(top) for w in words(bench.captions[c])})
+    spots = blind_spots(engine)
+    assert spots.kind == "words" and not spots.scores
+    assert dict(spots.word_misses) == dict(misses)
+    table, _, _ = analysis.failures_view(engine, "t2v", None, "rank", None, 3)
+    assert all(row.startswith("−") or row.startswith("+") for row in table["differs in"] if row)
+    edits = one_word_edits(engine, "a small red circle moves to the left")
+    swapped = {e.changes[0][1] for e in edits if e.attribute == "word"}
+    assert swapped == {"small", "red", "circle", "moves", "left"}
