@@ -107,6 +107,13 @@ def build_demo(session: Session) -> gr.Blocks:
                             lex_b = gr.Plot(label="Lexicon words B (UNIFY)")
                 with gr.Column(visible=False) as diff_col:
                     diff = gr.Plot(label="Words that separate A from B (UNIFY, same query)")
+                with gr.Accordion("Which word decides: the query with each word removed or replaced", open=True):
+                    with gr.Row(equal_height=True):
+                        cf_branch = gr.Dropdown(BRANCHES, value="auto", label="Branch", scale=1)
+                        cf_btn = gr.Button("Which word decides? (the query and video above)", scale=2)
+                    cf_md = gr.Markdown(elem_id="counterfactual-summary")
+                    cf_fig = gr.Plot(label="Score and rank of the video after each one-word edit",
+                                     elem_id="counterfactual-plot")
             with gr.Tab("Failures", id="failures") as failures_tab:
                 metrics_btn = gr.Button("Evaluate")
                 with gr.Row():
@@ -139,6 +146,11 @@ def build_demo(session: Session) -> gr.Blocks:
                     compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
                                                  interactive=False, headers=["which", "query #", "caption"])
                 compare_pairs = gr.State([])
+                with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)", open=True):
+                    blind_btn = gr.Button("Find blind spots (beside the second model)")
+                    blind_md = gr.Markdown(elem_id="blind-spots-summary")
+                    blind_fig = gr.Plot(label="Twin pairs per attribute", elem_id="blind-spots-plot")
+                    confusion_fig = gr.Plot(label="What beat the ground truth, per attribute", elem_id="confusion-plot")
             with gr.Tab("Channels", id="channels"):
                 names = list(session.models)
                 with gr.Row(equal_height=True):
@@ -213,6 +225,10 @@ def build_demo(session: Session) -> gr.Blocks:
         compare_btn.click(cb.run_compare, [model_b, compare_k, *ctx], [compare_fig, compare_table, compare_pairs,
                                                                      compare_md], api_name="compare", **HEAVY_POOL)
         opens(compare_table.select, cb.open_pair_row, [compare_pairs, *ctx])
+        blind_btn.click(cb.run_blind_spots, [fail_branch, model_b, *ctx], [blind_fig, confusion_fig, blind_md],
+                        api_name="blind_spots", **HEAVY_POOL)
+        cf_btn.click(cb.run_counterfactual, [ex_query, ex_video, cf_branch, *ctx], [cf_fig, cf_md],
+                     api_name="counterfactual", **MODEL_POOL)
         corr_btn.click(cb.run_correlation, [corr_a, corr_b, dataset, split], [corr_fig, corr_md], api_name="correlation",
                        **HEAVY_POOL)
         papers_btn.click(cb.run_papers, [dataset, split], [papers_fig, papers_md], api_name="paper_tables",

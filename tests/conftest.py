@@ -81,3 +81,12 @@ def make_banks(n_texts: int, n_videos: int, tokens: int = 8, frames: int = 5, di
 def ragged_banks():
     """The factory make_banks(n_texts, n_videos, tokens=8, frames=5, dim=16, seed=0, clustered=False)."""
     return make_banks
+
+
+@pytest.fixture(scope="session")
+def diagnosis_session(tmp_path_factory):
+    """A tiny app session over 40 generated clips (enough for several twin pairs), shared by the blind-spot and
+    counterfactual tests and their browser tests, so the two encodes happen once."""
+    from app_support import tiny_session
+
+    return tiny_session(tmp_path_factory.mktemp("diagnosis"), n_test=40)

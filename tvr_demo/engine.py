@@ -5,7 +5,7 @@ The UI, the CLI and the tests all call this class; it returns numbers and arrays
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -286,6 +286,27 @@ class Engine:
                                                               self.gallery.decoded_ok).items()}
         gt = [] if query_index is None else [int(self.bench.caption_video[query_index])]
         return self._hits(scores, branch, k, gt, notice)
+
+    def query_scores(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every branch's (len(texts), n_videos) scores, each row as search_text(text, mode="exact") scores it
+        (a benchmark caption from the matrices), with the other texts encoded in one batch: for analyses that
+        search many queries at once."""
+        texts = [(t or "").strip()[:MAX_QUERY_CHARS] for t in texts]
+        if not all(texts):
+            raise QueryError("the query is empty: type a description of a video")
+        rows = [self.caption_index(t) for t in texts]
+        typed = [i for i, r in enumerate(rows) if r is None]
+        out = {b: np.empty((len(texts), self.gallery_size), dtype=m.dtype) for b, m in self.matrices.items()}
+        if typed:
+            bank = encode_texts(self.model, [texts[i] for i in typed])
+            if self.is_unify:
+                bank.lexicon = topk_sparsify(bank.lexicon, self.config.unify.top_k)
+            for b, m in self._branch_matrix(bank, self.gallery.videos, self.gallery.decoded_ok).items():
+                out[b][typed] = m
+        known = [i for i, r in enumerate(rows) if r is not None]
+        for b, m in self.matrices.items():
+            out[b][known] = m[[rows[i] for i in known]]
+        return out
 
     def search_video(self, video: int | Path, k: int = 10, branch: str | None = None) -> SearchResult:
         """Video to text: a gallery video index or a video file."""

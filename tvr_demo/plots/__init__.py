@@ -1,6 +1,12 @@
 """Plotly figures for the app and for slides: each function takes arrays and labels and knows nothing of models."""
 
 from tvr_demo.plots.ablations import ablation_figure
+from tvr_demo.plots.blind_spots import (
+    confusion_figure,
+    counterfactual_figure,
+    twin_scores_figure,
+    word_misses_figure,
+)
 from tvr_demo.plots.correlation import correlation_figure, correlation_stats
 from tvr_demo.plots.embedding import embedding_map_figure
 from tvr_demo.plots.explain import (
@@ -14,8 +20,10 @@ from tvr_demo.plots.metrics import compare_figure, metrics_figure, slice_figure
 __all__ = [
     "ablation_figure",
     "compare_figure",
+    "confusion_figure",
     "correlation_figure",
     "correlation_stats",
+    "counterfactual_figure",
     "embedding_map_figure",
     "lexicon_difference_figure",
     "lexicon_figure",
@@ -23,4 +31,6 @@ __all__ = [
     "pooled_figure",
     "slice_figure",
     "token_frame_figure",
+    "twin_scores_figure",
+    "word_misses_figure",
 ]

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tvr_demo import metrics, plots
+from tvr_demo.blind_spots import failure_differences
 from tvr_demo.embedding_map import umap_coordinates
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
@@ -78,13 +79,16 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
     for o in failed[: int(limit)]:
         if direction == "t2v":
             rows.append({"query #": o.query, "caption": bench.captions[o.query], "ground truth": bench.video_ids[o.gt],
-                         "rank": o.rank + 1, "beaten by": bench.video_ids[o.top], "margin": round(o.margin, 4),
-                         "slices": ", ".join(labels[o.query])})
+                         "rank": o.rank + 1, "beaten by": bench.video_ids[o.top],
+                         "differs in": _differences(engine, o.gt, o.top, bench.captions[o.query]),
+                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
             pairs.append((bench.captions[o.query], o.gt, bench.captions[o.query], o.top))
         else:
             rows.append({"video": bench.video_ids[o.query], "best GT caption": bench.captions[o.gt],
-                         "rank": o.rank + 1, "beaten by": bench.captions[o.top], "margin": round(o.margin, 4),
-                         "slices": ", ".join(labels[o.query])})
+                         "rank": o.rank + 1, "beaten by": bench.captions[o.top],
+                         "differs in": _differences(engine, o.query, int(bench.caption_video[o.top]),
+                                                    bench.captions[o.gt]),
+                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
             pairs.append((bench.captions[o.gt], o.query, bench.captions[o.top], o.query))
     n_queries = len(outcomes) if not slice_label or slice_label == ALL_SLICES else sum(
         slice_label in labels[o.query] for o in outcomes)
@@ -92,6 +96,11 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
     summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
+
+
+def _differences(engine: Engine, truth: int, winner: int, query: str) -> str:
+    """What the winner shows that the ground truth does not (tvr_demo.blind_spots), for a failure row."""
+    return ", ".join(str(d) for d in failure_differences(engine, truth, winner, query))
 
 
 def slices_view(engines: dict[str, Engine], branch: str | None, top: int = 25) -> go.Figure:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.safety import public_message, resolve_within
-from tvr_demo.ui import analysis, explain, papers, search
+from tvr_demo.ui import analysis, diagnosis, explain, papers, search
 from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.session import Session, model_summary
@@ -151,6 +151,17 @@ def make_callbacks(session: Session) -> SimpleNamespace:
 
     @user_errors
     @gpu
+    def run_blind_spots(branch, model_b, model, dataset, split, progress=PROGRESS):
+        names = [model] + ([model_b] if model_b and model_b != model else [])
+        return diagnosis.blind_spots_view({n: engine(n, dataset, split, progress) for n in names}, _branch(branch))
+
+    @user_errors
+    @gpu
+    def run_counterfactual(query, video, branch, model, dataset, split, progress=PROGRESS):
+        return diagnosis.counterfactual_view(engine(model, dataset, split, progress), query, video, _branch(branch))
+
+    @user_errors
+    @gpu
     def run_correlation(model_a, model_b, dataset, split, progress=PROGRESS):
         names = list(dict.fromkeys([model_a, model_b]))
         return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
@@ -266,4 +277,6 @@ def make_callbacks(session: Session) -> SimpleNamespace:
     return SimpleNamespace(
         load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
         run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        failure_widths=failure_widths, run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail, export_html=export_html, **glue)
+        failure_widths=failure_widths, run_blind_spots=run_blind_spots, run_counterfactual=run_counterfactual,
+        run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail,
+        export_html=export_html, **glue)
