@@ -22,7 +22,7 @@ from tvr_demo.blind_spots import (
     word_differences,
 )
 from tvr_demo.counterfactual import counterfactual, one_word_edits
-from tvr_demo.metrics import STOP_WORDS
+from tvr_demo.data.words import CAPTION_BOILERPLATE, STOP_WORDS
 from tvr_demo.ui import analysis
 
 
@@ -326,8 +326,9 @@ def test_without_attribute_files_the_views_use_the_words_that_differ(session):
     engine = copy.copy(session.engine("drl-wti"))  # shares the scores; only the benchmark's attributes go
     engine.bench = dataclasses.replace(engine.bench, attributes=None)
     bench, sim = engine.bench, engine.matrices["latent"]
-    def words(text: str) -> set[str]:  # the keyword slices' rule: letters only, no stop word, two letters or more
-        return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+    def words(text: str) -> set[str]:  # the keyword slices' rule: letters only, no stop or boilerplate word, 2+ letters
+        return {w for w in re.findall(r"[a-z]+", text.lower())
+                if w not in STOP_WORDS and w not in CAPTION_BOILERPLATE and len(w) > 1}
 
     misses = Counter()
     for q, gt in enumerate(bench.caption_video):

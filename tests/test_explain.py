@@ -100,7 +100,7 @@ def test_the_header_shows_every_branch_score_and_the_pessimistic_rank(engines, n
     gt = int(engine.bench.caption_video[q])
     branch = "fused" if name == "unify" else "latent"
     row = engine.matrices[branch][q]
-    pair = view.view_pair(engine, caption, gt)
+    pair = view.view_pair(engine, view._ranking(engine, caption), caption, gt)
     text = view.pair_markdown(engine, pair)
     for b in engine.branches:
         assert f"{engine.matrices[b][q, gt]:.4f}" in text
