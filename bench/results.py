@@ -25,12 +25,9 @@ def evaluate_all(dataset: Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for name in bundled_registry():
         engine = Engine.from_names(name, dataset, "test", device="cpu", progress=False)
-        result = engine.evaluate()
-        if engine.is_unify:
-            for branch in ("latent", "lexicon", "fused"):
-                rows[f"{name} ({branch})"] = {d: result[branch][d] for d in ("t2v", "v2t")}
-        else:
-            rows[name] = {d: result[d] for d in ("t2v", "v2t")}
+        result = engine.analysis.evaluate()
+        for branch, m in result.branches.items():
+            rows[f"{name} ({branch})" if engine.is_unify else name] = {"t2v": m.t2v, "v2t": m.v2t}
     return rows
 
 

@@ -221,7 +221,7 @@ def test_counterfactual_ranks_equal_a_search_with_the_edited_query(session, mode
     """Every edit's score and rank (and the ground truth's rank) as engine.search_text reports them, with the
     search's pessimistic tie rule (the lexicon branch has many tied zeros)."""
     engine = session.engine(model)
-    caption = next(q for q in range(engine.num_captions) if engine.ranks("t2v", branch)[q] > 0)
+    caption = next(q for q in range(engine.num_captions) if engine.analysis.ranks("t2v", branch)[q] > 0)
     query, gt = engine.bench.captions[caption], int(engine.bench.caption_video[caption])
     video = engine.search_text(query, k=1, branch=branch).hits[0].index
     cf = counterfactual(engine, query, video, branch)
@@ -247,7 +247,7 @@ def test_smallest_fix_is_smallest_and_puts_the_ground_truth_first(session):
 
 def _check_fixes(engine, n: int = 3) -> int:
     """The n failures closest to rank 1; returns how many have a fix."""
-    ranks = engine.ranks("t2v")
+    ranks = engine.analysis.ranks("t2v")
     failing = sorted((q for q in range(engine.num_captions) if ranks[q] > 0), key=lambda q: (ranks[q], q))[:n]
     found = 0
     for q in failing:

@@ -107,6 +107,22 @@ def test_evaluate_with_and_without_dsl_equals_loops_over_the_matrix(request, mod
     top = "fused" if engine.is_unify else "latent"
     assert result["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(engine.matrices[top], cv)))
     assert "not in the official DRL code" in result["dsl"]["note"]
+    assert (set(result) - {"t2v", "v2t", "dsl", "skipped_videos"}) == (set(engine.branches) if engine.is_unify else set())
+
+
+@pytest.mark.parametrize("model", ["wti", "unify"])
+def test_typed_evaluation_holds_every_branch_and_the_ranking_one(request, model):
+    """The analysis' typed result: one BranchMetrics per branch (DRL too), the top one the branch search ranks by."""
+    engine = request.getfixturevalue(model)
+    cv = [int(v) for v in engine.bench.caption_video]
+    result = engine.analysis.evaluate()
+    assert list(result.branches) == list(engine.branches)
+    assert result.ranking == ("fused" if engine.is_unify else "latent")
+    for branch, m in result.branches.items():
+        assert m.t2v == pytest.approx(loop_metrics(loop_t2v_ranks(engine.matrices[branch], cv)))
+        assert m.v2t == pytest.approx(loop_metrics(loop_v2t_ranks(engine.direction_matrix(branch, "v2t"), cv)))
+        assert m.dsl_t2v is None and m.dsl_v2t is None
+    assert result.skipped_videos == []
 
 
 def test_unify_v2t_fused_standardises_over_the_captions(unify):
@@ -126,9 +142,9 @@ def test_unify_v2t_fused_standardises_over_the_captions(unify):
 
 
 def test_slice_metrics_count_and_recall_per_slice(wti):
-    labels = wti.caption_slices()
+    labels = wti.analysis.caption_slices()
     ranks = loop_t2v_ranks(wti.matrices["latent"], wti.bench.caption_video)
-    stats = wti.slice_metrics()
+    stats = wti.analysis.slice_metrics()
     for name, got in stats.items():
         members = [q for q, ls in enumerate(labels) if name in ls]
         assert got["n"] == len(members)
@@ -138,12 +154,11 @@ def test_slice_metrics_count_and_recall_per_slice(wti):
 
 def test_v2t_slices_are_the_union_of_the_videos_captions():
     """By hand: video 0 has captions 0 and 1 (labelled a, b), video 1 caption 2 (a, c) -> [a, b] and [a, c]."""
-    from types import SimpleNamespace
+    from tvr_demo.analysis import query_slices
 
-    engine = SimpleNamespace(caption_slices=lambda: [["a"], ["b"], ["a", "c"]], gallery_size=2,
-                             bench=SimpleNamespace(caption_video=np.array([0, 0, 1])))
-    assert analysis.query_slices(engine, "v2t") == [["a", "b"], ["a", "c"]]
-    assert analysis.query_slices(engine, "t2v") == [["a"], ["b"], ["a", "c"]]
+    labels, caption_video = [["a"], ["b"], ["a", "c"]], np.array([0, 0, 1])
+    assert query_slices(labels, caption_video, 2, "v2t") == [["a", "b"], ["a", "c"]]
+    assert query_slices(labels, caption_video, 2, "t2v") == [["a"], ["b"], ["a", "c"]]
 
 
 @pytest.mark.parametrize("direction", ["t2v", "v2t"])

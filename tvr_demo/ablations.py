@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tvr_demo.analysis import BranchMetrics
 from tvr_demo.engine import Engine
 from tvr_demo.models.config import ModelConfig
 
@@ -53,8 +54,8 @@ class AblationTables:
     sentences: list[str]
 
 
-def _r1(result: Mapping) -> tuple[float, float]:
-    return float(result["t2v"]["R@1"]), float(result["v2t"]["R@1"])
+def _r1(result: BranchMetrics) -> tuple[float, float]:
+    return float(result.t2v["R@1"]), float(result.v2t["R@1"])
 
 
 def drl_rows(engines: Mapping[str, Engine]) -> list[AblationRow]:
@@ -64,7 +65,7 @@ def drl_rows(engines: Mapping[str, Engine]) -> list[AblationRow]:
         if not engine.is_unify:
             row = drl_row(engine.config)
             t2v_paper, v2t_paper, source = REPORTED.get(row, (None, None, ""))
-            rows.append(AblationRow(row, name, *_r1(engine.evaluate()), t2v_paper, v2t_paper, source))
+            rows.append(AblationRow(row, name, *_r1(engine.analysis.evaluate().top), t2v_paper, v2t_paper, source))
     filled = {r.row for r in rows}
     rows += [AblationRow(row, None, None, None, t2v, v2t, source)
              for row, (t2v, v2t, source) in REPORTED.items() if row not in filled]
@@ -73,8 +74,8 @@ def drl_rows(engines: Mapping[str, Engine]) -> list[AblationRow]:
 
 def unify_rows(name: str, engine: Engine) -> list[AblationRow]:
     """UNIFY's three branches on the gallery; the paper gives the fusion's gain over the latent branch only."""
-    result = engine.evaluate()
-    return [AblationRow(b, name, *_r1(result[b]), None, None, "") for b in UNIFY_BRANCHES]
+    result = engine.analysis.evaluate()
+    return [AblationRow(b, name, *_r1(result.branches[b]), None, None, "") for b in UNIFY_BRANCHES]
 
 
 def _ordering(ours: float, theirs: float) -> str:

@@ -206,7 +206,7 @@ def blind_spots(engine: Engine, branch: str | None = None) -> BlindSpots:
     """Twin scores per attribute and failure confusions for one model, with the engine's scores for `branch`."""
     branch = engine.ranking_branch(branch)
     bench = engine.bench
-    failed = [o for o in engine.outcomes("t2v", branch) if o.rank > 0]
+    failed = [o for o in engine.analysis.outcomes("t2v", branch) if o.rank > 0]
     if bench.attributes is None:
         return _word_blind_spots(engine, branch, failed)
     t2v, v2t = engine.direction_matrix(branch, "t2v"), engine.direction_matrix(branch, "v2t")

@@ -71,7 +71,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tvr_demo.engine import Engine
 
     engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
-    result = engine.evaluate(dsl=args.dsl)
+    result = engine.analysis.evaluate(dsl=args.dsl).to_json()
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -1,6 +1,7 @@
-"""The engine facade: encode a gallery once, then answer searches, evaluations, failure lists and explanations.
+"""The engine facade: encode a gallery once, then answer searches and explain a (query, video) pair.
 
-The UI, the CLI and the tests all call this class; it returns numbers and arrays, never figures.
+The UI, the CLI and the tests all call this class; it returns numbers and arrays, never figures. Whole-split analysis
+(metrics, outcomes, slices, correlation) is `engine.analysis` (tvr_demo/analysis.py), over the matrices held here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import scipy.sparse
 import torch
 
 from tvr_demo import metrics
+from tvr_demo.analysis import Analysis
 from tvr_demo.checkpoints import Checkpoint, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
@@ -353,75 +355,19 @@ class Engine:
                 for r, i in enumerate(order)]
         return SearchResult(hits, branch, gt, gt_rank, notice)
 
-    # ------------------------------------------------------------ evaluation and failures
+    # ------------------------------------------------------------ whole-split analysis (tvr_demo/analysis.py)
+
+    @cached_property
+    def analysis(self) -> Analysis:
+        """Metrics, outcomes, slices, correlation and pooled vectors over the split, read from this engine's own
+        matrices (so `nbytes` counts them and dropping the engine frees them)."""
+        return Analysis(self)
 
     def evaluate(self, dsl: bool = False) -> dict:
-        """Official metrics in both directions; for UNIFY per branch (the top level is the fused branch)."""
-        result: dict = {}
-        cv = self.bench.caption_video
-        for branch, sim in self.matrices.items():
-            v2t_sim = self.direction_matrix(branch, "v2t")
-            result[branch] = {"t2v": metrics.recall_metrics(metrics.text_to_video_ranks(sim, cv)),
-                              "v2t": metrics.recall_metrics(metrics.video_to_text_ranks(v2t_sim, cv))}
-            if dsl:
-                result[branch]["dsl"] = {
-                    "t2v": metrics.evaluate_similarity(metrics.dual_softmax(sim), cv)["t2v"],
-                    "v2t": metrics.evaluate_similarity(metrics.dual_softmax(v2t_sim, axis=1), cv)["v2t"]}
-        top = result["fused" if self.is_unify else "latent"]
-        out = {"t2v": top["t2v"], "v2t": top["v2t"]}
-        if dsl:
-            out["dsl"] = {"note": "dual softmax at inference (not in the official DRL code)", **top["dsl"]}
-        if self.is_unify:
-            out.update(result)
-        out["skipped_videos"] = [p for p, _ in self.gallery.failures]
-        return out
+        """The `tvr_demo evaluate` JSON (../shared/design/interfaces.md); typed: `self.analysis.evaluate(dsl)`."""
+        return self.analysis.evaluate(dsl).to_json()
 
-    def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:
-        sim = self.direction_matrix(self.ranking_branch(branch), direction)
-        return metrics.query_outcomes(sim, self.bench.caption_video, direction)
-
-    def ranks(self, direction: str = "t2v", branch: str | None = None) -> np.ndarray:
-        sim = self.direction_matrix(self.ranking_branch(branch), direction)
-        if direction == "t2v":
-            return metrics.text_to_video_ranks(sim, self.bench.caption_video)
-        return metrics.video_to_text_ranks(sim, self.bench.caption_video)
-
-    def caption_slices(self) -> list[list[str]]:
-        """Per-caption slice labels: the synthetic benchmark's attributes of the caption's video, else keywords."""
-        if self.bench.attributes is None:
-            return metrics.keyword_slices(self.bench.captions)
-        labels = []
-        for v in self.bench.caption_video:
-            attrs = self.bench.attributes[int(v)]
-            row = [f"structure:{attrs.get('structure', '?')}"]
-            for obj in attrs.get("objects", []):
-                row += [f"{key}:{obj[key]}" for key in ("colour", "shape", "size", "motion") if key in obj]
-            labels.append(sorted(set(row)))
-        return labels
-
-    def slice_metrics(self, branch: str | None = None) -> dict:
-        return metrics.slice_metrics(self.ranks("t2v", branch), self.caption_slices())
-
-    # ------------------------------------------------------------ representations for the map and CDCR views
-
-    def pooled_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """L2-normalised sentence (EOT) and video (mean of frames) vectors: what the embedding map projects."""
-        return self.gallery.texts.pooled.float().cpu().numpy(), self.gallery.videos.pooled.float().cpu().numpy()
-
-    def channel_correlation(self) -> np.ndarray:
-        """CDCR's D x D cross-correlation of matched text and video features over the split (variant 3 pairing for
-        token-wise models, pooled features for dp), computed by the training loss's own function."""
-        from tvr_demo.models.losses import cdcr_correlation, pooled_correlation
-
-        texts, videos = self.gallery.texts, self.gallery.videos
-        gt = torch.as_tensor(self.bench.caption_video, device=videos.frames.device)
-        with torch.no_grad():
-            if self.config.latent_interaction == "dp":
-                c = pooled_correlation(texts.pooled, videos.pooled[gt])
-            else:
-                c = cdcr_correlation(3, texts.tokens, texts.mask, videos.frames[gt], videos.mask[gt],
-                                     texts.weights, videos.weights[gt])
-        return c.float().cpu().numpy()
+    # ------------------------------------------------------------ rows of the encoded gallery (explanations)
 
     def text_rows(self, index: list[int]) -> TextBank:
         return _rows(self.gallery.texts, torch.as_tensor(index))

@@ -3,13 +3,11 @@ the embedding map. Each returns figures and tables built from the engine's numbe
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from tvr_demo import metrics, plots
+from tvr_demo import plots
 from tvr_demo.blind_spots import failure_differences
 from tvr_demo.embedding_map import umap_coordinates
 from tvr_demo.engine import Engine
@@ -41,8 +39,9 @@ def _branch(engine: Engine, branch: str | None) -> str:
 
 def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, pd.DataFrame]:
     """Recall bars in both directions (per branch for UNIFY) and the full table with MdR and MnR."""
-    result = engine.evaluate()
-    series = {b: result[b] for b in engine.branches} if engine.is_unify else {name: result}
+    result = engine.analysis.evaluate()
+    series = ({b: {"t2v": m.t2v, "v2t": m.v2t} for b, m in result.branches.items()} if engine.is_unify
+              else {name: {"t2v": result.top.t2v, "v2t": result.top.v2t}})
     rows = [{"series": s, "direction": d, **{k: round(v, 2) for k, v in m[d].items()}}
             for s, m in series.items() for d in ("t2v", "v2t")]
     title = f"{name} on {engine.bench.name}/{engine.bench.split} ({engine.gallery_size} videos)"
@@ -51,17 +50,11 @@ def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, pd.DataFrame]:
 
 def query_slices(engine: Engine, direction: str) -> list[list[str]]:
     """Slice labels per query: a caption's own (t2v), or the union of a video's captions' labels (v2t)."""
-    labels = engine.caption_slices()
-    if direction == "t2v":
-        return labels
-    per_video: list[set[str]] = [set() for _ in range(engine.gallery_size)]
-    for caption, video in enumerate(engine.bench.caption_video):
-        per_video[int(video)].update(labels[caption])
-    return [sorted(s) for s in per_video]
+    return engine.analysis.query_slices(direction)
 
 
 def slice_choices(engine: Engine, limit: int = 60) -> list[str]:
-    counts = Counter(label for labels in engine.caption_slices() for label in labels)
+    counts = engine.analysis.slice_counts()
     return [ALL_SLICES] + [label for label, _ in counts.most_common(limit)]
 
 
@@ -70,8 +63,7 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
     """Failed queries (ground truth not first), worst first, optionally within one slice. Each row comes with the
     two pairs the explain view should show: (ground-truth caption, video) and (the pair that won)."""
     branch = _branch(engine, branch)
-    outcomes = engine.outcomes(direction, branch)
-    failed = metrics.failures(outcomes, sort_by=sort_by)
+    failed = engine.analysis.failures(direction, branch, sort_by)
     labels = query_slices(engine, direction)
     if slice_label and slice_label != ALL_SLICES:
         failed = [o for o in failed if slice_label in labels[o.query]]
@@ -90,10 +82,9 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
                                                     bench.captions[o.gt]),
                          "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
             pairs.append((bench.captions[o.gt], o.query, bench.captions[o.top], o.query))
-    n_queries = len(outcomes) if not slice_label or slice_label == ALL_SLICES else sum(
-        slice_label in labels[o.query] for o in outcomes)
-    n_failed = len(metrics.failures(outcomes)) if not slice_label or slice_label == ALL_SLICES else len(failed)
-    summary = (f"**{n_failed}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
+    n_queries = len(labels) if not slice_label or slice_label == ALL_SLICES else sum(
+        slice_label in row for row in labels)
+    summary = (f"**{len(failed)}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
 
@@ -107,7 +98,7 @@ def slices_view(engines: dict[str, Engine], branch: str | None, top: int = 25) -
     """R@1 per slice (t2v) for one model, or for two side by side."""
     per_model = {}
     for name, engine in engines.items():
-        stats = engine.slice_metrics(_branch(engine, branch))
+        stats = engine.analysis.slice_metrics(_branch(engine, branch))
         per_model[name] = dict(list(stats.items())[:top])
     first = next(iter(engines.values()))
     return plots.slice_figure(per_model, title=f"text → video R@1 per slice ({first.bench.name}/{first.bench.split})")
@@ -118,8 +109,8 @@ def compare_view(engine_a: Engine, name_a: str, engine_b: Engine, name_b: str, k
     """Which t2v queries one model gets into the top k and the other does not."""
     if engine_a.bench.root != engine_b.bench.root or engine_a.bench.split != engine_b.bench.split:
         raise QueryError("both models must be evaluated on the same gallery")
-    ranks_a, ranks_b = engine_a.ranks("t2v"), engine_b.ranks("t2v")
-    cells = metrics.compare_ranks(ranks_a, ranks_b, int(k))
+    comparison = engine_a.analysis.compare(engine_b.analysis, int(k))
+    ranks_a, ranks_b, cells = comparison.ranks_a, comparison.ranks_b, comparison.cells
     bench, rows, pairs = engine_a.bench, [], []
     for cell, label in (("a_only", f"only {name_a} right"), ("b_only", f"only {name_b} right")):
         for q in cells[cell]:
@@ -127,7 +118,7 @@ def compare_view(engine_a: Engine, name_a: str, engine_b: Engine, name_b: str, k
                          f"rank {name_a}": int(ranks_a[q]) + 1, f"rank {name_b}": int(ranks_b[q]) + 1})
             gt = int(bench.caption_video[q])
             pairs.append((bench.captions[q], gt, "", -1))
-    counts = {c: len(v) for c, v in cells.items()}
+    counts = comparison.counts
     summary = (f"{name_a} right only: **{counts['a_only']}** · {name_b} right only: **{counts['b_only']}** · "
                f"both right: {counts['both_right']} · both wrong: {counts['both_wrong']} (top {int(k)}, "
                f"{len(ranks_a)} queries). Click a row to explain it with the selected model.")
@@ -140,7 +131,7 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
     if gallery.num_captions < 2:  # a correlation over one pair is 0 / 0
         raise QueryError(f"the channel correlation needs at least 2 captions; {gallery.name}/{gallery.split} has "
                          f"{gallery.num_captions}")
-    matrices = {name: engine.channel_correlation() for name, engine in engines.items()}
+    matrices = {name: engine.analysis.channel_correlation() for name, engine in engines.items()}
     lines = ["| model | training | D | diag mean | diag min | off-diag mean abs | off-diag RMS | off-diag max abs |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in matrices.items():
@@ -164,19 +155,19 @@ def gallery_key(bench) -> str:
 
 
 def map_colour_choices(engine: Engine) -> list[str]:
-    keys = sorted({label.split(":", 1)[0] for labels in engine.caption_slices() for label in labels if ":" in label})
+    keys = sorted({label.split(":", 1)[0] for labels in engine.analysis.caption_slices() for label in labels if ":" in label})
     return [*MAP_COLOURS, *keys] if keys else [*MAP_COLOURS, "keyword"]
 
 
 def _groups(engine: Engine, colour_by: str) -> tuple[list[str], list[str]]:
     n_t, n_v = engine.num_captions, engine.gallery_size
     if colour_by == "outcome":
-        t_ok, v_ok = engine.ranks("t2v") == 0, engine.ranks("v2t") == 0
+        t_ok, v_ok = engine.analysis.ranks("t2v") == 0, engine.analysis.ranks("v2t") == 0
         return (["caption found (rank 1)" if ok else "caption failed" for ok in t_ok],
                 ["video found (rank 1)" if ok else "video failed" for ok in v_ok])
     if colour_by == "modality":
         return ["caption"] * n_t, ["video"] * n_v
-    labels = engine.caption_slices()
+    labels = engine.analysis.caption_slices()
     prefix = "" if colour_by == "keyword" else f"{colour_by}:"
     text = [next((label[len(prefix):] for label in row if label.startswith(prefix)), "other") for row in labels]
     first_caption = {}
@@ -189,7 +180,8 @@ def map_embeddings(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
     """The model's part of the map (runs on the GPU when there is one, with the score matrices the colours and
     failure lines need); the projection itself is CPU work."""
     _ = engine.matrices
-    return engine.pooled_embeddings()
+    pooled = engine.analysis.pooled_embeddings()
+    return pooled.texts, pooled.videos
 
 
 def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str, n_lines: int, name: str
@@ -197,7 +189,7 @@ def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str
     """UMAP of captions and videos together (cached per model and gallery), coloured, with failure lines."""
     text_xy, video_xy = umap_coordinates(text, video, engine.cache_path)
     bench = engine.bench
-    ranks = engine.ranks("t2v")
+    ranks = engine.analysis.ranks("t2v")
     first_caption = {}
     for caption, v in enumerate(bench.caption_video):
         first_caption.setdefault(int(v), caption)
@@ -205,7 +197,7 @@ def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str
                   for i, c in enumerate(bench.captions)]
     video_hover = [f"{vid}<br>{bench.captions[first_caption[j]] if j in first_caption else ''}"
                    for j, vid in enumerate(bench.video_ids)]
-    failed = metrics.failures(engine.outcomes("t2v"))[: int(n_lines)]
+    failed = engine.analysis.failures("t2v")[: int(n_lines)]
     text_groups, video_groups = _groups(engine, colour_by)
     return plots.embedding_map_figure(
         text_xy, video_xy, text_hover, video_hover, text_groups, video_groups,
