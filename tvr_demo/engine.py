@@ -17,11 +17,12 @@ import torch
 
 from tvr_demo import metrics
 from tvr_demo.analysis import Analysis
-from tvr_demo.checkpoints import Checkpoint, load_checkpoint
+from tvr_demo.checkpoints import Checkpoint, list_checkpoints, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.explain import PairExplanation, explain_pair
-from tvr_demo.gallery import EncodedGallery, encode_gallery
+from tvr_demo.gallery import EncodedGallery, encode_gallery, gallery_fingerprint
+from tvr_demo.kernels import ScoringPath, serving_path
 from tvr_demo.memory import nbytes
 from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
 from tvr_demo.paths import cache_dir
@@ -73,6 +74,47 @@ class SearchResult:
     ground_truth: list[int]  # the query's ground-truth items when the query is a benchmark caption / gallery video
     ground_truth_rank: int | None  # best rank among them (even when outside the top k)
     notice: str | None = None  # e.g. the query was truncated
+
+
+# ------------------------------------------------------------ what a server needs beside engines
+# The UI's session builds engines through these, so that tvr_demo.ui imports no layer below the engine (.importlinter).
+
+
+def registered_checkpoints() -> list[str]:
+    """The names checkpoints/registry.json lists (what the app serves when no --checkpoint is given)."""
+    return [entry["name"] for entry in list_checkpoints()]
+
+
+def open_checkpoint(spec: str, device: str) -> Checkpoint:
+    """A registered name or a checkpoint folder, loaded strictly onto the device."""
+    return load_checkpoint(spec, device)
+
+
+def open_benchmark(root: Path, split: str) -> Benchmark:
+    """A benchmark folder's split: captions, video paths and (synthetic) attributes."""
+    return load_benchmark(root, split)
+
+
+def bundled_benchmark_dir(split: str) -> Path:
+    """The bundled synthetic benchmark's folder, its split generated (with a progress bar) on first use."""
+    from tvr_demo.data.synthetic import ensure_default_dataset
+
+    return ensure_default_dataset(progress=True, splits=(split,))
+
+
+def serving_device(device: str | None) -> str:
+    """The device engines run on: the one asked for, else CUDA when present, else the CPU."""
+    return str(default_device(device))
+
+
+def scoring_path(device: str) -> ScoringPath:
+    """The token-wise scoring path on this device, and why (on CUDA the Triton kernel is checked on first use)."""
+    return serving_path(device)
+
+
+def gallery_cached(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None) -> bool:
+    """Whether this checkpoint's encoding of this gallery is on disk (an engine then builds in a second, not minutes)."""
+    return (Path(cache_root or cache_dir()) / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir()
 
 
 class Engine:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from tvr_demo import metrics, plots
+from tvr_demo import plots
+from tvr_demo.analysis import pessimistic_rank
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
 from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
@@ -44,7 +45,7 @@ class Ranking:
 
     def rank(self, video: int) -> int:
         """0-based rank with the ground-truth rank's tie rule: every other video scoring at least as high counts."""
-        return int(metrics.gt_ranks(self.scores[None], np.array([video]))[0])
+        return pessimistic_rank(self.scores, video)
 
     @property
     def order(self) -> list[int]:

@@ -6,7 +6,10 @@ named here, once.
 
 from __future__ import annotations
 
-from tvr_demo.models.config import ModelConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tvr_demo.models.config import ModelConfig
 
 
 def score_kind(config: ModelConfig, branch: str) -> str:

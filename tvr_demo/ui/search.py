@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from tvr_demo.engine import Engine, SearchResult
 from tvr_demo.errors import QueryError
-from tvr_demo.models.config import ModelConfig
 from tvr_demo.ui.labels import score_kind
 from tvr_demo.video import load_untrusted_video
+
+if TYPE_CHECKING:
+    from tvr_demo.models.config import ModelConfig
 
 
 def resolve_video(engine: Engine, video: str | int | float | None) -> int | None:

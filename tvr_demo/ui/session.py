@@ -9,18 +9,27 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tvr_demo.checkpoints import list_checkpoints, load_checkpoint
-from tvr_demo.data import Benchmark, load_benchmark
-from tvr_demo.engine import Engine
+from tvr_demo.engine import (
+    Engine,
+    bundled_benchmark_dir,
+    gallery_cached,
+    open_benchmark,
+    open_checkpoint,
+    registered_checkpoints,
+    scoring_path,
+    serving_device,
+)
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
-from tvr_demo.gallery import gallery_fingerprint
-from tvr_demo.kernels import ScoringPath, serving_path
 from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
 from tvr_demo.paths import data_dir, default_dataset_dir
 from tvr_demo.safety import UnsafePathError, resolve_within, within
-from tvr_demo.scoring import default_device
 from tvr_demo.ui.media import video_thumbnail
+
+if TYPE_CHECKING:
+    from tvr_demo.data import Benchmark
+    from tvr_demo.kernels import ScoringPath
 
 Progress = Callable[..., object] | None  # gr.Progress or None
 SEARCH_BUILD_WAIT_S = 5.0  # how long a search waits for another request's build of its engine before it is told so
@@ -55,7 +64,7 @@ class Session:
     def __init__(self, checkpoints: Sequence[str] | None = None, dataset: str | Path | None = None,
                  split: str = "test", device: str | None = None, cache_root: Path | None = None,
                  max_engines: int | None = None, memory_budget_bytes: int | None = None) -> None:
-        specs = list(checkpoints) if checkpoints else [entry["name"] for entry in list_checkpoints()]
+        specs = list(checkpoints) if checkpoints else registered_checkpoints()
         if not specs:
             raise CheckpointError("no checkpoints: checkpoints/registry.json lists none and no --checkpoint was "
                                   "given; pass --checkpoint NAME_OR_PATH")
@@ -65,7 +74,7 @@ class Session:
         # "" = the bundled benchmark, generated on first use; a path is made absolute, as clients send it back
         self.dataset = str(Path(dataset).expanduser().resolve()) if dataset else ""
         self.split = split
-        self.device = str(default_device(device))
+        self.device = serving_device(device)
         self.cache_root = cache_root
         self.max_engines = max(1, max_engines or int(os.environ.get("TVR_DEMO_MAX_ENGINES", 8)))
         self._engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()  # least recently used first
@@ -88,7 +97,7 @@ class Session:
     @property
     def scorer(self) -> ScoringPath:
         """The token-wise scoring path on this device, and why (on CUDA the Triton kernel is checked on first use)."""
-        return serving_path(self.device)
+        return scoring_path(self.device)
 
     @property
     def data_roots(self) -> list[Path]:
@@ -107,11 +116,9 @@ class Session:
                 raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a benchmark folder (e.g. "
                                    "one written by `python -m tvr_demo generate --out DIR`)")
             return path
-        from tvr_demo.data.synthetic import ensure_default_dataset
-
         if progress is not None:
             progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
-        return ensure_default_dataset(progress=True, splits=(split or self.split,))
+        return bundled_benchmark_dir(split or self.split)
 
     def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
         split = split or self.split
@@ -124,7 +131,7 @@ class Session:
                 trusted = self._is_start_gallery(root)
                 if not trusted:
                     self._check_annotations(root)
-                bench = load_benchmark(root, split)
+                bench = open_benchmark(root, split)
                 if not trusted:
                     self._check_videos(bench)
                 self._benchmarks[key] = bench
@@ -184,11 +191,8 @@ class Session:
 
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
                searching: bool) -> Engine:
-        checkpoint = load_checkpoint(self.models[model], self.device)
-        cache_root = Path(self.cache_root) if self.cache_root else None
-        from tvr_demo.paths import cache_dir
-
-        cached = ((cache_root or cache_dir()) / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir()
+        checkpoint = open_checkpoint(self.models[model], self.device)
+        cached = gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None)
         where = f"{bench.name}/{bench.split}"
         if cached:
             built = Engine(checkpoint, bench, self.cache_root, progress=True)
