@@ -28,7 +28,7 @@ from tvr_demo.models import ModelConfig, TVRModel
 from tvr_demo.models.backbone import clip_config, get_tokenizer
 from tvr_demo.models.unify import bag_of_words
 from tvr_demo.objective import training_loss
-from tvr_demo.paths import ASSETS_DIR
+from tvr_demo.paths import ASSETS_DIR, default_dataset_dir
 from tvr_demo.video import normalize_frames
 
 TRAIN_CONFIG_DIR = ASSETS_DIR / "train_configs"
@@ -331,7 +331,9 @@ def train_from_args(args) -> None:
         run.train.seed = args.seed
     if args.batch_size is not None:
         run.train.batch_size = args.batch_size
-    dataset = Path(args.dataset) if args.dataset else ensure_default_dataset(splits=("train", run.train.val_split))
+    dataset = Path(args.dataset) if args.dataset else default_dataset_dir()
+    if dataset.resolve() == default_dataset_dir().resolve():  # the bundled benchmark renders these splits on first use
+        dataset = ensure_default_dataset(splits=("train", run.train.val_split))
     if not dataset.exists():
         raise TVRError(f"dataset folder {dataset} not found (generate it with `python -m tvr_demo generate --out "
                        f"{dataset}`)")
