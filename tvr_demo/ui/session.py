@@ -92,7 +92,7 @@ class Session:
     def dataset_dir(self, dataset: str | None, progress: Progress = None) -> Path:
         """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
         the bundled benchmark, generated (with progress) if missing."""
-        dataset = (dataset or self.dataset or "").strip()
+        dataset = (dataset or "").strip() or self.dataset  # blank (spaces and control characters too): the default
         if dataset:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
                                   "give a folder inside one of them, or leave it blank for the default gallery")
