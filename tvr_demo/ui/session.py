@@ -17,7 +17,7 @@ from tvr_demo.errors import CheckpointError, DatasetError, QueryError
 from tvr_demo.gallery import gallery_fingerprint
 from tvr_demo.kernels import ScoringPath, serving_path
 from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
-from tvr_demo.paths import data_dir, default_dataset_dir
+from tvr_demo.paths import cache_dir, data_dir, default_dataset_dir
 from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.scoring import default_device
 from tvr_demo.ui.media import video_thumbnail
@@ -98,7 +98,7 @@ class Session:
     def dataset_dir(self, dataset: str | None, progress: Progress = None, split: str | None = None) -> Path:
         """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
         the bundled benchmark, whose `split` is generated (with progress) if missing."""
-        dataset = (dataset or self.dataset or "").strip()
+        dataset = (dataset or "").strip() or self.dataset  # blank (spaces and control characters too): the default
         if dataset:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
                                   "give a folder inside one of them, or leave it blank for the default gallery")
@@ -184,30 +184,35 @@ class Session:
 
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
                searching: bool) -> Engine:
+        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
         checkpoint = load_checkpoint(self.models[model], self.device)
-        cache_root = Path(self.cache_root) if self.cache_root else None
-        from tvr_demo.paths import cache_dir
-
-        cached = ((cache_root or cache_dir()) / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir()
         where = f"{bench.name}/{bench.split}"
-        if cached:
-            built = Engine(checkpoint, bench, self.cache_root, progress=True)
-        else:
-            if searching and not self._search_encode.acquire(blocking=False):
-                raise QueryError(f"{model} on {where} is being prepared for the first time by another request "
-                                 "(encoding takes minutes): load it with the Load button, then search again")
-            try:
+        cache_root = Path(self.cache_root) if self.cache_root else cache_dir()
+        if (cache_root / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir():
+            return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
+        if searching and not self._search_encode.acquire(blocking=False):
+            raise QueryError(f"{model} on {where} has not been encoded yet and another search already waits for an "
+                             "encode: load it with the Load button, then search again")
+        try:
+            if not self._encode_lane.acquire(blocking=False):
                 if progress is not None:
                     progress(0, desc=f"waiting for another gallery's first encode, then {model} on {where}")
-                with self._encode_lane:
-                    if progress is not None:
-                        progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; "
-                                         "cached after the first time)")
-                    built = Engine(checkpoint, bench, self.cache_root, progress=True)
+                self._encode_lane.acquire()
+            try:
+                if progress is not None:
+                    progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
+                                     "the first time)")
+                built = Engine(checkpoint, bench, self.cache_root, progress=True)
             finally:
-                if searching:
-                    self._search_encode.release()
-        built.reserve = lambda n, key=key: self._make_room(key, n, where)
+                self._encode_lane.release()
+        finally:
+            if searching:
+                self._search_encode.release()
+        return self._keep(key, built, where)
+
+    def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
+        """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
+        built.reserve = lambda n: self._make_room(key, n, where)
         self._make_room(key, built.nbytes, where)
         with self._engines_lock:
             self._engines[key] = built
