@@ -369,9 +369,6 @@ def test_the_map_names_no_server_path(served):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="open: a UNIFY first encode peaks 1.0-1.4 GB above idle inside one text batch "
-                   "(256 captions' valid tokens x the vocabulary's lexicon logits, scoring.encode_texts); measured "
-                   "rise 1.26 GB with a 0.25 GB budget. Engines and evaluation stay in budget (held 190 MB).")
 def test_resident_memory_stays_under_the_budget_through_the_issue_sequence(tmp_path):
     """`python app.py` (bundled models, TVR_DEMO_MEMORY_GB=0.25) on a benchmark with a 600-clip training split, driven
     through the issue's sequence: every model's first build and metrics on the training split, explanations, maps.
