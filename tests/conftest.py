@@ -25,3 +25,18 @@ def diagnosis_session(tmp_path_factory):
     from app_support import tiny_session
 
     return tiny_session(tmp_path_factory.mktemp("diagnosis"), n_test=40)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for every browser test module: one Playwright per process (a second sync_playwright
+    beside a running one fails)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium not found: run `bash scripts/install_browser.sh`")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

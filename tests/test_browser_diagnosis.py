@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from app_support import launched
-from test_browser import PLOT_TIMEOUT_MS, _shot, browser  # noqa: F401  (browser: the session's Chromium)
+from test_browser import PLOT_TIMEOUT_MS, _shot
 from test_diagnosis import _records
 
 pytestmark = pytest.mark.browser
@@ -18,7 +18,7 @@ def app(diagnosis_session):
 
 
 @pytest.fixture
-def page(browser, app):  # noqa: F811
+def page(browser, app):
     url, _ = app
     page = browser.new_page(viewport={"width": 1440, "height": 1100})
     page.goto(url)
