@@ -78,8 +78,9 @@ def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.T
     """frames_u8 (N, V, 3, R, R) uint8 as decode_videos returns them."""
     parts = []
     for start in range(0, frames_u8.shape[0], batch_size):
-        frames = normalize_frames(frames_u8[start:start + batch_size]).to(model.device)
-        feats = model.encode_video(frames, masks[start:start + batch_size].to(model.device))
+        sl = slice(start, start + batch_size)
+        frames = normalize_frames(frames_u8[sl], masks[sl]).to(model.device)
+        feats = model.encode_video(frames, masks[sl].to(model.device))
         parts.append(video_bank(model, feats))
     return _cat(parts, VideoBank)
 
