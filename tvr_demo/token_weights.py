@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from tvr_demo.models.unify import STOP_WORDS
 
@@ -79,9 +78,11 @@ def summarize(per_caption: Sequence[CaptionWeights]) -> WeightStats:
         float(100 * np.mean([c.content_outweighs_fillers for c in both])) if both else float("nan"))
 
 
-@torch.no_grad()
-def text_weight_stats(model, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 256) -> WeightStats:
-    """The WTI text weights (softmax of text_weight_fc over the valid tokens) of every caption, summarised."""
+def text_weight_stats(model, ids, mask, batch_size: int = 256) -> WeightStats:
+    """The WTI text weights (softmax of text_weight_fc over the valid tokens) of every caption, summarised.
+    model a TVRModel, ids and mask (N, T) tensors as the tokenizer gives them."""
+    import torch
+
     from tvr_demo.models import drl
     from tvr_demo.models.backbone import get_tokenizer
 
@@ -89,7 +90,8 @@ def text_weight_stats(model, ids: torch.Tensor, mask: torch.Tensor, batch_size: 
     per_caption = []
     for start in range(0, ids.shape[0], batch_size):
         b_ids, b_mask = ids[start:start + batch_size], mask[start:start + batch_size]
-        feats = model.encode_text(b_ids.to(model.device), b_mask.to(model.device))
+        with torch.no_grad():
+            feats = model.encode_text(b_ids.to(model.device), b_mask.to(model.device))
         weights = drl.interaction_weights(feats.weight_logits, feats.mask).cpu().numpy()
         for row, m, w in zip(b_ids.tolist(), b_mask.numpy(), weights, strict=True):
             n = int(m.sum())
