@@ -361,8 +361,7 @@ class Engine:
         cv = self.bench.caption_video
         for branch, sim in self.matrices.items():
             v2t_sim = self.direction_matrix(branch, "v2t")
-            result[branch] = {"t2v": metrics.recall_metrics(metrics.text_to_video_ranks(sim, cv)),
-                              "v2t": metrics.recall_metrics(metrics.video_to_text_ranks(v2t_sim, cv))}
+            result[branch] = metrics.evaluate_similarity(sim, cv, v2t_sim)  # DRL's protocol (multi-caption too)
             if dsl:
                 result[branch]["dsl"] = {
                     "t2v": metrics.evaluate_similarity(metrics.dual_softmax(sim), cv)["t2v"],
