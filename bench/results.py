@@ -1,5 +1,6 @@
 """The papers' comparison on the bundled benchmark: every bundled checkpoint evaluated on the 1,000-clip test split,
-UNIFY per branch, as JSON and a markdown table.
+UNIFY per branch; and where each WTI model puts its text weight over the test captions, beside DRL's own figure.
+Both as JSON and markdown tables.
 
     python bench/results.py [--dataset data/synthetic] [--json bench/results.json]
 """
@@ -13,9 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tvr_demo.checkpoints import bundled_registry  # noqa: E402
+from tvr_demo.checkpoints import bundled_registry, load_checkpoint  # noqa: E402
+from tvr_demo.data import load_benchmark  # noqa: E402
 from tvr_demo.engine import Engine  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
+from tvr_demo.token_weights import OFFICIAL_FIGURE, text_weight_stats  # noqa: E402
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
@@ -29,6 +32,32 @@ def evaluate_all(dataset: Path) -> dict[str, dict]:
         for branch, m in result.branches.items():
             rows[f"{name} ({branch})" if engine.is_unify else name] = {"t2v": m.t2v, "v2t": m.v2t}
     return rows
+
+
+def weight_rows(dataset: Path) -> dict[str, dict]:
+    """name -> WeightStats as a dict, for every bundled model with learned WTI weights, over the test captions."""
+    from tvr_demo.models.backbone import get_tokenizer
+
+    bench = load_benchmark(dataset, "test")
+    tok = get_tokenizer()(bench.captions)
+    rows = {}
+    for name in bundled_registry():
+        model = load_checkpoint(name).model.eval()
+        if model.config.latent_interaction == "wti":
+            rows[name] = text_weight_stats(model, tok.ids, tok.mask).to_dict()
+    return rows
+
+
+def weight_markdown(rows: dict[str, dict]) -> str:
+    lines = ["| model | median `<eot>` weight | captions with `<eot>` > 0.9 | median content-word weight | "
+             "median filler weight | content words outweigh fillers |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['median_eot']:.2f} | {r['share_eot_above_09']:.0f}% | {r['median_content']:.3f} | "
+                     f"{r['median_filler']:.3f} | {r['share_content_over_fillers']:.0f}% |")
+    f = OFFICIAL_FIGURE
+    lines.append(f"| DRL's figure (one MSR-VTT caption) | {f['eot']:.2f} | - | {f['content_low']:.2f}-"
+                 f"{f['content_high']:.2f} | {f['a']:.3f} (\"a\") | yes |")
+    return "\n".join(lines)
 
 
 def markdown(rows: dict[str, dict]) -> str:
@@ -46,9 +75,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     rows = evaluate_all(Path(args.dataset))
+    weights = weight_rows(Path(args.dataset))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"metrics": rows, "wti_weights": weights}, indent=2) + "\n")
     print(markdown(rows))
+    print()
+    print(weight_markdown(weights))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python scripts/train_bundled.py [--names meanp drl-wti ...] [--dataset data/synthetic] [--epochs N]
 
-Runs resume: a run folder holding the first cosine cycle (16 epochs) continues into the second.
+Runs resume after their last finished epoch. The recipe is each config's: DRL's, with the departures it names.
 """
 
 from __future__ import annotations

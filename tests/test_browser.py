@@ -17,17 +17,6 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
 PLOT_TIMEOUT_MS = 120_000  # the map's first UMAP (import + JIT) can take a minute on a busy machine
 
 
-@pytest.fixture(scope="session")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium not found: run `bash scripts/install_browser.sh`")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def app_url(served_app):
     session, url = served_app

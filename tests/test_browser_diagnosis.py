@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from app_support import launched
-from test_browser import PLOT_TIMEOUT_MS, _shot, browser  # noqa: F401  (browser: the session's Chromium)
+from test_browser import PLOT_TIMEOUT_MS, _shot
 from test_diagnosis import _records
 
 pytestmark = pytest.mark.browser
@@ -18,7 +18,7 @@ def app(diagnosis_session):
 
 
 @pytest.fixture
-def page(browser, app):  # noqa: F811
+def page(browser, app):
     url, _ = app
     page = browser.new_page(viewport={"width": 1440, "height": 1100})
     page.goto(url)
@@ -38,34 +38,42 @@ def _figure(page, elem_id: str) -> list[dict]:
         customdata: t.customdata ? Array.from(t.customdata, c => Array.from(c)) : null}}))""")
 
 
-def test_blind_spot_shares_on_the_page_equal_a_recount_from_the_clips_json(page, app):
-    """Failures tab -> Find blind spots: the group-score bars of the model are the recounted shares."""
-    _, session = app
-    engine = session.engine("drl-wti")
+def _recount(engine, branch: str) -> dict[str, dict[str, float]]:
+    """Winoground's three scores per twin attribute (percent), from the clips' JSON files and the branch's scores."""
     records = _records(engine)
     ids = [r["video_id"] for r in records]
-    sim = engine.matrices["latent"]
+    t2v, v2t = engine.direction_matrix(branch, "t2v"), engine.direction_matrix(branch, "v2t")
     caption_of = {}
     for c, v in enumerate(engine.bench.caption_video):
         caption_of.setdefault(int(v), c)
-    groups: dict[str, list[bool]] = {}
+    passed: dict[str, list[tuple[bool, bool, bool]]] = {}
     for a, record in enumerate(records):
         if record["twin_of"] is None or ids.index(record["twin_of"]) < a:
             continue
         b = ids.index(record["twin_of"])
         ca, cb = caption_of[a], caption_of[b]
-        group = (sim[ca, a] > sim[cb, a] and sim[cb, b] > sim[ca, b]  # each clip prefers its caption
-                 and sim[ca, a] > sim[ca, b] and sim[cb, b] > sim[cb, a])  # each caption prefers its clip
+        text = v2t[ca, a] > v2t[cb, a] and v2t[cb, b] > v2t[ca, b]  # each clip prefers its caption
+        video = t2v[ca, a] > t2v[ca, b] and t2v[cb, b] > t2v[cb, a]  # each caption prefers its clip
         for key in (record["differs_in"], "all"):
-            groups.setdefault(key, []).append(bool(group))
+            passed.setdefault(key, []).append((text, video, text and video))
+    return {score: {a: 100 * sum(p[i] for p in ps) / len(ps) for a, ps in passed.items()}
+            for i, score in enumerate(("text", "video", "group"))}
+
+
+def test_blind_spot_shares_on_the_page_equal_a_recount_from_the_clips_json(page, app):
+    """Failures tab -> Find blind spots: every bar of both models (text, video, group panels) is a recounted share."""
+    _, session = app
     page.get_by_role("tab", name="Failures").click()
     page.get_by_role("button", name="Find blind spots").click()
     traces = _figure(page, "blind-spots-plot")
-    bar = next(t for t in traces if t["name"] == "drl-wti (latent)" and t["xaxis"] == "x3")  # the group panel
-    shown = dict(zip(bar["x"], bar["y"], strict=True))
-    assert shown.keys() == groups.keys()
-    for attribute, passed in groups.items():
-        assert shown[attribute] == pytest.approx(100 * sum(passed) / len(passed)), attribute
+    for model, branch in (("drl-wti", "latent"), ("unify", "fused")):  # unify: the page's default second model
+        want = _recount(session.engine(model), branch)
+        for axis, score in (("x", "text"), ("x2", "video"), ("x3", "group")):
+            bar = next(t for t in traces if t["name"] == f"{model} ({branch})" and t["xaxis"] == axis)
+            shown = dict(zip(bar["x"], bar["y"], strict=True))
+            assert shown.keys() == want[score].keys()
+            for attribute, share in want[score].items():
+                assert shown[attribute] == pytest.approx(share), (model, score, attribute)
     assert "group score" in page.locator("#blind-spots-summary").inner_text()
     _shot(page, "07-blind-spots")
 

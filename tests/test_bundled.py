@@ -44,3 +44,18 @@ def test_bundled_checkpoint_reproduces_its_registry_and_readme_numbers(name, tes
                     name, branch, direction, metric)
         row = " | ".join(f"{got[d][m]:.1f}" for d in ("t2v", "v2t") for m in METRICS)
         assert row in readme.replace("**", ""), f"README table lacks {name} {branch or ''}: {row}"
+
+
+def test_readme_wti_weight_table_matches_the_bundled_models(test_split):
+    """The README's table of WTI text weights is what bench/results.py computes from the bundled checkpoints."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_results", PROJECT_ROOT / "bench" / "results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    rows = results.weight_rows(test_split)
+    assert set(rows) == {"drl-wti", "drl-wti-cdcr"}
+    table = results.weight_markdown(rows)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for line in table.splitlines()[2:]:
+        assert line in readme, f"README lacks the WTI weight row: {line}"

@@ -28,7 +28,7 @@ from tvr_demo.ui import analysis
 
 @pytest.fixture(scope="module")
 def session(diagnosis_session):
-    """40 clips (conftest.py): about a fifth of them in twin pairs, several attributes."""
+    """120 clips (conftest.py): about a fifth of them in twin pairs, several attributes."""
     return diagnosis_session
 
 

@@ -105,9 +105,8 @@ class Analysis:
             if dsl:
                 dsl_t2v = metrics.evaluate_similarity(metrics.dual_softmax(sim), cv)["t2v"]
                 dsl_v2t = metrics.evaluate_similarity(metrics.dual_softmax(v2t_sim, axis=1), cv)["v2t"]
-            branches[branch] = BranchMetrics(metrics.recall_metrics(metrics.text_to_video_ranks(sim, cv)),
-                                             metrics.recall_metrics(metrics.video_to_text_ranks(v2t_sim, cv)),
-                                             dsl_t2v, dsl_v2t)
+            official = metrics.evaluate_similarity(sim, cv, v2t_sim)  # DRL's protocol (multi-caption too)
+            branches[branch] = BranchMetrics(official["t2v"], official["v2t"], dsl_t2v, dsl_v2t)
         return Evaluation(branches, engine.ranking_branch(None), [p for p, _ in engine.gallery.failures])
 
     def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:

@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="per process (default: the config's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="the global batch, all processes together (default: the config's)")
+    p.add_argument("--clip-weights", default=None, metavar="PATH",
+                   help="start CLIP from these weights, as DRL does: an OpenAI JIT archive (ViT-B-32.pt) or an "
+                        "open_clip state dict; the architecture must match the config's (default: random init)")
     _add_device(p)
     p.set_defaults(func=_cmd_train)
 

@@ -71,13 +71,17 @@ def gt_ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def recall_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """R@k (percent of queries with rank < k), MdR = median rank + 1, MnR = mean rank + 1 (DRL's table)."""
+def recall_metrics(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10), lower_median: bool = False
+                   ) -> dict[str, float]:
+    """R@k (percent of queries with rank < k), MdR = median rank + 1, MnR = mean rank + 1 (DRL's table).
+    lower_median: the lower of the two middle ranks for an even count (torch.median, which DRL's multi-caption
+    text-to-video metrics use) instead of their mean (np.median, its one-caption metrics)."""
     ranks = np.asarray(ranks)
     if ranks.size == 0:
         raise ValueError("no ranks to summarise: the query set is empty")
     metrics = {f"R@{k}": float(100.0 * np.mean(ranks < k)) for k in ks}
-    metrics["MdR"] = float(np.median(ranks) + 1)
+    median = np.sort(ranks)[(ranks.size - 1) // 2] if lower_median else np.median(ranks)
+    metrics["MdR"] = float(median + 1)
     metrics["MnR"] = float(np.mean(ranks) + 1)
     return metrics
 
@@ -140,12 +144,38 @@ def video_to_text_ranks(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarra
     return _video_to_text(_check_sim(sim), caption_video)[1]
 
 
-def evaluate_similarity(sim: np.ndarray, caption_video: np.ndarray) -> dict[str, dict[str, float]]:
-    """Both directions of the standard benchmark table from one (n_captions, n_videos) score matrix."""
-    return {
-        "t2v": recall_metrics(text_to_video_ranks(sim, caption_video)),
-        "v2t": recall_metrics(video_to_text_ranks(sim, caption_video)),
-    }
+def group_best_captions(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
+    """DRL's tensor_video_to_text_sim: for every (video j, caption group of video i), the best score of video i's
+    captions against video j. sim (n_captions, n_videos) -> (n_videos, n_videos), rows the query videos."""
+    sim = _check_sim(sim)
+    _best_gt_captions(sim, caption_video)  # checks: every video has a caption, indices in range
+    caption_video = np.asarray(caption_video, dtype=np.int64)
+    order = np.argsort(caption_video, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(caption_video[order]) != 0])
+    return np.maximum.reduceat(sim[order], starts, axis=0).T  # (groups = videos, n_videos).T
+
+
+def grouped_video_to_text_ranks(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
+    """Video-to-text as DRL's main.py ranks benchmarks with several captions per video: each video ranks its own
+    caption group among the groups, every group scored by its best caption (pessimistic ties, as gt_ranks). With
+    one caption per video this equals video_to_text_ranks."""
+    return gt_ranks(group_best_captions(sim, caption_video), np.arange(sim.shape[1]))
+
+
+def evaluate_similarity(sim: np.ndarray, caption_video: np.ndarray, v2t_sim: np.ndarray | None = None
+                        ) -> dict[str, dict[str, float]]:
+    """Both directions of the benchmark table, by the official protocol: one caption per video (MSR-VTT 1k-A) ranks
+    S and S^T; several captions per video (MSVD, VATEX) follow DRL's main.py: text-to-video ranks each caption among
+    the videos (MdR the lower median, as its torch.median), video-to-text ranks caption groups by their best caption.
+    sim (n_captions, n_videos); v2t_sim, when video queries score differently (UNIFY's fusion), else sim."""
+    caption_video = np.asarray(caption_video)
+    v2t_sim = sim if v2t_sim is None else v2t_sim
+    multi = caption_video.size > 0 and np.bincount(caption_video).max() > 1
+    if not multi:
+        return {"t2v": recall_metrics(text_to_video_ranks(sim, caption_video)),
+                "v2t": recall_metrics(video_to_text_ranks(v2t_sim, caption_video))}
+    return {"t2v": recall_metrics(text_to_video_ranks(sim, caption_video), lower_median=True),
+            "v2t": recall_metrics(grouped_video_to_text_ranks(v2t_sim, caption_video))}
 
 
 def dual_softmax(sim: np.ndarray, temperature: float = 100.0, axis: int = 0) -> np.ndarray:

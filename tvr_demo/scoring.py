@@ -86,9 +86,10 @@ def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.T
     the float32 bytes."""
     parts = []
     for start in range(0, frames_u8.shape[0], batch_size):
-        frames = normalize_frames(frames_u8[start:start + batch_size].to(model.device))
+        sl = slice(start, start + batch_size)
+        frames = normalize_frames(frames_u8[sl].to(model.device), masks[sl].to(model.device))
         with _autocast(model.device):
-            feats = model.encode_video(frames, masks[start:start + batch_size].to(model.device))
+            feats = model.encode_video(frames, masks[sl].to(model.device))
         parts.append(video_bank(model, _fp32(feats)))
     return _cat(parts, VideoBank)
 

@@ -1,19 +1,19 @@
-"""`python -m tvr_demo train`: one training loop for every configuration; runs unchanged under torchrun (DDP).
+"""`python -m tvr_demo train`: DRL's training recipe for every configuration; runs unchanged under torchrun (DDP).
 
-Symmetric InfoNCE with the learnable logit scale (clamped at 100), DRL's optimiser split (a lower learning rate for
-the CLIP towers), warm-up then cosine decay, gradient clipping, bf16 autocast on GPU, a checkpoint every epoch in our
-format, and resumption from the last finished epoch.
+The official recipe (design note, "Training as the official code does it"): CLIP's weights from a local file, DRL's
+initialisation of the modules it adds, an epoch over every (video, caption) pair, symmetric InfoNCE on S scaled by
+exp(logit_scale) (capped at 100), BertAdam with warmup_cosine (tvr_demo.optimization), features gathered over ranks
+with DRL's backward, bf16 autocast on GPU, a checkpoint every epoch in our format, and resumption after the last
+finished epoch. A run config names every departure from the recipe and why (`RunConfig.departures`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +25,11 @@ from tvr_demo.data import load_benchmark
 from tvr_demo.errors import TVRError
 from tvr_demo.framecache import cached_frames
 from tvr_demo.models import ModelConfig, TVRModel
-from tvr_demo.models.backbone import clip_config, get_tokenizer
+from tvr_demo.models.backbone import clip_config, get_tokenizer, load_pretrained_clip
 from tvr_demo.models.unify import bag_of_words
 from tvr_demo.objective import training_loss
-from tvr_demo.paths import ASSETS_DIR
+from tvr_demo.optimization import build_bert_adam
+from tvr_demo.paths import ASSETS_DIR, default_dataset_dir
 from tvr_demo.video import normalize_frames
 
 TRAIN_CONFIG_DIR = ASSETS_DIR / "train_configs"
@@ -36,27 +37,29 @@ TRAIN_CONFIG_DIR = ASSETS_DIR / "train_configs"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 32  # the tiny model still improves at 16 (val R@1 +9 over epochs 10-16); see cycles
-    cycles: int = 2  # cosine cycles with warm restarts (SGDR), each with its own warm-up; epochs divide evenly, so
-    #                  a run of `epochs` continues one of epochs / cycles exactly (the bundled models: 2 x 16)
-    batch_size: int = 64  # per process
-    lr: float = 1e-3  # new modules (temporal, weight heads, lexicon heads)
-    clip_lr_scale: float = 0.5  # DRL's coef_lr (1e-3) assumes pretrained CLIP; our towers start from scratch
-    weight_decay: float = 0.2  # CLIP / DRL
-    warmup_fraction: float = 0.1  # DRL: linear warm-up over the first 10% of steps, then cosine
-    grad_clip: float = 1.0
+    """The optimisation; every default is DRL's paper row (official `scripts/msrvtt.sh` and `main.py`)."""
+
+    epochs: int = 5  # DRL: 5 epochs, each over every (video, caption) pair of the training split
+    batch_size: int = 128  # DRL: the global batch, all ranks together (each takes batch_size / world_size)
+    lr: float = 1e-4  # DRL: the modules DRL adds (temporal module, weight heads) and UNIFY's lexicon heads
+    coef_lr: float = 1e-3  # DRL: parameters named `clip.` train at lr * coef_lr (the towers start pretrained)
+    weight_decay: float = 0.2  # DRL prep_optimizer
+    warmup_proportion: float = 0.1  # DRL warmup_cosine: linear warm-up over the first 10% of all steps
+    grad_clip: float = 1.0  # DRL: all gradients together to this norm, before BertAdam's per-tensor clip
     seed: int = 0
     val_split: str = "val"
 
 
 @dataclass
 class RunConfig:
-    """A named training recipe: the model and the optimisation, stored as JSON in assets/train_configs."""
+    """A named training recipe: the model and the optimisation, stored as JSON in assets/train_configs, with the
+    reason for every train field that departs from DRL's recipe."""
 
     name: str
     description: str
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
+    departures: dict[str, str] = field(default_factory=dict)  # train field -> why it differs from DRL's value
 
     @classmethod
     def load(cls, name_or_path: str) -> RunConfig:
@@ -72,9 +75,16 @@ class RunConfig:
         train_fields = {f.name for f in fields(TrainConfig)}
         unknown = set(raw.get("train", {})) - train_fields
         if unknown:
-            raise TVRError(f"{path}: unknown train fields {sorted(unknown)}")
-        return cls(raw.get("name", path.stem), raw.get("description", ""), ModelConfig.from_dict(model),
-                   TrainConfig(**raw.get("train", {})))
+            raise TVRError(f"{path.name}: unknown train fields {sorted(unknown)}")
+        train = TrainConfig(**raw.get("train", {}))
+        departures = dict(raw.get("departures", {}))
+        undocumented = [f.name for f in fields(TrainConfig) if f.name not in ("seed", "val_split")
+                        and getattr(train, f.name) != f.default and f.name not in departures]
+        if undocumented:
+            raise TVRError(f"{path.name}: train fields {undocumented} depart from DRL's recipe without a reason "
+                           "under \"departures\"")
+        return cls(raw.get("name", path.stem), raw.get("description", ""), ModelConfig.from_dict(model), train,
+                   departures)
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -89,13 +99,27 @@ def _setup_distributed(device: torch.device) -> None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
+class AllGather(torch.autograd.Function):
+    """DRL's AllGather (official `tvr/models/until_module.py`): concatenate over ranks; the backward returns only
+    this rank's slice of the incoming gradient (no sum over ranks; DDP then averages the parameter gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 (autograd's signature)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.batch = dist.get_rank(), x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return grad[ctx.batch * ctx.rank : ctx.batch * (ctx.rank + 1)]
+
+
 def gather_batch(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor over ranks, keeping gradients for the local slice (the global in-batch negatives)."""
+    """The batch of every rank, concatenated (the global in-batch negatives), with DRL's backward."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()))
+    return AllGather.apply(x)
 
 
 def _gather_features(feats):
@@ -112,6 +136,7 @@ class TrainData:
     caption_ids: torch.Tensor  # (C, T)
     caption_mask: torch.Tensor  # (C, T)
     captions_of: list[list[int]]  # video -> caption rows
+    video_of: np.ndarray  # (C,) caption row -> video
     video_words: list[torch.Tensor]  # video -> BPE ids of all its captions (UNIFY grounding targets)
 
 
@@ -120,30 +145,42 @@ def prepare_data(root: Path, split: str, config: ModelConfig, progress: bool) ->
     frames, masks = cached_frames(bench, config, progress=progress)
     tok = get_tokenizer()(bench.captions, config.max_words)
     captions_of = [bench.captions_of(v) for v in range(len(bench.video_ids))]
+    video_of = np.zeros(len(bench.captions), dtype=np.int64)
+    for v, rows in enumerate(captions_of):
+        video_of[rows] = v
     words = [torch.unique(tok.ids[rows]) for rows in captions_of]
-    return TrainData(frames, masks, tok.ids, tok.mask, captions_of, words)
+    return TrainData(frames, masks, tok.ids, tok.mask, captions_of, video_of, words)
 
 
-# ---------------------------------------------------------------- the loop
+def video_batch(data: TrainData, videos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised frames (B, V, 3, R, R) with padded frames at zero in normalised space, as DRL pads, and masks."""
+    masks = torch.from_numpy(np.ascontiguousarray(data.masks[videos]))
+    return normalize_frames(torch.from_numpy(np.array(data.frames[videos])), masks), masks
 
 
-def _param_groups(model: TVRModel, cfg: TrainConfig) -> list[dict[str, Any]]:
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        is_clip = name.startswith("clip.")
-        decay = p.ndim >= 2 and "embedding" not in name
-        groups.setdefault((is_clip, decay), []).append(p)
-    return [{"params": ps, "lr": cfg.lr * (cfg.clip_lr_scale if is_clip else 1.0),
-             "weight_decay": cfg.weight_decay if decay else 0.0} for (is_clip, decay), ps in groups.items()]
+# ---------------------------------------------------------------- model and optimiser
 
 
-def _schedule(step: int, cycle_steps: int, warmup_fraction: float) -> float:
-    """Learning-rate factor: linear warm-up then cosine decay, restarted every cycle_steps steps."""
-    step %= cycle_steps
-    warmup = max(1, int(cycle_steps * warmup_fraction))
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, cycle_steps - warmup)))
+def build_model(run: RunConfig, clip_weights: Path | None = None) -> TVRModel:
+    """DRL's order: its init of every module it adds, CLIP's weights over CLIP (when given; otherwise open_clip's
+    random init, for the from-scratch bundled models), then the temporal module copied from CLIP's text tower."""
+    model = TVRModel(run.model)
+    model.init_drl_modules()
+    if clip_weights is not None:
+        load_pretrained_clip(model.clip, clip_weights, run.model.clip_name)
+    model.init_from_clip_text()
+    return model
+
+
+def build_optimizer(model: TVRModel, train_config: TrainConfig, total_steps: int
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """DRL's BertAdam over prep_optimizer's four groups and warmup_cosine over total_steps; step the scheduler once
+    after every optimiser step."""
+    c = train_config
+    return build_bert_adam(model, c.lr, c.coef_lr, c.weight_decay, c.warmup_proportion, total_steps)
+
+
+# ---------------------------------------------------------------- validation
 
 
 @torch.no_grad()
@@ -168,6 +205,12 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     latent = similarity_matrix(texts, videos, model.config.latent_interaction).cpu().numpy()
     gt = np.arange(len(rows))
     out = {"R@1": evaluate_similarity(latent, gt)["t2v"]["R@1"]}
+    if model.config.latent_interaction == "wti":  # where the text weight goes (the <eot> collapse, issue 13)
+        from tvr_demo.token_weights import text_weight_stats
+
+        stats = text_weight_stats(model, data.caption_ids[rows], data.caption_mask[rows])
+        out["median_eot"] = round(stats.median_eot, 4)
+        out["content_over_fillers"] = round(stats.share_content_over_fillers, 1)
     if model.config.unify is not None:
         lex = lexicon_matrix(texts, videos, model.config.unify.top_k).cpu().numpy()
         out["lexicon_R@1"] = evaluate_similarity(lex, gt)["t2v"]["R@1"]
@@ -203,8 +246,43 @@ def _logged_elapsed(log_path: Path, epochs_done: int) -> float:
     return next((float(r["elapsed_s"]) for r in reversed(records) if r.get("epoch") == epochs_done), 0.0)
 
 
-def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, resume: bool = False,
-          device: str | None = None, max_steps: int | None = None) -> Path:
+# ---------------------------------------------------------------- the loop: set-up, one epoch, end of epoch
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training run holds between its steps."""
+
+    run: RunConfig
+    dataset: Path
+    out: Path
+    device: torch.device
+    rank: int
+    world: int
+    epochs: int
+    model: TVRModel
+    ddp: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data: TrainData
+    val_data: TrainData | None
+    steps_per_epoch: int
+    start_epoch: int
+    step: int
+    started: float
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.jsonl"
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "train_state.pt"
+
+
+def setup_run(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, resume: bool = False,
+              device: str | None = None, clip_weights: Path | None = None) -> TrainingRun:
+    """Devices and ranks, the model (or the last finished epoch's, resuming), the data, optimiser and schedule."""
     from tvr_demo.scoring import default_device
 
     dev = default_device(device)
@@ -214,15 +292,12 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
     cfg = run.train
+    if cfg.batch_size % world:
+        raise TVRError(f"batch size {cfg.batch_size} does not split over {world} processes")
     epochs = epochs or cfg.epochs
-    cycles = min(cfg.cycles, epochs)  # a short run (tests, smoke runs) is one cycle per epoch at most
-    if epochs % cycles:
-        raise TVRError(f"{epochs} epochs do not split into {cycles} equal learning-rate cycles")
     out = Path(out)
     torch.manual_seed(cfg.seed)
-
-    model = TVRModel(run.model)
-    model.init_from_clip_text()
+    model = build_model(run, clip_weights)
     start_epoch, state = 0, None
     state_path = out / "train_state.pt"
     if resume and state_path.is_file():
@@ -231,96 +306,111 @@ def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, r
         model.load_state_dict(last.state_dict())
         start_epoch = int(state["epoch"]) + 1
     model.to(dev)
-    train_data = prepare_data(dataset, "train", run.model, progress=rank == 0)
+    data = prepare_data(dataset, "train", run.model, progress=rank == 0)
     val_data = prepare_data(dataset, cfg.val_split, run.model, progress=rank == 0) if rank == 0 else None
-
     if run.model.unify is not None and run.model.unify.train_vocabulary == "captions":
         from tvr_demo.models.unify import vocabulary_mask
 
-        words = torch.unique(train_data.caption_ids)
+        words = torch.unique(data.caption_ids)
         model.lexicon_vocab = words[vocabulary_mask()[words]].to(dev)
-    n_videos = train_data.frames.shape[0]
-    steps_per_epoch = max(1, n_videos // (cfg.batch_size * world))
-    total_steps = steps_per_epoch * epochs
-    cycle_steps = total_steps // cycles
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), betas=(0.9, 0.98), eps=1e-6)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    steps_per_epoch = max(1, len(data.video_of) // cfg.batch_size)  # DRL's loader drops the last partial batch
+    optimizer, scheduler = build_optimizer(model, cfg, steps_per_epoch * epochs)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
-    log_path = out / "log.jsonl"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    step = start_epoch * steps_per_epoch
-    started = time.time() - _logged_elapsed(log_path, start_epoch)
-    for epoch in range(start_epoch, epochs):
-        rng = np.random.default_rng(cfg.seed * 1000 + epoch)  # same permutation on every rank, then sharded
-        order = rng.permutation(n_videos)[: steps_per_epoch * cfg.batch_size * world]
-        mine = order.reshape(steps_per_epoch, world, cfg.batch_size)[:, rank]
-        bar = tqdm(mine, desc=f"{run.name} epoch {epoch + 1}/{epochs}", disable=rank != 0, leave=False)
-        losses = []
-        for batch in bar:
-            batch = np.sort(batch)
-            rows = [int(rng.choice(train_data.captions_of[v])) for v in batch]
-            ids = train_data.caption_ids[rows].to(dev)
-            tmask = train_data.caption_mask[rows].to(dev)
-            frames = normalize_frames(torch.from_numpy(np.array(train_data.frames[batch]))).to(dev)
-            vmask = torch.from_numpy(train_data.masks[batch]).to(dev)
-            words = None
-            if run.model.unify is not None:
-                words = torch.stack([bag_of_words(train_data.video_words[v][None], model.clip.token_embedding.
-                                                  num_embeddings)[0] for v in batch]).to(dev)
-            for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                g["lr"] = base * _schedule(step, cycle_steps, cfg.warmup_fraction)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                text, video = (ddp or model)(ids, tmask, frames, vmask)
-            text, video = _gather_features(text), _gather_features(video)
-            if words is not None:
-                words = gather_batch(words)
-            # UNIFY's two stages run over the first cycle; later cycles stay in stage 2
-            terms = training_loss(model, text, video, words, progress=min(1.0, step / cycle_steps))
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            model.clip.logit_scale.data.clamp_(max=math.log(100))  # as CLIP/DRL: the scale never passes 100
-            losses.append(float(terms.total))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale()):.1f}")
-            step += 1
-            if max_steps is not None and step >= max_steps:
-                break
-        checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
-        checksums = [checksum.clone() for _ in range(world)]
-        if world > 1:
-            dist.all_gather(checksums, checksum)  # every rank must hold the same weights after each epoch
-        if rank == 0:
-            val = validate(model, val_data)
-            sims = val.pop("_sims", None)
-            record = {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
-                      "losses": [round(x, 4) for x in losses[:: max(1, len(losses) // 20)]] + [round(losses[-1], 4)],
-                      "val": val, "elapsed_s": round(time.time() - started, 1), "world_size": world,
-                      "param_checksums": [float(c) for c in checksums]}
-            if sims is not None and epoch + 1 == epochs:
-                model.config.unify.fusion_lambda = choose_fusion_lambda(*sims)
-                record["fusion_lambda"] = model.config.unify.fusion_lambda
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            tqdm.write(json.dumps(record))
-            meta = {"name": run.name, "description": run.description,
-                    "training": {"train": asdict(cfg), "epoch": epoch + 1, "epochs": epochs, "dataset": str(dataset),
-                                 "device": str(dev), "world_size": world, "val": val,
-                                 "elapsed_s": record["elapsed_s"]}}
-            save_checkpoint(model, out / f"epoch_{epoch + 1}", meta)
-            save_checkpoint(model, out / "last", meta)
-            torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, str(state_path) + ".tmp")
-            os.replace(str(state_path) + ".tmp", state_path)
-        if dist.is_initialized():
-            dist.barrier()
-        if max_steps is not None and step >= max_steps:
+    started = time.time() - _logged_elapsed(out / "log.jsonl", start_epoch)
+    return TrainingRun(run, Path(dataset), out, dev, rank, world, epochs, model, ddp, optimizer, scheduler, data,
+                       val_data, steps_per_epoch, start_epoch, start_epoch * steps_per_epoch, started)
+
+
+def train_epoch(tr: TrainingRun, epoch: int, max_steps: int | None = None) -> list[float]:
+    """One pass over every (video, caption) pair, shuffled (the same permutation on every rank, then sharded); a
+    video can appear twice in a batch, as in DRL. Returns the losses of its steps."""
+    model, data, cfg = tr.model, tr.data, tr.run.train
+    rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+    per_rank = cfg.batch_size // tr.world
+    order = rng.permutation(len(data.video_of))[: tr.steps_per_epoch * cfg.batch_size]
+    mine = order.reshape(tr.steps_per_epoch, tr.world, per_rank)[:, tr.rank]
+    bar = tqdm(mine, desc=f"{tr.run.name} epoch {epoch + 1}/{tr.epochs}", disable=tr.rank != 0, leave=False)
+    total_steps = tr.steps_per_epoch * tr.epochs
+    losses = []
+    for rows in bar:
+        videos = data.video_of[rows]
+        ids, tmask = data.caption_ids[rows].to(tr.device), data.caption_mask[rows].to(tr.device)
+        frames, vmask = (t.to(tr.device) for t in video_batch(data, videos))
+        words = None
+        if tr.run.model.unify is not None:
+            vocab = model.clip.token_embedding.num_embeddings
+            words = torch.stack([bag_of_words(data.video_words[v][None], vocab)[0] for v in videos]).to(tr.device)
+        with torch.autocast(tr.device.type, dtype=torch.bfloat16, enabled=tr.device.type == "cuda"):
+            text, video = (tr.ddp or model)(ids, tmask, frames, vmask)
+        text, video = _gather_features(text), _gather_features(video)
+        if words is not None:
+            words = gather_batch(words)
+        terms = training_loss(model, text, video, words, progress=tr.step / total_steps)
+        tr.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        tr.optimizer.step()
+        tr.scheduler.step()
+        model.clamp_logit_scale()
+        losses.append(float(terms.total))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale()):.1f}")
+        tr.step += 1
+        if max_steps is not None and tr.step >= max_steps:
+            break
+    return losses
+
+
+def end_epoch(tr: TrainingRun, epoch: int, losses: list[float]) -> None:
+    """Check the ranks agree, validate, log, and save the epoch's checkpoint and the optimiser state (rank 0)."""
+    model = tr.model
+    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
+    checksums = [checksum.clone() for _ in range(tr.world)]
+    if tr.world > 1:
+        dist.all_gather(checksums, checksum)  # every rank must hold the same weights after each epoch
+    if tr.rank == 0:
+        val = validate(model, tr.val_data)
+        sims = val.pop("_sims", None)
+        record = {"epoch": epoch + 1, "step": tr.step, "loss": float(np.mean(losses)),
+                  "losses": [round(x, 4) for x in losses[:: max(1, len(losses) // 20)]] + [round(losses[-1], 4)],
+                  "val": val, "elapsed_s": round(time.time() - tr.started, 1), "world_size": tr.world,
+                  "param_checksums": [float(c) for c in checksums]}
+        if sims is not None and epoch + 1 == tr.epochs:
+            model.config.unify.fusion_lambda = choose_fusion_lambda(*sims)
+            record["fusion_lambda"] = model.config.unify.fusion_lambda
+        with open(tr.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        tqdm.write(json.dumps(record))
+        meta = {"name": tr.run.name, "description": tr.run.description,
+                "training": {"train": asdict(tr.run.train), "departures": tr.run.departures, "epoch": epoch + 1,
+                             "epochs": tr.epochs, "dataset": str(tr.dataset), "device": str(tr.device),
+                             "world_size": tr.world, "val": val, "elapsed_s": record["elapsed_s"]}}
+        save_checkpoint(model, tr.out / f"epoch_{epoch + 1}", meta)
+        save_checkpoint(model, tr.out / "last", meta)
+        tmp = tr.state_path.with_suffix(".tmp")
+        torch.save({"epoch": epoch, "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict()},
+                   tmp)
+        os.replace(tmp, tr.state_path)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def train(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, resume: bool = False,
+          device: str | None = None, max_steps: int | None = None, clip_weights: Path | None = None) -> Path:
+    """Train `run` on the dataset's training split; returns the last checkpoint's folder."""
+    tr = setup_run(run, dataset, out, epochs, resume, device, clip_weights)
+    for epoch in range(tr.start_epoch, tr.epochs):
+        losses = train_epoch(tr, epoch, max_steps)
+        end_epoch(tr, epoch, losses)
+        if max_steps is not None and tr.step >= max_steps:
             break
     if dist.is_initialized():
         dist.destroy_process_group()
-    return out / "last"
+    return tr.out / "last"
 
 
 def train_from_args(args) -> None:
@@ -331,10 +421,13 @@ def train_from_args(args) -> None:
         run.train.seed = args.seed
     if args.batch_size is not None:
         run.train.batch_size = args.batch_size
-    dataset = Path(args.dataset) if args.dataset else ensure_default_dataset(splits=("train", run.train.val_split))
+    dataset = Path(args.dataset) if args.dataset else default_dataset_dir()
+    if dataset.resolve() == default_dataset_dir().resolve():  # the bundled benchmark renders these splits on first use
+        dataset = ensure_default_dataset(splits=("train", run.train.val_split))
     if not dataset.exists():
         raise TVRError(f"dataset folder {dataset} not found (generate it with `python -m tvr_demo generate --out "
                        f"{dataset}`)")
-    path = train(run, dataset, Path(args.out), args.epochs, args.resume, args.device, args.max_steps)
+    clip_weights = Path(args.clip_weights) if args.clip_weights else None
+    path = train(run, dataset, Path(args.out), args.epochs, args.resume, args.device, args.max_steps, clip_weights)
     assert (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file()
     print(json.dumps({"checkpoint": str(path)}))

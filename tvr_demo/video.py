@@ -259,11 +259,16 @@ def preprocess_frames(frames: np.ndarray, resolution: int) -> torch.Tensor:
     return out
 
 
-def normalize_frames(frames_u8: torch.Tensor) -> torch.Tensor:
-    """(..., 3, R, R) uint8 -> float32 in CLIP's input space, in ToTensor + Normalize's exact order of operations."""
+def normalize_frames(frames_u8: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., 3, R, R) uint8 -> float32 in CLIP's input space, in ToTensor + Normalize's exact order of operations.
+    With the frame mask (...,), padded frames become zeros in normalised space, as DRL pads (a uint8 zero frame
+    would normalise to -mean/std)."""
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=frames_u8.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=frames_u8.device).view(3, 1, 1)
-    return frames_u8.to(torch.float32).div(255).sub(mean).div(std)
+    out = frames_u8.to(torch.float32).div(255).sub(mean).div(std)
+    if mask is not None:
+        out = out * mask.to(device=out.device, dtype=out.dtype)[..., None, None, None]
+    return out
 
 
 def load_video(

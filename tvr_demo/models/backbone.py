@@ -123,11 +123,12 @@ def video_frame_features(clip: CLIP, frames: torch.Tensor) -> torch.Tensor:
     return feats.reshape(b, v, -1)
 
 
-def load_pretrained_clip(clip: CLIP, path: Path) -> None:
-    """Load CLIP weights from a local file: an OpenAI JIT archive (.pt) or an open_clip state dict, strictly."""
+def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """CLIP's tensors from a local file, as DRL reads them: an OpenAI JIT archive via torch.jit.load(...).state_dict(),
+    else a plain state dict (open_clip's, possibly under "state_dict" with DDP's "module." prefix; or safetensors)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"CLIP weights not found: {path}")
+        raise CheckpointError(f"CLIP weights not found: {path.name}")
     try:
         state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
@@ -136,12 +137,35 @@ def load_pretrained_clip(clip: CLIP, path: Path) -> None:
 
             state_dict = load_file(str(path))
         else:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise CheckpointError(f"{path.name} is neither an OpenAI CLIP JIT archive nor a state dict") from e
     state_dict = state_dict.get("state_dict", state_dict)
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path.name} holds no state dict of CLIP tensors")
     for key in ("input_resolution", "context_length", "vocab_size"):  # JIT-only metadata, as openai/CLIP drops them
         state_dict.pop(key, None)
-    state_dict = {k.removeprefix("module."): v.float() for k, v in state_dict.items()}
-    missing, unexpected = clip.load_state_dict(state_dict, strict=False)
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def load_pretrained_clip(clip: CLIP, path: Path, architecture: str = "the config's") -> None:
+    """Load CLIP weights into `clip` strictly, after checking each tensor's shape against its architecture: a
+    mismatch names the tensor and both shapes."""
+    state_dict = read_clip_state_dict(path)
+    name = Path(path).name
+    expected = clip.state_dict()
+    for key in {n for n, _ in clip.named_buffers()} - set(expected):  # non-persistent (attn_mask): rebuilt, not read
+        state_dict.pop(key, None)  # a traced open_clip archive stores them
+    for key, want in expected.items():
+        got = state_dict.get(key)
+        if got is not None and tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{name} does not match architecture {architecture}: tensor {key} has shape "
+                                  f"{list(got.shape)} in the file, {list(want.shape)} in the config")
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the CLIP architecture: missing {missing[:8]}, "
-                              f"unexpected {unexpected[:8]}")
+        raise CheckpointError(f"{name} does not match architecture {architecture}: missing tensors {missing[:4]}"
+                              f"{' ...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
+                              f"{' ...' if len(unexpected) > 4 else ''}")
+    clip.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)

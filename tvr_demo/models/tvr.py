@@ -6,6 +6,7 @@ Parameter names follow the official DRL code (`clip.*`, `transformerClip.*`, `fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,21 @@ from tvr_demo.models import drl
 from tvr_demo.models.backbone import build_clip, text_token_features, video_frame_features
 from tvr_demo.models.config import Interaction, ModelConfig
 from tvr_demo.models.unify import LexiconHead, lexicon_activation, lexicon_logits
+
+LOGIT_SCALE_MAX = 100.0  # CLIP and DRL: exp(logit_scale) never passes 100 (clamped after every step)
+DRL_MODULES = ("frame_position_embeddings", "transformerClip", "text_weight_fc", "video_weight_fc")
+
+
+@torch.no_grad()
+def _drl_init(module: nn.Module) -> None:
+    """DRL's init_weights: Linear and Embedding weights N(0, 0.02), Linear biases 0, LayerNorms 1 and 0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.normal_(mean=0.0, std=0.02)
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.zero_()
 
 
 @dataclass
@@ -52,6 +68,14 @@ class TVRModel(nn.Module):
             self.text_lexicon_head = LexiconHead(config.text_width, config.text_width, vocab, bias)
             self.video_lexicon_head = LexiconHead(width, config.text_width, vocab, bias)
         self.lexicon_vocab: torch.Tensor | None = None  # training may narrow the lexicon to its captions' words
+
+    def init_drl_modules(self) -> None:
+        """DRL's initialisation of the modules it adds to CLIP, so the WTI heads start with near-zero logits (nearly
+        uniform weights). DRL applies it to the whole model and then loads CLIP's weights over CLIP: the same thing
+        for the modules here; CLIP itself keeps open_clip's init or the weights loaded next."""
+        for name in DRL_MODULES:
+            if hasattr(self, name):
+                getattr(self, name).apply(_drl_init)
 
     @torch.no_grad()
     def init_from_clip_text(self) -> None:
@@ -113,5 +137,10 @@ class TVRModel(nn.Module):
         return lexicon_activation(features.lexicon_logits)
 
     def logit_scale(self) -> torch.Tensor:
-        """exp(logit_scale) clamped at 100, as CLIP and DRL train."""
-        return self.clip.logit_scale.exp().clamp(max=100.0)
+        """exp(logit_scale) clamped at LOGIT_SCALE_MAX, as CLIP and DRL train."""
+        return self.clip.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """After every optimiser step, as DRL: the stored log-scale never passes log(LOGIT_SCALE_MAX)."""
+        self.clip.logit_scale.clamp_(max=math.log(LOGIT_SCALE_MAX))

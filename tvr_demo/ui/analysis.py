@@ -19,10 +19,10 @@ ALL_SLICES = "(all)"
 # Failure-table column widths: auto widths gave a caption the whole row at 1440 px and pushed "ground truth", "rank"
 # and "beaten by" off the right edge; captions and slices wrap instead. A column not named here gets the default.
 FAILURE_COLUMN_WIDTHS = {
-    "t2v": {"query #": "6%", "caption": "30%", "ground truth": "10%", "rank": "6%", "beaten by": "10%",
-            "margin": "8%", "slices": "30%"},
-    "v2t": {"video": "10%", "best GT caption": "25%", "rank": "6%", "beaten by": "25%", "margin": "8%",
-            "slices": "26%"},
+    "t2v": {"query #": "5%", "caption": "26%", "ground truth": "9%", "rank": "5%", "beaten by": "9%",
+            "margin": "7%", "differs in": "14%", "slices": "25%"},
+    "v2t": {"video": "9%", "best GT caption": "22%", "rank": "5%", "beaten by": "22%", "margin": "7%",
+            "differs in": "13%", "slices": "22%"},
 }
 FAILURE_DEFAULT_WIDTH = "10%"
 
@@ -30,6 +30,8 @@ FAILURE_DEFAULT_WIDTH = "10%"
 def failure_column_widths(columns, direction: str) -> list[str]:
     widths = FAILURE_COLUMN_WIDTHS.get(direction, {})
     return [widths.get(c, FAILURE_DEFAULT_WIDTH) for c in columns]
+
+
 MAP_COLOURS = ("modality", "outcome")
 
 

@@ -14,6 +14,7 @@ from tvr_demo.analysis import pessimistic_rank
 from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
 from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
+from tvr_demo.token_weights import caption_weights
 from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.media import frame_thumbnails
 from tvr_demo.ui.search import resolve_video
@@ -198,6 +199,28 @@ def _best_frame(latent: TokenFrameExplanation, token: int) -> tuple[str, float]:
     return f"f{frame}", float(latent.cosine[token, frame])
 
 
+def weight_sentence(tokens: list[str], weights: np.ndarray) -> str:
+    """What this caption's weights say, from its own numbers: content words against fillers, and `<eot>`."""
+    cw = caption_weights(tokens, weights)
+    if cw.content_mean is not None and cw.filler_mean is not None:
+        if cw.content_outweighs_fillers:
+            words = (f"Here an average content word weighs {cw.content_mean:.3f} against {cw.filler_mean:.3f} for a "
+                     "filler (a, the, of, ...): this head has learned that content words count more.")
+        else:
+            words = (f"Here an average filler (a, the, of, ...) weighs {cw.filler_mean:.3f}, not less than an average "
+                     f"content word ({cw.content_mean:.3f}): this head does not favour content words for this query.")
+    elif cw.content_mean is not None:
+        words = f"Here an average content word weighs {cw.content_mean:.3f}."
+    else:
+        words = ""
+    if cw.eot >= 0.5:
+        eot = (f"`<eot>`, the token that has read the whole sentence, takes {cw.eot:.3f} of the weight on its own, "
+               "so this score is mostly one sentence vector's best frame match.")
+    else:
+        eot = f"`<eot>` (the token that has read the whole sentence) weighs {cw.eot:.3f}."
+    return f"{words} {eot}".strip()
+
+
 def walkthrough(engine: Engine, view: PairView) -> str:
     """The teaching text: WTI, CDCR and the lexicon branch, each told with this pair's numbers."""
     config, latent, ids = engine.config, view.explanation.latent, engine.bench.video_ids
@@ -217,9 +240,9 @@ def walkthrough(engine: Engine, view: PairView) -> str:
             "Each of the query's tokens looks for its best-matching frame (the circles in the heatmap) and each frame "
             "for its best token (the squares). Instead of one sentence vector against one video vector, the score "
             "is built from these token–frame matches.\n\n"
-            + ("A small head gives every token a weight w_t (softmax over the tokens) and every frame a weight w_v, "
-               f"so content words count more than fillers: under plain TI each of the {n} tokens would weigh "
-               f"1/{n} = {1 / n:.3f}.\n\n" if weighted else
+            + ("A small head gives every token a weight w_t (softmax over the tokens) and every frame a weight w_v. "
+               f"{weight_sentence(latent.tokens, latent.token_weights)} Under plain TI each of the {n} tokens would "
+               f"weigh 1/{n} = {1 / n:.3f}.\n\n" if weighted else
                f"This model uses TI: every token weighs 1/{n} and every frame 1/{len(latent.frame_weights)}.\n\n")
             + f"The three tokens that add most here:\n{token_lines}\n\n"
             f"Adding every token's share gives t2v = {latent.t2v:.4f}; the frames' shares give v2t = {latent.v2t:.4f}; "

@@ -107,7 +107,7 @@ class Session:
     def dataset_dir(self, dataset: str | None, progress: Progress = None, split: str | None = None) -> Path:
         """The folder of a gallery, which must lie inside `data_roots`; blank means the gallery given at start, or
         the bundled benchmark, whose `split` is generated (with progress) if missing."""
-        dataset = (dataset or self.dataset or "").strip()
+        dataset = (dataset or "").strip() or self.dataset  # blank (spaces and control characters too): the default
         if dataset:
             path = resolve_within(dataset, self.data_roots, "gallery folder",
                                   "give a folder inside one of them, or leave it blank for the default gallery")
@@ -191,27 +191,34 @@ class Session:
 
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
                searching: bool) -> Engine:
+        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
         checkpoint = open_checkpoint(self.models[model], self.device)
-        cached = gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None)
         where = f"{bench.name}/{bench.split}"
-        if cached:
-            built = Engine(checkpoint, bench, self.cache_root, progress=True)
-        else:
-            if searching and not self._search_encode.acquire(blocking=False):
-                raise QueryError(f"{model} on {where} is being prepared for the first time by another request "
-                                 "(encoding takes minutes): load it with the Load button, then search again")
-            try:
+        if gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None):
+            return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
+        if searching and not self._search_encode.acquire(blocking=False):
+            raise QueryError(f"{model} on {where} has not been encoded yet and another search already waits for an "
+                             "encode: load it with the Load button, then search again")
+        try:
+            if not self._encode_lane.acquire(blocking=False):
                 if progress is not None:
                     progress(0, desc=f"waiting for another gallery's first encode, then {model} on {where}")
-                with self._encode_lane:
-                    if progress is not None:
-                        progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; "
-                                         "cached after the first time)")
-                    built = Engine(checkpoint, bench, self.cache_root, progress=True)
+                self._encode_lane.acquire()
+            try:
+                if progress is not None:
+                    progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
+                                     "the first time)")
+                built = Engine(checkpoint, bench, self.cache_root, progress=True)
             finally:
-                if searching:
-                    self._search_encode.release()
-        built.reserve = lambda n, key=key: self._make_room(key, n, where)
+                self._encode_lane.release()
+        finally:
+            if searching:
+                self._search_encode.release()
+        return self._keep(key, built, where)
+
+    def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
+        """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
+        built.reserve = lambda n: self._make_room(key, n, where)
         self._make_room(key, built.nbytes, where)
         with self._engines_lock:
             self._engines[key] = built
