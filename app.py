@@ -16,7 +16,7 @@ import gradio as gr
 from tvr_demo.errors import TVRError
 from tvr_demo.ui import analysis
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
-from tvr_demo.ui.callbacks import EXPORTABLE, make_callbacks
+from tvr_demo.ui.callbacks import EXPORTABLE, Callbacks
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.inputs import checked_number
 from tvr_demo.ui.session import Session
@@ -46,7 +46,7 @@ INTRO = ("Text-video retrieval, explained. **Search** the gallery, click a resul
 
 def build_demo(session: Session) -> gr.Blocks:
     """The whole page, laid out as it looks; the listeners are the callbacks of tvr_demo.ui.callbacks."""
-    cb = make_callbacks(session)
+    cb = Callbacks(session)
     with gr.Blocks(title="TVR demo: DRL and UNIFY", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## Text-video retrieval: DRL and UNIFY\n{INTRO}")
         header = gr.Markdown("Loading…")

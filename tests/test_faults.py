@@ -26,7 +26,7 @@ from tvr_demo.data import load_benchmark
 from tvr_demo.engine import Engine
 from tvr_demo.gallery import encode_gallery
 from tvr_demo.scoring import similarity_matrix
-from tvr_demo.ui.callbacks import make_callbacks
+from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_a_gallery_in_use_answers_while_another_is_being_encoded(small):
 
 def test_an_empty_gallery_is_a_clear_notice(tmp_path):
     session = tiny_session(tmp_path, n_test=0)
-    cb = make_callbacks(session)
+    cb = Callbacks(session)
     with pytest.raises(gr.Error, match="has 0 videos and 0 captions: it needs at least one of each"):
         cb.load("drl-wti", "", "test", progress=None)
     with pytest.raises(gr.Error, match="has 0 videos"):
@@ -237,7 +237,7 @@ def test_an_empty_gallery_is_a_clear_notice(tmp_path):
 def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
     """Every view on a one-clip gallery gives finite numbers or a notice, never an exception of its own."""
     session = tiny_session(tmp_path, n_test=1)
-    cb = make_callbacks(session)
+    cb = Callbacks(session)
     caption = session.benchmark().captions[0]
     for model in ("drl-wti", "unify"):
         ctx = (model, "", "test")

@@ -20,7 +20,7 @@ from PIL import Image
 from tvr_demo.checkpoints import bundled_registry
 from tvr_demo.data.synthetic import SyntheticConfig, generate
 from tvr_demo.ui import search
-from tvr_demo.ui.callbacks import make_callbacks
+from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -77,7 +77,7 @@ def test_engines_are_held_by_bytes_and_dropped_ones_are_freed(served, tmp_path):
     one = session.engine("unify")
     _ = one.matrices, one.v2t_fused
     session.memory_budget = int(one.nbytes * 1.5)
-    cb = make_callbacks(session)
+    cb = Callbacks(session)
     dropped = weakref.ref(one)
     cb.run_explain("hello", "0", "", "", "unify", "", "test")
     cb.run_metrics("drl-wti", "", "test")
@@ -94,7 +94,7 @@ def test_a_request_over_the_budget_is_refused_with_a_sentence(served):
     session = Session(["unify"], served.session.dataset, "test", device="cpu", cache_root=served.root / "cache")
     engine = session.engine("unify")
     session.memory_budget = engine.nbytes + 100  # the features fit, the (6 x 6 x 3 float32) matrices do not
-    cb = make_callbacks(session)
+    cb = Callbacks(session)
     import gradio as gr
 
     with pytest.raises(gr.Error, match="over this server's budget of .*TVR_DEMO_MEMORY_GB"):
@@ -279,7 +279,7 @@ def _event(data=None, index=None):
 def test_map_events_out_of_range_are_a_sentence(served, data):
     import gradio as gr
 
-    cb = make_callbacks(served.session)
+    cb = Callbacks(served.session)
     with pytest.raises(gr.Error) as info:
         cb.open_map_point(*_ctx(served), _event(data))
     assert info.value.message.strip()
@@ -289,20 +289,20 @@ def test_map_events_out_of_range_are_a_sentence(served, data):
 def test_lasso_selections_out_of_range_are_a_sentence(served, items):
     import gradio as gr
 
-    cb = make_callbacks(served.session)
+    cb = Callbacks(served.session)
     with pytest.raises(gr.Error):
         cb.map_selection(*_ctx(served), _event({"items": items}))
 
 
 @pytest.mark.parametrize("point", [[], ["k"], [["k", "x"]], [[None, 1.5]], "x", [["k", 10**30]], [[[1], [2]]]])
 def test_the_thumbnail_function_takes_any_argument(served, point):
-    assert make_callbacks(served.session).thumbnail(point) == ""
+    assert Callbacks(served.session).thumbnail(point) == ""
 
 
 def test_a_forged_table_click_is_a_sentence(served):
     import gradio as gr
 
-    cb = make_callbacks(served.session)
+    cb = Callbacks(served.session)
     with pytest.raises(gr.Error, match="no row at position"):
         cb.open_table_row([0, 1], "a red circle", *_ctx(served), _event(index=[7, 0]))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,7 +20,9 @@ import torch
 from tvr_demo import metrics
 
 if TYPE_CHECKING:
-    from tvr_demo.engine import Engine
+    from tvr_demo.data import Benchmark
+    from tvr_demo.gallery import EncodedGallery
+    from tvr_demo.models.config import ModelConfig
 
 DSL_NOTE = "dual softmax at inference (not in the official DRL code)"
 
@@ -88,10 +90,31 @@ class RankComparison:
         return {c: len(v) for c, v in self.cells.items()}
 
 
+class ScoredSplit(Protocol):
+    """What the analysis reads from an engine (tvr_demo.engine.Engine): written as an interface, so that this module
+    depends on no engine code and the engine can own its analysis."""
+
+    bench: Benchmark
+    gallery: EncodedGallery
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def gallery_size(self) -> int: ...
+
+    @property
+    def matrices(self) -> dict[str, np.ndarray]: ...
+
+    def direction_matrix(self, branch: str, direction: str) -> np.ndarray: ...
+
+    def ranking_branch(self, branch: str | None) -> str: ...
+
+
 class Analysis:
     """Whole-split numbers for one engine; holds no matrices of its own (they are the engine's)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ScoredSplit) -> None:
         self.engine = engine
 
     def evaluate(self, dsl: bool = False) -> Evaluation:

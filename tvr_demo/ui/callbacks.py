@@ -1,4 +1,4 @@
-"""The app's callbacks: thin functions over the session's engines, built once per app by `make_callbacks`.
+"""The app's callbacks: `Callbacks`, thin methods over the session's engines, one instance per app (app.py wires them).
 
 GPU work runs under `@gpu` (ZeroGPU); user-facing errors become notices (`user_errors`); the `open_*` glue fills the
 explain view's fields and switches to its tab.
@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
+import plotly.graph_objects as go
 
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.safety import public_message, resolve_within
 from tvr_demo.ui import analysis, diagnosis, explain, papers, search
 from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
+from tvr_demo.ui.search import Clip
 from tvr_demo.ui.session import Session, model_summary
+
+if TYPE_CHECKING:
+    from tvr_demo.data import Benchmark
+    from tvr_demo.engine import Engine
 
 PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context, so one default serves all
 EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B", "metrics", "slices", "comparison",
@@ -54,22 +61,54 @@ def _branch(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
-def make_callbacks(session: Session) -> SimpleNamespace:
-    """Every listener's function, bound to one session (the engines every user shares, read-only)."""
-    engine = session.engine
-    # listeners in the search pool (app.MODEL_POOL): they never queue behind another search's first encode
-    searching = functools.partial(session.engine, searching=True)
+def on_gpu(fn: Callable | None = None, *, duration: int = 60, guarded: bool = False) -> Any:
+    """Mark a method as GPU work (`guarded`: behind `user_errors` too); Callbacks.__init__ wraps each instance's
+    bound method in `gpu`, so ZeroGPU, which pickles a call's arguments, is handed the request's own ones, never the
+    instance (whose session holds locks and engines)."""
+    def mark(f: Callable) -> Callable:
+        f.gpu_duration, f.guarded = duration, guarded
+        return f
 
-    def bench(model, dataset, split):
+    return mark(fn) if fn is not None else mark
+
+
+ExplainFields = tuple[gr.Tabs, str, str, str, str]  # the explain tab, its two queries and two videos (by id)
+Context = tuple[str, str, str]  # (model, dataset, split) as the page's fields hold them
+
+
+class Callbacks:
+    """Every listener's function, bound to one session (the engines every user shares, read-only)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        for name, fn in vars(Callbacks).items():
+            duration = getattr(fn, "gpu_duration", None)
+            if duration is not None:  # see on_gpu; the instance attribute keeps the method's name (its api_name)
+                work = gpu(getattr(self, name), duration=duration)
+                setattr(self, name, user_errors(work) if fn.guarded else work)
+        # gradio marks a server function with an attribute, which a bound method cannot carry: a plain function
+        self.thumbnail = functools.wraps(self.thumbnail)(lambda point: Callbacks.thumbnail(self, point))
+
+    def engine(self, model: str, dataset: str, split: str, progress: gr.Progress | None = None) -> Engine:
+        """The model's engine on this gallery, built on first use."""
+        return self.session.engine(model, dataset, split, progress)
+
+    def searching(self, model: str, dataset: str, split: str, progress: gr.Progress | None = None) -> Engine:
+        """The engine for a listener in the search pool (app.MODEL_POOL): it never queues behind another search's
+        first encode."""
+        return self.session.engine(model, dataset, split, progress, searching=True)
+
+    def bench(self, model: str, dataset: str, split: str) -> Benchmark:
         """The gallery's benchmark alone (glue code needs names, not the model)."""
-        return session.benchmark(dataset, split)
+        return self.session.benchmark(dataset, split)
 
     # ------------------------------------------------------------------ callbacks (GPU work under @gpu)
 
-    @user_errors
-    @gpu(duration=180)
-    def load(model, dataset, split, progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
+    @on_gpu(duration=180, guarded=True)
+    def load(self, model: str, dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple:
+        """The header, the pickers' choices and UNIFY's panels for a model and gallery (built on first use)."""
+        session = self.session
+        e = self.engine(model, dataset, split, progress)
         b, description = e.bench, e.checkpoint.meta.get("description", "")
         scorer = session.scorer
         header = (f"**Device** `{session.device}`, token-wise scorer `{scorer.name}` ({scorer.reason}) · "
@@ -84,105 +123,126 @@ def make_callbacks(session: Session) -> SimpleNamespace:
                 gr.Dropdown(choices=analysis.slice_choices(e), value=analysis.ALL_SLICES),
                 gr.Dropdown(choices=colours, value=colours[0]), *[gr.Column(visible=e.is_unify)] * 3)
 
-    @gpu
-    def search_text(query, k, branch, model, dataset, split, progress):
-        return search.search_text(searching(model, dataset, split, progress), query, k, _branch(branch))
+    @on_gpu
+    def search_text(self, query: str, k: float, branch: str | None, model: str, dataset: str, split: str,
+                    progress: gr.Progress | None) -> tuple:
+        """Text to video on the GPU: gallery items, summary, table, order and a notice."""
+        return search.search_text(self.searching(model, dataset, split, progress), query, k, _branch(branch))
 
     @user_errors
-    def run_search(query, k, branch, model, dataset, split, progress=PROGRESS):
-        items, summary, table, order, notice = search_text(query, k, branch, model, dataset, split, progress)
+    def run_search(self, query: str, k: float, branch: str | None, model: str, dataset: str, split: str,
+                   progress: gr.Progress = PROGRESS) -> tuple:
+        """A typed query's top k videos; a new ranking clears the selection."""
+        items, summary, table, order, notice = self.search_text(query, k, branch, model, dataset, split, progress)
         if notice:
             gr.Warning(notice)
         return items, summary, table, order, None, ""  # a new ranking: nothing selected yet
 
-    @gpu
-    def search_video(video, clip, k, branch, model, dataset, split, progress):
-        return search.search_video(searching(model, dataset, split, progress), video, clip, k, _branch(branch))
+    @on_gpu
+    def search_video(self, video: str | None, clip: Clip | None, k: float, branch: str | None, model: str,
+                     dataset: str, split: str, progress: gr.Progress | None) -> tuple:
+        """Video to text on the GPU, for a gallery video or a decoded upload."""
+        return search.search_video(self.searching(model, dataset, split, progress), video, clip, k, _branch(branch))
 
     @user_errors
-    def run_search_video(video, upload, k, branch, model, dataset, split, progress=PROGRESS):
+    def run_search_video(self, video: str | None, upload: str | None, k: float, branch: str | None, model: str,
+                         dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple:
+        """A gallery video's or an uploaded clip's top k captions (the upload decoded on the CPU first)."""
         clip = None
         if upload:  # gradio hands over only files it received; the path policy holds whoever the caller is
             upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
-            clip = search.decode_upload(searching(model, dataset, split, progress), upload)
-        summary, table, captions, index = search_video(video, clip, k, branch, model, dataset, split, progress)
-        preview = upload if upload else str(bench(model, dataset, split).video_paths[index])
+            clip = search.decode_upload(self.searching(model, dataset, split, progress), upload)
+        summary, table, captions, index = self.search_video(video, clip, k, branch, model, dataset, split, progress)
+        preview = upload if upload else str(self.bench(model, dataset, split).video_paths[index])
         return summary, preview, table, captions, index
 
-    @user_errors
-    @gpu
-    def run_explain(query, video, compare_query, compare_video, model, dataset, split,
-                    progress=PROGRESS):
-        out = explain.explain(searching(model, dataset, split, progress), query, video, compare_query,
+    @on_gpu(guarded=True)
+    def run_explain(self, query, video, compare_query, compare_video, model: str, dataset: str, split: str,
+                    progress: gr.Progress = PROGRESS) -> tuple:
+        """Why a video scored what it did for a query, and against a second pair."""
+        out = explain.explain(self.searching(model, dataset, split, progress), query, video, compare_query,
                               compare_video)
         return (out.markdown_a, out.latent_a, out.lexicon_a, out.markdown_b, out.latent_b, out.lexicon_b,
                 out.difference, out.walkthrough)
 
-    @user_errors
-    @gpu
-    def run_metrics(model, dataset, split, progress=PROGRESS):
-        return analysis.metrics_view(engine(model, dataset, split, progress), model)
+    @on_gpu(guarded=True)
+    def run_metrics(self, model: str, dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple[go.Figure,
+                    pd.DataFrame]:
+        """Recall bars and the metrics table."""
+        return analysis.metrics_view(self.engine(model, dataset, split, progress), model)
 
-    @user_errors
-    @gpu
-    def run_failures(direction, branch, sort_by, slice_label, limit, model, dataset, split,
-                     progress=PROGRESS):
-        e = engine(model, dataset, split, progress)
+    @on_gpu(guarded=True)
+    def run_failures(self, direction, branch, sort_by, slice_label, limit, model: str, dataset: str, split: str,
+                     progress: gr.Progress = PROGRESS) -> tuple:
+        """The failure table, its summary and the pairs its rows open."""
+        e = self.engine(model, dataset, split, progress)
         table, pairs, summary = analysis.failures_view(e, direction, _branch(branch), sort_by, slice_label, limit)
         return table, summary, pairs
 
-    def failure_widths(table, direction):
+    def failure_widths(self, table, direction) -> gr.Dataframe:
         """The failure table's column widths for the columns it now shows (t2v and v2t differ): an update of the
         widths alone, after /failures, whose output stays the plain table."""
         columns = list(table.columns) if isinstance(table, pd.DataFrame) else list((table or {}).get("headers", []))
         return gr.Dataframe(column_widths=analysis.failure_column_widths(columns, direction))
 
-    @user_errors
-    @gpu
-    def run_slices(branch, model_b, model, dataset, split, progress=PROGRESS):
-        names = [model] + ([model_b] if model_b and model_b != model else [])
-        return analysis.slices_view({n: engine(n, dataset, split, progress) for n in names}, _branch(branch))
+    def _names(self, model: str, model_b: str | None) -> list[str]:
+        """The selected model, and the second one when it differs."""
+        return [model] + ([model_b] if model_b and model_b != model else [])
 
-    @user_errors
-    @gpu
-    def run_compare(model_b, k, model, dataset, split, progress=PROGRESS):
-        return analysis.compare_view(engine(model, dataset, split, progress), model,
-                                     engine(model_b, dataset, split, progress), model_b, k)
+    @on_gpu(guarded=True)
+    def run_slices(self, branch, model_b, model: str, dataset: str, split: str,
+                   progress: gr.Progress = PROGRESS) -> go.Figure:
+        """R@1 per slice, for one model or two."""
+        return analysis.slices_view({n: self.engine(n, dataset, split, progress) for n in self._names(model, model_b)},
+                                    _branch(branch))
 
-    @user_errors
-    @gpu
-    def run_blind_spots(branch, model_b, model, dataset, split, progress=PROGRESS):
-        names = [model] + ([model_b] if model_b and model_b != model else [])
-        return diagnosis.blind_spots_view({n: engine(n, dataset, split, progress) for n in names}, _branch(branch))
+    @on_gpu(guarded=True)
+    def run_compare(self, model_b, k, model: str, dataset: str, split: str,
+                    progress: gr.Progress = PROGRESS) -> tuple:
+        """Which queries one model gets into the top k and the other does not."""
+        return analysis.compare_view(self.engine(model, dataset, split, progress), model,
+                                     self.engine(model_b, dataset, split, progress), model_b, k)
 
-    @user_errors
-    @gpu
-    def run_counterfactual(query, video, branch, model, dataset, split, progress=PROGRESS):
-        return diagnosis.counterfactual_view(engine(model, dataset, split, progress), query, video, _branch(branch))
+    @on_gpu(guarded=True)
+    def run_blind_spots(self, branch, model_b, model: str, dataset: str, split: str,
+                        progress: gr.Progress = PROGRESS) -> tuple:
+        """What the failures have in common, for one model or two."""
+        return diagnosis.blind_spots_view(
+            {n: self.engine(n, dataset, split, progress) for n in self._names(model, model_b)}, _branch(branch))
 
-    @user_errors
-    @gpu
-    def run_correlation(model_a, model_b, dataset, split, progress=PROGRESS):
+    @on_gpu(guarded=True)
+    def run_counterfactual(self, query, video, branch, model: str, dataset: str, split: str,
+                           progress: gr.Progress = PROGRESS) -> tuple:
+        """How one-word edits of the query move the video's rank."""
+        return diagnosis.counterfactual_view(self.engine(model, dataset, split, progress), query, video,
+                                             _branch(branch))
+
+    @on_gpu(guarded=True)
+    def run_correlation(self, model_a, model_b, dataset, split, progress: gr.Progress = PROGRESS) -> tuple[go.Figure,
+                        str]:
+        """The channel cross-correlation of one or two models."""
         names = list(dict.fromkeys([model_a, model_b]))
-        return analysis.correlation_view({n: engine(n, dataset, split, progress) for n in names})
+        return analysis.correlation_view({n: self.engine(n, dataset, split, progress) for n in names})
 
-    @user_errors
-    @gpu(duration=600)
-    def run_papers(dataset, split, progress=PROGRESS):
+    @on_gpu(duration=600, guarded=True)
+    def run_papers(self, dataset, split, progress: gr.Progress = PROGRESS) -> tuple:
         """The papers' ablations over every served checkpoint on this gallery (each encodes it once, then cached)."""
-        return papers.papers_view({n: engine(n, dataset, split, progress) for n in session.models})
+        return papers.papers_view({n: self.engine(n, dataset, split, progress) for n in self.session.models})
 
-    @gpu
-    def map_embeddings(model, dataset, split, progress):
-        return analysis.map_embeddings(engine(model, dataset, split, progress))
+    @on_gpu
+    def map_embeddings(self, model: str, dataset: str, split: str, progress: gr.Progress | None) -> tuple:
+        """The map's pooled vectors, on the GPU."""
+        return analysis.map_embeddings(self.engine(model, dataset, split, progress))
 
     @user_errors
-    def run_map(colour_by, n_lines, model, dataset, split, progress=PROGRESS):
-        text, video = map_embeddings(model, dataset, split, progress)
+    def run_map(self, colour_by, n_lines, model: str, dataset: str, split: str,
+                progress: gr.Progress = PROGRESS) -> go.Figure:
+        """The embedding map (UMAP on the CPU, cached per model and gallery)."""
+        text, video = self.map_embeddings(model, dataset, split, progress)
         progress(0.5, desc="projecting with UMAP (once per model and gallery, then cached)")
-        return analysis.map_view(engine(model, dataset, split), text, video, colour_by, n_lines, model)
+        return analysis.map_view(self.engine(model, dataset, split), text, video, colour_by, n_lines, model)
 
-    def thumbnail(point):
+    def thumbnail(self, point) -> str:
         """Server function for the map's hover; gradio hands it the JS call's arguments as one list. Anything but
         [gallery key, video index] gets no thumbnail."""
         while isinstance(point, list) and len(point) == 1:
@@ -190,10 +250,11 @@ def make_callbacks(session: Session) -> SimpleNamespace:
         if not (isinstance(point, list) and len(point) == 2 and isinstance(point[0], str)
                 and isinstance(point[1], int) and not isinstance(point[1], bool)):
             return ""
-        return session.thumbnail(point[0], point[1])
+        return self.session.thumbnail(point[0], point[1])
 
     @user_errors
-    def export_html(which, *figures):
+    def export_html(self, which, *figures) -> str:
+        """One shown figure as a standalone HTML file."""
         plot = dict(zip(EXPORTABLE, figures, strict=True)).get(which)
         if plot is None or getattr(plot, "type", None) != "plotly":
             raise QueryError(f"the {str(which)[:60]!r} figure is empty: show it first, then export it")
@@ -201,6 +262,7 @@ def make_callbacks(session: Session) -> SimpleNamespace:
 
     # ------------------------------------------------------------------ glue: open a pair in the explain view
 
+    @staticmethod
     def pick(items, index, what: str):
         """items[index] for an index a browser event sent, which a client may forge."""
         if isinstance(index, (list, tuple)):
@@ -209,74 +271,81 @@ def make_callbacks(session: Session) -> SimpleNamespace:
             raise QueryError(f"no {what} at position {str(index)[:20]}: there are {len(items)}; click one again")
         return items[index]
 
-    def open_result(order, model, dataset, split, evt: gr.SelectData):
-        video = pick(order, evt.index, "result")
-        return video, f"Selected **{bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
+    @user_errors
+    def open_result(self, order, model: str, dataset: str, split: str, evt: gr.SelectData) -> tuple[int, str]:
+        """Select a clicked result (explained on demand)."""
+        video = self.pick(order, evt.index, "result")
+        return video, f"Selected **{self.bench(model, dataset, split).video_ids[video]}** (result {evt.index + 1})"
 
-    def open_pair(context, query, video, compare_query="", compare_video=None):
+    def open_pair(self, context: Context, query, video, compare_query="", compare_video=None) -> ExplainFields:
         """Switch to the explain tab with its fields filled (videos by id); the explain listener runs next."""
-        ids = bench(*context).video_ids
+        ids = self.bench(*context).video_ids
         return (gr.Tabs(selected="explain"), query, "" if video is None else ids[video], compare_query,
                 "" if compare_video is None or compare_video < 0 else ids[compare_video])
 
-    def explain_selected(query, selected, order, model, dataset, split):
+    @user_errors
+    def explain_selected(self, query, selected, order, model: str, dataset: str, split: str) -> ExplainFields:
         """The clicked result, or the top one when none was clicked."""
         if selected is None and not order:
             raise gr.Error("search first, then click a result to explain it", print_exception=False)
-        return open_pair((model, dataset, split), query, order[0] if selected is None else selected)
+        return self.open_pair((model, dataset, split), query, order[0] if selected is None else selected)
 
-    def open_table_row(order, query, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), query, pick(order, evt.index, "row"))
+    @user_errors
+    def open_table_row(self, order, query, model: str, dataset: str, split: str, evt: gr.SelectData) -> ExplainFields:
+        """A row of the ranking table, explained."""
+        return self.open_pair((model, dataset, split), query, self.pick(order, evt.index, "row"))
 
-    def open_caption_row(captions, video_index, model, dataset, split, evt: gr.SelectData):
+    @user_errors
+    def open_caption_row(self, captions, video_index, model: str, dataset: str, split: str,
+                         evt: gr.SelectData) -> ExplainFields:
+        """A caption of a video search's table, explained against its video."""
         if video_index is None:
             raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
-        caption = bench(model, dataset, split).captions[pick(captions, evt.index, "row")]
-        return open_pair((model, dataset, split), caption, video_index)
+        caption = self.bench(model, dataset, split).captions[self.pick(captions, evt.index, "row")]
+        return self.open_pair((model, dataset, split), caption, video_index)
 
-    def open_pair_row(pairs, model, dataset, split, evt: gr.SelectData):
-        return open_pair((model, dataset, split), *pick(pairs, evt.index, "row"))
+    @user_errors
+    def open_pair_row(self, pairs, model: str, dataset: str, split: str, evt: gr.SelectData) -> ExplainFields:
+        """A failure or comparison row's pairs, explained."""
+        return self.open_pair((model, dataset, split), *self.pick(pairs, evt.index, "row"))
 
-    def item_index(b, kind, index) -> int:
+    def item_index(self, b, kind, index) -> int:
         """A map point's (kind, index) as a browser sent it, checked against the gallery."""
         size = {"caption": b.num_captions, "video": b.num_videos}.get(kind)
         if size is None:
             raise QueryError(f"a map point is a caption or a video, not {str(kind)[:20]!r}")
-        return pick(range(size), index if isinstance(index, int) else None, kind)
+        return self.pick(range(size), index if isinstance(index, int) else None, kind)
 
-    def open_item(context, kind, index):
+    def open_item(self, context: Context, kind, index) -> ExplainFields:
         """A map point or selection row: a caption opens with its top result, a video with its first caption."""
-        b = bench(*context)
-        index = item_index(b, kind, index)
+        b = self.bench(*context)
+        index = self.item_index(b, kind, index)
         if kind == "caption":
-            return open_pair(context, b.captions[index], None)
+            return self.open_pair(context, b.captions[index], None)
         captions = b.captions_of(index)
-        return open_pair(context, b.captions[captions[0]] if captions else "", index)
+        return self.open_pair(context, b.captions[captions[0]] if captions else "", index)
 
-    def open_map_point(model, dataset, split, evt: gr.EventData):
+    @user_errors
+    def open_map_point(self, model: str, dataset: str, split: str, evt: gr.EventData) -> ExplainFields:
+        """A clicked map point, explained."""
         data = evt._data if isinstance(evt._data, dict) else {}
-        return open_item((model, dataset, split), data.get("kind"), data.get("index"))
+        return self.open_item((model, dataset, split), data.get("kind"), data.get("index"))
 
-    def open_selection_row(rows, model, dataset, split, evt: gr.SelectData):
-        row = rows.iloc[pick(range(len(rows)), evt.index, "row")]
-        return open_item((model, dataset, split), row["kind"], int(row["#"]))
+    @user_errors
+    def open_selection_row(self, rows, model: str, dataset: str, split: str, evt: gr.SelectData) -> ExplainFields:
+        """A row of the lasso selection's table, explained."""
+        row = rows.iloc[self.pick(range(len(rows)), evt.index, "row")]
+        return self.open_item((model, dataset, split), row["kind"], int(row["#"]))
 
-    def map_selection(model, dataset, split, evt: gr.EventData):
-        b = bench(model, dataset, split)
+    @user_errors
+    def map_selection(self, model: str, dataset: str, split: str, evt: gr.EventData) -> pd.DataFrame:
+        """The lasso's points as a table of captions and videos."""
+        b = self.bench(model, dataset, split)
         items = (evt._data if isinstance(evt._data, dict) else {}).get("items", [])
         if not isinstance(items, list) or not all(isinstance(it, list) and len(it) == 2 for it in items):
             raise QueryError("a lasso selection is a list of [kind, index] points")
         rows = []
         for kind, i in items:
-            i = item_index(b, kind, i)
+            i = self.item_index(b, kind, i)
             rows.append((kind, i, b.captions[i] if kind == "caption" else b.video_ids[i]))
         return pd.DataFrame(rows, columns=["kind", "#", "item"])
-
-    glue = {fn.__name__: user_errors(fn) for fn in (open_result, explain_selected, open_table_row, open_caption_row,
-                                                     open_pair_row, open_map_point, open_selection_row, map_selection)}
-    return SimpleNamespace(
-        load=load, run_search=run_search, run_search_video=run_search_video, run_explain=run_explain,
-        run_metrics=run_metrics, run_failures=run_failures, run_slices=run_slices, run_compare=run_compare,
-        failure_widths=failure_widths, run_blind_spots=run_blind_spots, run_counterfactual=run_counterfactual,
-        run_correlation=run_correlation, run_papers=run_papers, run_map=run_map, thumbnail=thumbnail,
-        export_html=export_html, **glue)
