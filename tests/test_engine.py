@@ -65,6 +65,8 @@ def test_a_tie_counts_against_the_ground_truth():
     assert Engine._hits(scores, "latent", 2, [0], None).ground_truth_rank == 3
     assert Engine._hits(scores, "latent", 2, [0, 2], None).ground_truth_rank == 2
     assert Engine._hits(scores, "latent", 2, [2, 0], None).ground_truth_rank == 2
+    # ground truths 0 (0.3) and 2 (0.5): only 0.9 is above the best one, the other ground truth never counts
+    assert Engine._hits({"latent": np.array([0.3, 0.9, 0.5, 0.4])}, "latent", 2, [0, 2], None).ground_truth_rank == 1
     hits = Engine._hits(scores, "latent", 4, [0], None).hits
     assert [h.index for h in hits] == [1, 0, 2, 3] and [h.rank for h in hits] == [0, 1, 2, 3]
 
