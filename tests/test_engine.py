@@ -65,6 +65,8 @@ def test_a_tie_counts_against_the_ground_truth():
     assert Engine._hits(scores, "latent", 2, [0], None).ground_truth_rank == 3
     assert Engine._hits(scores, "latent", 2, [0, 2], None).ground_truth_rank == 2
     assert Engine._hits(scores, "latent", 2, [2, 0], None).ground_truth_rank == 2
+    # ground truths 0 (0.3) and 2 (0.5): only 0.9 is above the best one, the other ground truth never counts
+    assert Engine._hits({"latent": np.array([0.3, 0.9, 0.5, 0.4])}, "latent", 2, [0, 2], None).ground_truth_rank == 1
     hits = Engine._hits(scores, "latent", 4, [0], None).hits
     assert [h.index for h in hits] == [1, 0, 2, 3] and [h.rank for h in hits] == [0, 1, 2, 3]
 
@@ -198,3 +200,33 @@ def test_on_zero_gpu_needs_spaces_and_the_flag(monkeypatch):
     monkeypatch.setattr(gpu, "spaces", None)
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     assert gpu.on_zero_gpu() is False
+
+
+# ---------------------------------------------------------------- the slices view and the map's lasso, as callbacks
+
+
+def test_slices_view_shows_each_models_recall_per_slice(tiny_app):
+    from tvr_demo.ui.callbacks import Callbacks
+
+    fig = Callbacks(tiny_app).run_slices("latent", "unify", "drl-wti", "", "test", progress=None)
+    assert [t.name for t in fig.data] == ["drl-wti", "unify"]
+    for trace in fig.data:
+        engine = tiny_app.engine(trace.name)
+        labels = engine.analysis.caption_slices()
+        ranks = loop_t2v_ranks(engine.matrices["latent"], engine.bench.caption_video)
+        for label, r1, n in zip(trace.y, trace.x, trace.text, strict=True):
+            members = [q for q, ls in enumerate(labels) if label in ls]
+            assert r1 == pytest.approx(100 * sum(ranks[q] < 1 for q in members) / len(members))
+            assert n == f"n={len(members)}"
+
+
+def test_the_map_lasso_lists_the_selected_captions_and_videos(tiny_app):
+    from types import SimpleNamespace
+
+    from tvr_demo.ui.callbacks import Callbacks
+
+    bench = tiny_app.benchmark()
+    event = SimpleNamespace(_data={"items": [["caption", 2], ["video", 5], ["caption", 0]]})
+    table = Callbacks(tiny_app).map_selection("drl-wti", "", "test", event)
+    assert table.values.tolist() == [["caption", 2, bench.captions[2]], ["video", 5, bench.video_ids[5]],
+                                     ["caption", 0, bench.captions[0]]]

@@ -79,6 +79,21 @@ def test_masked_zero_wins_the_max_as_in_the_official_code() -> None:
     assert_same(wti_scores(text, tmask, tw, video, vmask, vw), want)
 
 
+def test_a_block_whose_widest_query_has_16_tokens_keeps_the_masked_zero() -> None:
+    """16 valid tokens is already a multiple of 16, so no padded column is kept for the product: the padded tokens'
+    s = 0 must still take part in every frame's max over tokens. With every cosine negative, v2t is then 0."""
+    g = torch.Generator().manual_seed(3)
+    u = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    text = torch.nn.functional.normalize(u + 0.05 * torch.randn(2, 32, 16, generator=g), dim=-1)
+    video = torch.nn.functional.normalize(-u + 0.05 * torch.randn(5, 12, 16, generator=g), dim=-1)
+    tmask = torch.zeros(2, 32, dtype=torch.long)
+    tmask[0, :16], tmask[1, :9] = 1, 1
+    vmask = torch.ones(5, 12, dtype=torch.long)
+    tw = torch.tensor(np_uniform_weights(tmask), dtype=torch.float32)
+    vw = torch.tensor(np_uniform_weights(vmask), dtype=torch.float32)
+    assert_same(wti_scores_torch(text, tmask, tw, video, vmask, vw), reference(text, tmask, tw, video, vmask, vw))
+
+
 def test_short_queries_drop_masked_positions_exactly() -> None:
     """A 3-token query (29 positions dropped before the product) against 12-frame clips."""
     text, tmask, tw, video, vmask, vw = random_case(1, 50, seed=2)
