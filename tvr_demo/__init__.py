@@ -24,7 +24,8 @@ def load(checkpoint: str = "drl-wti", dataset: str | Path | None = None, split: 
     """A checkpoint (a registry name such as "drl-wti" or "unify", our checkpoint folder, or an official DRL
     `pytorch_model.bin`) on a gallery (a benchmark folder; None: the bundled synthetic benchmark, generated on first
     use), encoded once and cached. The returned `tvr_demo.engine.Engine` searches (`search_text`, `search_video`),
-    evaluates (`evaluate`, `outcomes`) and explains a pair (`explain`: the scorer's own pieces)."""
+    explains a pair (`explain`: the scorer's own pieces) and evaluates (`evaluate`: the CLI's JSON); `engine.analysis`
+    analyses the whole split (`evaluate`, `outcomes`, `slice_metrics`, ... with typed results)."""
     from tvr_demo.engine import Engine
 
     return Engine.from_names(checkpoint, dataset, split, device=device, progress=progress)
