@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cpu"
     try:
         session = Session(args.checkpoint, args.dataset, args.split, args.device)
-        session.benchmark()  # a first start generates the bundled benchmark's test split here (and only that split)
+        if args.dataset:
+            session.benchmark()  # a given gallery is checked before serving: bad input exits 2 with its reason
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -280,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
                 prevent_thread_lock=True)
-    print(f"serving after {time.perf_counter() - start:.1f} s; encoding the gallery (the page shows it loading)",
+    print(f"serving after {time.perf_counter() - start:.1f} s; preparing the gallery (the page shows it loading)",
           file=sys.stderr)
-    try:  # after serving: the page opens at once and its first load waits for this build, not the other way round
+    try:  # after serving: the page opens at once and its first load waits for this build (on a first start the
+        # bundled benchmark's test split is generated here, and only that split), not the other way round
         session.warm()
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)

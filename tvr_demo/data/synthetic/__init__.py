@@ -229,12 +229,16 @@ def render_splits(root: Path, splits: tuple[str, ...], progress: bool = True, nu
     return root
 
 
+_DEFAULT_DATASET_LOCK = threading.Lock()
+
+
 def ensure_default_dataset(progress: bool = True, splits: tuple[str, ...] = ("test",)) -> Path:
     """The bundled benchmark's folder with the clips of `splits` on disk. The first start renders the test split
     alone (the app serves it; about 14 s on 2 cores against a minute for all three), the others on first use."""
     from tvr_demo.paths import default_dataset_dir
 
     target = default_dataset_dir()
-    if not (target / "synthetic.json").is_file():
-        return generate(target, SyntheticConfig(), progress=progress, splits=splits)
-    return render_splits(target, splits, progress)
+    with _DEFAULT_DATASET_LOCK:  # the app generates it after serving, while the page's first requests ask for it
+        if not (target / "synthetic.json").is_file():
+            return generate(target, SyntheticConfig(), progress=progress, splits=splits)
+        return render_splits(target, splits, progress)
