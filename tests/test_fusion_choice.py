@@ -58,3 +58,34 @@ def test_a_useless_lexicon_gets_no_weight_and_a_decisive_one_the_most():
     assert choose_fusion_lambda(right, noise) == 0.0
     wrong = np.roll(np.eye(n), 1, axis=1)
     assert choose_fusion_lambda(wrong, 5 * np.eye(n) + 0.1 * noise) == 1.5
+
+
+def test_validation_r1_is_the_first_captions_recall_by_the_design_note(tmp_path, monkeypatch):
+    """`validate` reports text-to-video R@1 over each video's FIRST caption, scored by WTI as drl.md defines it
+    (reference loop over the model's own unnormalised features) with ties counted against the ground truth."""
+    import torch
+    from reference import loop_pessimistic_rank, loop_similarity
+
+    from tvr_demo.checkpoints import load_checkpoint
+    from tvr_demo.data.synthetic import SyntheticConfig, generate
+    from tvr_demo.train import prepare_data, validate
+    from tvr_demo.video import normalize_frames
+
+    monkeypatch.setenv("TVR_DEMO_CACHE", str(tmp_path / "cache"))
+    root = generate(tmp_path / "bench", SyntheticConfig(seed=5, n_train=40, n_test=0, n_val=0), progress=False,
+                    num_workers=1)
+    model = load_checkpoint("drl-wti", torch.device("cpu")).model  # trained: its R@1 is far from 0 and from 100
+    data = prepare_data(root, "train", model.config, progress=False)  # 5 captions a video
+    data.captions_of = [rows[::-1] for rows in data.captions_of]  # the first caption is now another row
+    got = validate(model, data)["R@1"]
+
+    first = [rows[0] for rows in data.captions_of]
+    with torch.no_grad():
+        text = model.encode_text(data.caption_ids[first], data.caption_mask[first])
+        masks = torch.from_numpy(np.ascontiguousarray(data.masks))
+        video = model.encode_video(normalize_frames(torch.from_numpy(np.array(data.frames)), masks), masks)
+    sim = loop_similarity(text.tokens.double(), text.mask, video.frames.double(), video.mask, "wti",
+                          text.weight_logits.double(), video.weight_logits.double())
+    expected = 100.0 * sum(loop_pessimistic_rank(sim[q].tolist(), [q]) == 0 for q in range(len(first))) / len(first)
+    assert 0 < expected < 100
+    assert got == pytest.approx(expected)
