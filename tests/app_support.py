@@ -42,3 +42,11 @@ def launched(session: Session) -> Iterator[str]:
         yield url
     finally:
         demo.close()
+
+
+def open_app_page(browser, url: str, width: int):
+    """A new page on the app, once its header (which names the device) has rendered; the caller closes it."""
+    page = browser.new_page(viewport={"width": width, "height": 1100})
+    page.goto(url)
+    page.get_by_text("Device").first.wait_for(timeout=30_000)
+    return page

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from app_support import open_app_page
 
 pytestmark = pytest.mark.browser
 
@@ -26,9 +27,7 @@ def app_url(served_app):
 @pytest.fixture
 def page(browser, app_url):
     url, _ = app_url
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(url)
-    page.get_by_text("Device").first.wait_for(timeout=30_000)
+    page = open_app_page(browser, url, width=1500)
     yield page
     page.close()
 

@@ -4,7 +4,7 @@ clips' JSON files and a search with the edited query. Run with `pytest -m browse
 from __future__ import annotations
 
 import pytest
-from app_support import launched
+from app_support import launched, open_app_page
 from test_browser import PLOT_TIMEOUT_MS, _shot
 from test_diagnosis import _records
 
@@ -20,9 +20,7 @@ def app(diagnosis_session):
 @pytest.fixture
 def page(browser, app):
     url, _ = app
-    page = browser.new_page(viewport={"width": 1440, "height": 1100})
-    page.goto(url)
-    page.get_by_text("Device").first.wait_for(timeout=30_000)
+    page = open_app_page(browser, url, width=1440)
     yield page
     page.close()
 

@@ -1,6 +1,7 @@
-"""UNIFY's fusion weight is the grid value whose fused scores rank best on validation (t2v + v2t R@1), against a loop
-written from tvr_demo/models/config.py's description: each branch standardised over the query's gallery, ties
-counted against the ground truth (metrics.py's pessimistic rule), the first best lambda on the grid."""
+"""What training reports at the end of an epoch (tvr_demo/train.py), against loops: UNIFY's fusion weight is the grid
+value whose fused scores rank best on validation (t2v + v2t R@1; each branch standardised over the query's gallery,
+ties counted against the ground truth, the first best lambda on the grid), and validation R@1 is the first captions'
+text-to-video recall."""
 
 from __future__ import annotations
 
