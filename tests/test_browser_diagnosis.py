@@ -64,10 +64,10 @@ def test_blind_spot_shares_on_the_page_equal_a_recount_from_the_clips_json(page,
     page.get_by_role("tab", name="Failures").click()
     page.get_by_role("button", name="Find blind spots").click()
     traces = _figure(page, "blind-spots-plot")
-    for model, branch in (("drl-wti", "latent"), ("unify", "fused")):  # unify: the page's default second model
+    for model, branch, kind in (("drl-wti", "latent", "WTI"), ("unify", "fused", "fused")):  # unify: the default B
         want = _recount(session.engine(model), branch)
         for axis, score in (("x", "text"), ("x2", "video"), ("x3", "group")):
-            bar = next(t for t in traces if t["name"] == f"{model} ({branch})" and t["xaxis"] == axis)
+            bar = next(t for t in traces if t["name"] == f"{model} ({kind})" and t["xaxis"] == axis)
             shown = dict(zip(bar["x"], bar["y"], strict=True))
             assert shown.keys() == want[score].keys()
             for attribute, share in want[score].items():

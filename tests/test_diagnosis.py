@@ -285,13 +285,13 @@ def test_blind_spots_endpoint(session, client):
                                                api_name="/blind_spots")
     spots = blind_spots(session.engine("drl-wti"))
     bars = [t for t in _plot(twins)["data"] if t["type"] == "bar"]
-    drl_group = next(t for t in bars if t["name"] == "drl-wti (latent)" and t["xaxis"] == "x3")
+    drl_group = next(t for t in bars if t["name"] == "drl-wti (WTI)" and t["xaxis"] == "x3")
     assert drl_group["x"] == [s.attribute for s in spots.scores]
     assert np.allclose(drl_group["y"], [100 * s.group for s in spots.scores])
-    assert {t["name"] for t in bars} == {"drl-wti (latent)", "unify (fused)"}
+    assert {t["name"] for t in bars} == {"drl-wti (WTI)", "unify (fused)"}
     heat = [t for t in _plot(confusion)["data"] if t["type"] == "heatmap"]
     assert len(heat) == len(spots.confusions)
-    assert "**drl-wti** (latent)" in summary and "**unify** (fused)" in summary
+    assert "**drl-wti** (WTI)" in summary and "**unify** (fused)" in summary
 
 
 def test_counterfactual_endpoint(session, client):

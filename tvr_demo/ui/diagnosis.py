@@ -11,6 +11,7 @@ from tvr_demo import plots
 from tvr_demo.blind_spots import CHANCE, BlindSpots, blind_spots, confusion_matrix
 from tvr_demo.counterfactual import Counterfactual, counterfactual
 from tvr_demo.engine import Engine
+from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.search import resolve_video
 
 TOP_WORDS = 20  # words in the word-miss bars on benchmarks without attribute files
@@ -20,45 +21,46 @@ def _branch(engine: Engine, branch: str | None) -> str:
     return engine.ranking_branch(branch if branch in engine.branches else None)
 
 
-def _name(name: str, spots: BlindSpots) -> str:
-    return f"{name} ({spots.branch})"
+def _name(name: str, kind: str) -> str:
+    return f"{name} ({kind})"
 
 
 def blind_spots_view(engines: dict[str, Engine], branch: str | None) -> tuple[go.Figure, go.Figure, str]:
     """The first model's blind spots beside the second's: twin scores per attribute (or the words failures lose)
     and the first model's confusion matrices; a summary naming its weakest attribute."""
     spots = {name: blind_spots(e, _branch(e, branch)) for name, e in engines.items()}
+    kinds = {name: score_kind(engines[name].config, s.branch) for name, s in spots.items()}  # WTI, not "latent"
     first_name, first = next(iter(spots.items()))
     bench = next(iter(engines.values())).bench
     where = f"{bench.name}/{bench.split}"
     if first.kind == "attributes":
-        scores = {_name(n, s): [(a.attribute, a.n, a.text, a.video, a.group) for a in s.scores]
+        scores = {_name(n, kinds[n]): [(a.attribute, a.n, a.text, a.video, a.group) for a in s.scores]
                   for n, s in spots.items()}
         top = plots.twin_scores_figure(scores, CHANCE, title=f"twin pairs on {where}: Winoground scores per attribute")
     else:
-        top = plots.word_misses_figure({_name(n, s): {w: (s.word_misses[w], s.word_queries[w])
+        top = plots.word_misses_figure({_name(n, kinds[n]): {w: (s.word_misses[w], s.word_queries[w])
                                                 for w, _ in s.word_misses.most_common(TOP_WORDS)}
                                   for n, s in spots.items()},
                                  title=f"{where} has no attribute files: the query words each model's failures lose")
     matrices = {a: confusion_matrix(c) for a, c in first.confusions.items()}
     subtitles = {a: f"{first.failures_by[a]} failures" for a in first.failures_by}
     label = ("query word", "winner's word") if first.kind == "words" else ("ground truth", "winner")
-    confusion = plots.confusion_figure(matrices, f"{_name(first_name, first)}: what the clip that beat the ground truth "
+    confusion = plots.confusion_figure(matrices, f"{_name(first_name, kinds[first_name])}: what the clip that beat the ground truth "
                                            f"shows instead, over its {first.n_failures} text → video failures",
                                  *label, subtitles)
-    return top, confusion, "\n\n".join(_summary(n, s) for n, s in spots.items())
+    return top, confusion, "\n\n".join(_summary(n, s, kinds[n]) for n, s in spots.items())
 
 
-def _summary(name: str, spots: BlindSpots) -> str:
+def _summary(name: str, spots: BlindSpots, kind: str) -> str:
     if spots.kind == "words":
         if not spots.word_misses:
-            return f"**{name}** ({spots.branch}): no failure loses a query word."
+            return f"**{name}** ({kind}): no failure loses a query word."
         word, n = spots.word_misses.most_common(1)[0]
-        return (f"**{name}** ({spots.branch}): {spots.n_failures} failures; the word its failures lose most is "
+        return (f"**{name}** ({kind}): {spots.n_failures} failures; the word its failures lose most is "
                 f"**{word}** ({n} of {spots.word_queries[word]} queries with it).")
     scored = [a for a in spots.scores if a.attribute != "all"]
     if not scored:
-        return f"**{name}** ({spots.branch}): this gallery has no twin pairs."
+        return f"**{name}** ({kind}): this gallery has no twin pairs."
     worst = min(scored, key=lambda a: (a.group, a.attribute))
     overall = next(a for a in spots.scores if a.attribute == "all")
     most = ""
@@ -66,7 +68,7 @@ def _summary(name: str, spots: BlindSpots) -> str:
         attribute, n = min(spots.failures_by.items(), key=lambda item: (-item[1], item[0]))
         most = (f"; the clip that beats the ground truth differs from it in **{attribute}** in {n} of its "
                 f"{spots.n_failures} failures")
-    return (f"**{name}** ({spots.branch}): group score {100 * overall.group:.1f}% over {overall.n} twin pairs "
+    return (f"**{name}** ({kind}): group score {100 * overall.group:.1f}% over {overall.n} twin pairs "
             f"(chance {100 * CHANCE['group']:.1f}%); weakest attribute **{worst.attribute}** "
             f"({100 * worst.group:.1f}% of {worst.n} pairs){most}.")
 
@@ -83,13 +85,15 @@ def counterfactual_view(engine: Engine, query: str, video: str | None, branch: s
         labels, [r.edit.text for r in cf.results], [r.score for r in cf.results], [r.rank for r in cf.results],
         ["replaced" if r.edit.attribute else "removed" for r in cf.results], cf.score, cf.rank,
         [r.truth_rank == 0 and cf.truth_rank not in (None, 0) for r in cf.results],
-        title=f"which word decides: {ids[cf.video]} for “{html.escape(cf.query)}” ({cf.branch})")
+        title=f"which word decides: {ids[cf.video]} for “{html.escape(cf.query)}” "
+              f"({score_kind(engine.config, cf.branch)})")
     return figure, _markdown(engine, cf)
 
 
 def _markdown(engine: Engine, cf: Counterfactual) -> str:
     ids = engine.bench.video_ids
-    lines = [f"**{ids[cf.video]}** is at rank **{cf.rank + 1}** (score {cf.score:.4f}, {cf.branch}) for the query; "
+    lines = [f"**{ids[cf.video]}** is at rank **{cf.rank + 1}** (score {cf.score:.4f}, "
+             f"{score_kind(engine.config, cf.branch)}) for the query; "
              f"{len(cf.results)} one-word edits scored against all {engine.gallery_size} videos."]
     if cf.results:
         best = min(cf.results, key=lambda r: (r.rank, -r.score))
