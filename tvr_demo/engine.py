@@ -188,30 +188,39 @@ class Engine:
         keep = np.arange(latent.shape[1]) if ok is None else np.flatnonzero(ok)
         lam = self.config.unify.fusion_lambda
         if query_axis == 0:
-            step = metrics._rows_per_block(len(keep))
+            step = metrics.rows_per_block(len(keep))
             for start in range(0, latent.shape[0], step):
                 rows = slice(start, start + step)
                 fused[rows, keep] = fuse_scores(latent[rows][:, keep], lexicon[rows][:, keep], lam, 0)
         else:
-            step = metrics._rows_per_block(latent.shape[0])
+            step = metrics.rows_per_block(latent.shape[0])
             for start in range(0, len(keep), step):
                 cols = keep[start:start + step]
                 fused[:, cols] = fuse_scores(latent[:, cols], lexicon[:, cols], lam, 1)
         return fused
 
-    def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None,
-                       query_axis: int = 0) -> dict[str, np.ndarray]:
-        """Every branch's scores for these texts x videos. Videos that failed to decode (ok False) score -inf:
-        never retrieved. Fused standardises over whole gallery rows (text queries) or columns (video queries)."""
-        latent = similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()
-        out = {"latent": latent}
+    def _raw_scores(self, texts: TextBank, videos: VideoBank) -> dict[str, np.ndarray]:
+        """The scores the model computes itself (latent, and lexicon for UNIFY) for these texts x videos."""
+        out = {"latent": similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()}
         if self.is_unify:
             out["lexicon"] = lexicon_similarity(texts.lexicon, videos.lexicon).float().cpu().numpy()
+        return out
+
+    @staticmethod
+    def _mask_undecoded(scores: dict[str, np.ndarray], ok: np.ndarray | None) -> None:
+        """Videos that failed to decode (ok False) score -inf: never retrieved."""
         if ok is not None and not ok.all():
-            for m in out.values():
+            for m in scores.values():
                 m[:, ~ok] = -np.inf
+
+    def _branch_matrix(self, texts: TextBank, videos: VideoBank, ok: np.ndarray | None = None,
+                       query_axis: int = 0) -> dict[str, np.ndarray]:
+        """Every branch's scores for these texts x videos. Fused standardises over whole gallery rows (text queries)
+        or columns (video queries)."""
+        out = self._raw_scores(texts, videos)
+        self._mask_undecoded(out, ok)
         if self.is_unify:
-            out["fused"] = self._fuse(latent, out["lexicon"], ok, query_axis)
+            out["fused"] = self._fuse(out["latent"], out["lexicon"], ok, query_axis)
         return out
 
     # Called with the bytes a full-split computation is about to hold, before it allocates them; the app's session
@@ -236,16 +245,11 @@ class Engine:
         texts, videos, ok = self.gallery.texts, self.gallery.videos, self.gallery.decoded_ok
         raw = [b for b in self.branches if b != "fused"]
         out = {b: np.empty((self.num_captions, self.gallery_size), dtype=np.float32) for b in raw}
-        step = metrics._rows_per_block(self.gallery_size)
+        step = metrics.rows_per_block(self.gallery_size)
         for start in range(0, self.num_captions, step):
-            block = _slice(texts, start, start + step)
-            out["latent"][start:start + step] = similarity_matrix(
-                block, videos, self.config.latent_interaction).float().cpu().numpy()
-            if self.is_unify:
-                out["lexicon"][start:start + step] = lexicon_similarity(block.lexicon, videos.lexicon).float().cpu().numpy()
-        if ok is not None and not ok.all():
-            for m in out.values():
-                m[:, ~ok] = -np.inf
+            for branch, block in self._raw_scores(_slice(texts, start, start + step), videos).items():
+                out[branch][start:start + step] = block
+        self._mask_undecoded(out, ok)
         if self.is_unify:
             out["fused"] = self._fuse(out["latent"], out["lexicon"], ok)
         return out

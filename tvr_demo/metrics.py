@@ -15,7 +15,7 @@ from tvr_demo.data.words import CAPTION_BOILERPLATE, STOP_WORDS
 _BLOCK_ENTRIES = 1 << 22
 
 
-def _rows_per_block(n_cols: int) -> int:
+def rows_per_block(n_cols: int) -> int:
     return max(1, _BLOCK_ENTRIES // max(1, n_cols))
 
 
@@ -25,7 +25,7 @@ def _check_sim(sim: np.ndarray) -> np.ndarray:
     if sim.ndim != 2:
         raise ValueError(f"similarity matrix must be 2-D (queries x gallery), got shape {sim.shape}")
     if np.issubdtype(sim.dtype, np.floating):
-        step = _rows_per_block(sim.shape[1])
+        step = rows_per_block(sim.shape[1])
         for start in range(0, sim.shape[0], step):
             if np.isnan(sim[start : start + step]).any():
                 raise ValueError("similarity matrix contains NaN; check the model's outputs before scoring")
@@ -62,7 +62,7 @@ def gt_ranks(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
             f"similarity matrix has {sim.shape[0]} rows but {gt.shape[0]} ground-truth entries were given"
         )
     ranks = np.empty(sim.shape[0], dtype=np.int64)
-    step = _rows_per_block(sim.shape[1])
+    step = rows_per_block(sim.shape[1])
     for start in range(0, sim.shape[0], step):
         block = sim[start : start + step]  # (b, G)
         gt_score = block[np.arange(block.shape[0]), gt[start : start + step]]  # (b,)
@@ -123,7 +123,7 @@ def _video_to_text(sim: np.ndarray, caption_video: np.ndarray) -> tuple[np.ndarr
     n_videos = sim.shape[1]
     best_score = sim[best, np.arange(n_videos)]  # (n_videos,)
     ranks = np.zeros(n_videos, dtype=np.int64)
-    step = _rows_per_block(n_videos)
+    step = rows_per_block(n_videos)
     for start in range(0, sim.shape[0], step):  # caption blocks, so S is never transposed into a copy
         ranks += np.count_nonzero(sim[start : start + step] >= best_score[None, :], axis=0)
     # Take back the video's own captions counted above: those scoring >= its best, i.e. tied with it.
@@ -227,7 +227,7 @@ def _row_top_other(sim: np.ndarray, gt: np.ndarray) -> np.ndarray:
     row whose other entries are all -inf still gets a non-gt column. A row with no other column gets 0.
     """
     top = np.zeros(sim.shape[0], dtype=np.int64)
-    step = _rows_per_block(sim.shape[1])
+    step = rows_per_block(sim.shape[1])
     for start in range(0, sim.shape[0], step):
         block = sim[start : start + step]  # (b, G)
         rows = np.arange(block.shape[0])
@@ -245,7 +245,7 @@ def _column_top_other(sim: np.ndarray, caption_video: np.ndarray) -> np.ndarray:
     non-last axis would copy the whole matrix. A video that every caption belongs to gets 0.
     """
     n_videos = sim.shape[1]
-    step = _rows_per_block(n_videos)
+    step = rows_per_block(n_videos)
 
     def other_mask(start: int, block: np.ndarray) -> np.ndarray:
         other = np.ones(block.shape, dtype=bool)
