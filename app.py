@@ -14,7 +14,9 @@ import time
 import gradio as gr
 
 from tvr_demo.errors import TVRError
+from tvr_demo.memory import return_large_blocks_to_the_system
 from tvr_demo.ui import analysis
+from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
 from tvr_demo.ui.callbacks import EXPORTABLE, Callbacks
 from tvr_demo.ui.gpu import on_zero_gpu
@@ -277,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
     demo = build_demo(session)
     # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
@@ -284,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving after {time.perf_counter() - start:.1f} s; preparing the gallery (the page shows it loading)",
           file=sys.stderr)
     try:  # after serving: the page opens at once and its first load waits for this build (on a first start the
-        # bundled benchmark's test split is generated here, and only that split), not the other way round
-        session.warm()
+        # bundled benchmark's test split is generated here, and only that split), not the other way round. Like all
+        # whole-split work it runs in a low-priority thread, never the main one: torch arms a SIGCHLD handler when a
+        # DataLoader runs in the main thread, and the handler would then stop the server (raising in the main
+        # thread) when any later decode worker dies
+        low_priority(session.warm)()
     except TVRError as err:
         print(f"error: {err}", file=sys.stderr)
         demo.close()

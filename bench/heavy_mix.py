@@ -1,5 +1,6 @@
 """The hostile heavy mix of issue 16 on loopback: while two first-time training-split builds (/metrics) and crafted
-uploads (an mp4 of millions of empty boxes, a valid 4K clip of 590 s) run, a client keeps searching; reports the
+uploads (an mp4 of millions of empty boxes, a valid 4K clip of 590 s) run, a client keeps searching (until
+the last heavy request ends, at least --searches times, 0.5 s apart); reports the
 search latencies and the server's resident memory (peak and over time), for one or more checkouts in the same run.
 
     python bench/heavy_mix.py [--roots /path/to/base,/path/to/branch] [--train 1000] [--json out.json]
@@ -108,6 +109,16 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
         warm = Client(url, verbose=False)
         warm.predict("drl-wti", "", "test", api_name="/load")
         warm.predict(captions[0], 10, "auto", "drl-wti", "", "test", api_name="/search")
+        # The floor, nothing else running: the ranked answer alone (what the page waits for; a browser then fetches
+        # the clips in parallel from the file route), and the answer plus its 10 clips downloaded one by one (what
+        # gradio_client does by default)
+        answer = Client(url, verbose=False, download_files=False)
+        idle_latencies, idle_with_clips = [], []
+        for i in range(10):
+            for client, out in ((answer, idle_latencies), (warm, idle_with_clips)):
+                t0 = time.perf_counter()
+                client.predict(captions[-1 - i], 10, "auto", "drl-wti", "", "test", api_name="/search")
+                out.append(time.perf_counter() - t0)
         idle_kb = rss_kb(proc.pid)
         Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on
         threading.Thread(target=sample, daemon=True).start()
@@ -121,6 +132,7 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
             except Exception as err:  # refusals are expected for the crafted uploads
                 outcome = f"{type(err).__name__}: {str(err)[:160]}"
             heavy.append({"api": api_name, "args": str(args[:1])[:40], "s": round(time.perf_counter() - t0, 1),
+                          "ended_at_s": round(time.perf_counter() - mix_started, 1),
                           "ended": time.perf_counter(), "outcome": outcome})
 
         threads = [threading.Thread(target=fire, args=(m, "", "train"), kwargs={"api_name": "/metrics"})
@@ -129,14 +141,20 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
             threads.append(threading.Thread(target=fire, args=(None, handle_file(str(uploads[name])), 5, "auto",
                                                                "drl-wti", "", "test"),
                                             kwargs={"api_name": "/search_video"}))
+        mix_started = time.perf_counter()
         for t in threads:
             t.start()
         time.sleep(1.0)
-        client, latencies = Client(url, verbose=False), []
-        for i in range(n_searches):
+        client, latencies, started = answer, [], []
+        i = 0
+        while i < n_searches or any(t.is_alive() for t in threads):  # search through the whole heavy window
+            if i:
+                time.sleep(0.5)  # a user's pause between queries
+            i += 1
             t0 = time.perf_counter()
             client.predict(f"{captions[i % len(captions)]}", 10, "auto", "drl-wti", "", "test", api_name="/search")
             latencies.append(time.perf_counter() - t0)
+            started.append(t0 - mix_started)
         searches_done_s = time.perf_counter()
         for t in threads:
             t.join(1800)
@@ -148,11 +166,18 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    lat = np.array(latencies)
+
+    def summary(values: list[float]) -> dict:
+        v = np.array(values)
+        return {"n": len(v), "p50_s": round(float(np.percentile(v, 50)), 3),
+                "p95_s": round(float(np.percentile(v, 95)), 3), "max_s": round(float(v.max()), 3)}
+
+    slow = [{"at_s": round(t, 1), "s": round(x, 2)} for t, x in zip(started, latencies, strict=True) if x > 1.0]
     return {"root": str(root), "idle_rss_gb": round(idle_kb / 2**20, 2), "peak_rss_gb": round(peak_kb / 2**20, 2),
             "rss_after_gb": round(samples[-1][1] / 2**20, 2) if samples else None,
-            "search": {"n": len(lat), "p50_s": round(float(np.percentile(lat, 50)), 3),
-                       "p95_s": round(float(np.percentile(lat, 95)), 3), "max_s": round(float(lat.max()), 3)},
+            "search_idle": summary(idle_latencies), "search_idle_with_clips": summary(idle_with_clips),
+            "search": summary(latencies),
+            "slow_searches": slow,  # over 1 s, with when they started (s after the heavy requests were sent)
             "heavy_still_running_when_searches_ended": sum(h.pop("ended") > searches_done_s for h in heavy),
             "heavy": heavy}
 

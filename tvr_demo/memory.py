@@ -3,6 +3,8 @@ inside its machine whatever galleries and views its clients ask for."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from dataclasses import fields, is_dataclass
 
@@ -54,3 +56,37 @@ def nbytes(value) -> int:
 def gigabytes(n: int) -> str:
     """Bytes for a message: GB, or MB below a tenth of one."""
     return f"{n / 2**30:.2f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MB"
+
+
+# ---------------------------------------------------------------- the server's heap (glibc)
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+LARGE_BLOCK_BYTES = 4 << 20  # blocks this size or larger (a batch's tensors) get their own mapping
+
+
+def _glibc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (musl, macOS): nothing to tune
+        return None
+
+
+_libc = _glibc()
+
+
+def return_large_blocks_to_the_system(threshold: int = LARGE_BLOCK_BYTES) -> bool:
+    """Serve every block of `threshold` bytes or more from its own mapping, unmapped when freed. glibc by default
+    raises that threshold each time such a block is freed (up to 32 MB), after which a batch's tensors come from the
+    heap and leave it fragmented: a UNIFY training-split build (600 clips) peaked 0.92 GB above its start, 0.29 GB
+    with the threshold fixed at 4 MB (issue 16). Called once by the server; False where the C library is not glibc."""
+    return bool(_libc is not None and _libc.mallopt(M_MMAP_THRESHOLD, threshold))
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (malloc_trim): glibc keeps what a thread freed in that thread's
+    arena, and heavy work leaves hundreds of MB free but resident after each request, which a Space counts against
+    its memory (milliseconds)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)

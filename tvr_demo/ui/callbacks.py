@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.safety import public_message, resolve_within
 from tvr_demo.ui import analysis, diagnosis, explain, papers, search
+from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
 from tvr_demo.ui.search import Clip
@@ -105,6 +106,7 @@ class Callbacks:
     # ------------------------------------------------------------------ callbacks (GPU work under @gpu)
 
     @on_gpu(duration=180, guarded=True)
+    @low_priority
     def load(self, model: str, dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple:
         """The header, the pickers' choices and UNIFY's panels for a model and gallery (built on first use)."""
         session = self.session
@@ -166,12 +168,14 @@ class Callbacks:
                 out.difference, out.walkthrough)
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_metrics(self, model: str, dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple[go.Figure,
                     pd.DataFrame]:
         """Recall bars and the metrics table."""
         return analysis.metrics_view(self.engine(model, dataset, split, progress), model)
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_failures(self, direction, branch, sort_by, slice_label, limit, model: str, dataset: str, split: str,
                      progress: gr.Progress = PROGRESS) -> tuple:
         """The failure table, its summary and the pairs its rows open."""
@@ -190,6 +194,7 @@ class Callbacks:
         return [model] + ([model_b] if model_b and model_b != model else [])
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_slices(self, branch, model_b, model: str, dataset: str, split: str,
                    progress: gr.Progress = PROGRESS) -> go.Figure:
         """R@1 per slice, for one model or two."""
@@ -197,6 +202,7 @@ class Callbacks:
                                     _branch(branch))
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_compare(self, model_b, k, model: str, dataset: str, split: str,
                     progress: gr.Progress = PROGRESS) -> tuple:
         """Which queries one model gets into the top k and the other does not."""
@@ -204,6 +210,7 @@ class Callbacks:
                                      self.engine(model_b, dataset, split, progress), model_b, k)
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_blind_spots(self, branch, model_b, model: str, dataset: str, split: str,
                         progress: gr.Progress = PROGRESS) -> tuple:
         """What the failures have in common, for one model or two."""
@@ -218,6 +225,7 @@ class Callbacks:
                                              _branch(branch))
 
     @on_gpu(guarded=True)
+    @low_priority
     def run_correlation(self, model_a, model_b, dataset, split, progress: gr.Progress = PROGRESS) -> tuple[go.Figure,
                         str]:
         """The channel cross-correlation of one or two models."""
@@ -225,6 +233,7 @@ class Callbacks:
         return analysis.correlation_view({n: self.engine(n, dataset, split, progress) for n in names})
 
     @on_gpu(duration=600, guarded=True)
+    @low_priority
     def run_papers(self, dataset, split, progress: gr.Progress = PROGRESS) -> tuple:
         """The papers' ablations over every served checkpoint on this gallery (each encodes it once, then cached)."""
         return papers.papers_view({n: self.engine(n, dataset, split, progress) for n in self.session.models})
@@ -235,6 +244,7 @@ class Callbacks:
         return analysis.map_embeddings(self.engine(model, dataset, split, progress))
 
     @user_errors
+    @low_priority
     def run_map(self, colour_by, n_lines, model: str, dataset: str, split: str,
                 progress: gr.Progress = PROGRESS) -> go.Figure:
         """The embedding map (UMAP on the CPU, cached per model and gallery)."""
