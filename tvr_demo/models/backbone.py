@@ -102,16 +102,25 @@ def get_tokenizer() -> Tokenizer:
     return Tokenizer()
 
 
-def text_token_features(clip: CLIP, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def text_token_features(clip: CLIP, ids: torch.Tensor, padding: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """DRL's per-position text path: causal mask, ln_final, then text_projection at every position.
 
     Returns (hidden (B, L, W) after ln_final, features (B, L, D) unnormalised). open_clip's encode_text keeps only
-    the EOT position, so the blocks are run here directly; slicing the causal mask to L is what DRL does.
+    the EOT position, so the blocks are run here directly; slicing the causal mask to L is what DRL does. Given
+    `padding` (B, L), 1 on real tokens, the attention is bidirectional instead (ModelConfig.text_attention): every
+    token reads every real token of its caption, none reads the padding.
     """
     length = ids.shape[1]
     cast = clip.transformer.get_cast_dtype()
     x = clip.token_embedding(ids).to(cast) + clip.positional_embedding[:length].to(cast)  # (B, L, W)
-    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    if padding is None:
+        attn_mask = clip.attn_mask[:length, :length]
+    else:  # (B * heads, L, L): -inf on padded keys, as nn.MultiheadAttention takes a per-sample mask
+        blocked = torch.zeros(padding.shape, dtype=cast, device=x.device).masked_fill(padding == 0, float("-inf"))
+        attn_mask = blocked[:, None, :].expand(-1, length, -1).repeat_interleave(clip.transformer.resblocks[0]
+                                                                                .attn.num_heads, dim=0)
+    x = clip.transformer(x, attn_mask=attn_mask)
     hidden = clip.ln_final(x)
     return hidden, hidden @ clip.text_projection
 

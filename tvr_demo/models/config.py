@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 Interaction = Literal["wti", "ti", "dp"]
 Temporal = Literal["seqTransf", "meanP"]
+TextAttention = Literal["causal", "bidirectional"]
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ModelConfig:
     temporal_layers: int = 4  # DRL: 4 blocks, initialised from CLIP text blocks 0-3
     interaction: Interaction = "wti"
     wti_arch: int = 2  # DRL: weight head Linear-ReLU-Linear
+    text_attention: TextAttention = "causal"  # CLIP's and DRL's: a token reads only the words before it, so only
+    # <eot> has read the whole caption. "bidirectional" (a departure, README) lets every token read all of it
     cdcr: CDCRConfig = field(default_factory=CDCRConfig)
     unify: UnifyConfig | None = None
 

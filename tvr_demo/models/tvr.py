@@ -92,7 +92,7 @@ class TVRModel(nn.Module):
         return self.clip.logit_scale.device
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> TextFeatures:
-        hidden, tokens = text_token_features(self.clip, ids)
+        hidden, tokens = text_token_features(self.clip, ids, None if self.config.text_attention == "causal" else mask)
         tokens = tokens.float()
         weights = self.text_weight_fc(tokens).squeeze(-1) if hasattr(self, "text_weight_fc") else None
         lexicon = None
