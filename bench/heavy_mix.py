@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -66,11 +67,14 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-def start(root: Path, dataset: Path, cache: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TVR_DEMO_CACHE": str(cache)}
+def start(root: Path, dataset: Path, cache: Path, port: int, log: Path, env: dict[str, str] | None = None,
+          args: Sequence[str] = ()) -> subprocess.Popen:
+    """`python app.py` of a checkout on the CPU at a local port, with a fresh feature cache (and `env`, `args` added);
+    returns once its page answers (the tests start their servers here too)."""
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TVR_DEMO_CACHE": str(cache), **(env or {})}
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py", "--dataset", str(dataset), "--host", "127.0.0.1",
-                                 "--port", str(port), "--device", "cpu"], cwd=root, env=env, stdout=out,
+                                 "--port", str(port), "--device", "cpu", *args], cwd=root, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     import urllib.request
 

@@ -375,28 +375,15 @@ def test_a_decode_worker_killed_mid_build_fails_that_request_only(tmp_path):
     handler then raised in the serving thread: the whole server exited.)"""
     import os
     import signal
-    import subprocess
-    import sys
-    import urllib.request
 
+    from bench.heavy_mix import start
     from bench.load_test import _free_port
 
     bench = generate(tmp_path / "bench", SyntheticConfig(n_train=300, n_val=0, n_test=8), progress=False)
     port, root = _free_port(), Path(__file__).resolve().parent.parent
-    env = {**os.environ, "TVR_DEMO_CACHE": str(tmp_path / "cache"), "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(tmp_path / "app.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--dataset", str(bench), "--port", str(port), "--device",
-                                 "cpu", "--checkpoint", "drl-wti"], cwd=root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    proc = start(root, bench, tmp_path / "cache", port, tmp_path / "app.log", args=["--checkpoint", "drl-wti"])
     try:
         url = f"http://127.0.0.1:{port}/"
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "app.log").read_text()[-2000:]
-                time.sleep(0.5)
         client = gradio_client.Client(url, verbose=False)
         client.predict("drl-wti", "", "test", api_name="/load")  # the start-up build is done
         job = client.submit("drl-wti", "", "train", api_name="/metrics")
@@ -433,32 +420,16 @@ def test_resident_memory_stays_under_the_budget_through_the_issue_sequence(tmp_p
     once per process (0.3 GB, whatever clients send). (Before: a UNIFY training build alone held a dense caption x
     vocabulary lexicon, 3,000 x 49,408 floats, twice; then glibc's sliding mmap threshold left a build's tensors on
     a fragmented heap, 0.92 GB above its start.)"""
-    import os
-    import subprocess
-    import sys
-    import urllib.request
-
-    from bench.heavy_mix import rss_kb
+    from bench.heavy_mix import rss_kb, start
     from bench.load_test import _free_port
 
     budget_gb, working_gb = 0.25, 0.35
     bench = generate(tmp_path / "bench", SyntheticConfig(n_train=600, n_val=0, n_test=50), progress=False)
     port = _free_port()
-    env = {**os.environ, "TVR_DEMO_MEMORY_GB": str(budget_gb), "TVR_DEMO_CACHE": str(tmp_path / "cache"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    root = Path(__file__).resolve().parent.parent
-    with open(tmp_path / "app.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--dataset", str(bench), "--port", str(port),
-                                 "--device", "cpu"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start(Path(__file__).resolve().parent.parent, bench, tmp_path / "cache", port, tmp_path / "app.log",
+                 env={"TVR_DEMO_MEMORY_GB": str(budget_gb)})
     try:
         url = f"http://127.0.0.1:{port}/"
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "app.log").read_text()[-2000:]
-                time.sleep(1)
         client = gradio_client.Client(url, verbose=False)
         client.predict("modality", 5, "drl-wti", "", "test", api_name="/embedding_map")
         client.predict("hello", "", "", "", "drl-wti", "", "test", api_name="/explain")

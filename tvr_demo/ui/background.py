@@ -34,17 +34,8 @@ def lower_this_thread(nice: int = LOWEST_PRIORITY) -> bool:
         return False
 
 
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _heavy_executor() -> ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:  # nice values cannot be raised back unprivileged: these threads stay low for good
-            _executor = ThreadPoolExecutor(MAX_HEAVY_THREADS, thread_name_prefix="tvr-heavy",
-                                           initializer=lower_this_thread)
-        return _executor
+# threads start on demand; nice values cannot be raised back unprivileged, so these stay low for good
+_HEAVY_THREADS = ThreadPoolExecutor(MAX_HEAVY_THREADS, thread_name_prefix="tvr-heavy", initializer=lower_this_thread)
 
 
 def low_priority(fn: Callable[..., T]) -> Callable[..., T]:
@@ -61,7 +52,7 @@ def low_priority(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> T:
         context = contextvars.copy_context()
-        return _heavy_executor().submit(context.run, run, *args, **kwargs).result()
+        return _HEAVY_THREADS.submit(context.run, run, *args, **kwargs).result()
 
     wrapper.low_priority = True  # functools.wraps carries it to outer wrappers: the app's wiring can be checked
     return wrapper
