@@ -88,3 +88,51 @@ def test_cli_refuses_a_mismatched_clip_file_in_one_line(tmp_path):
     assert "tiny.pt does not match architecture ViT-B-32: tensor" in result.stderr
     assert "Traceback" not in result.stderr
     assert str(tmp_path) not in result.stderr
+
+
+def test_a_checkpoint_of_ours_starts_clip_from_its_towers(tmp_path):
+    """`--clip-weights` given one of our checkpoints takes its `clip.` tensors (read here straight from the file),
+    and DRL's init then copies the temporal module from that text tower; the rest of the checkpoint is ignored."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from tvr_demo.checkpoints import WEIGHTS_FILE, save_checkpoint
+    from tvr_demo.train import clip_provenance
+
+    run = RunConfig.load("drl-wti")
+    torch.manual_seed(2)
+    source = build_model(run)
+    save_checkpoint(source, tmp_path / "source", dtype=torch.float16)
+    stored = load_file(str(tmp_path / "source" / WEIGHTS_FILE))
+    torch.manual_seed(3)
+    model = build_model(run, tmp_path / "source" / WEIGHTS_FILE)
+    started = model.state_dict()
+    towers = [k for k in stored if k.startswith("clip.")]
+    assert len(towers) == len(model.clip.state_dict())
+    for key in towers:
+        assert torch.equal(started[key], stored[key].float()), key
+    assert torch.equal(started["transformerClip.resblocks.0.attn.in_proj_weight"],
+                       stored["clip.transformer.resblocks.0.attn.in_proj_weight"].float())
+    assert not torch.equal(started["text_weight_fc.0.weight"], stored["text_weight_fc.0.weight"].float())
+    digest = hashlib.sha256((tmp_path / "source" / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert clip_provenance(run, tmp_path / "source" / WEIGHTS_FILE) == f"{WEIGHTS_FILE} (sha256 {digest})"
+
+
+def test_clip_from_needs_a_reason_and_a_trained_checkpoint(tmp_path):
+    """A config that starts CLIP anywhere but from OpenAI's weights says why, and names a checkpoint that exists."""
+    import json
+
+    from tvr_demo.errors import TVRError
+    from tvr_demo.train import clip_start
+
+    raw = {"name": "x", "model": {"clip_name": "tvr-tiny", "temporal": "seqTransf", "interaction": "wti"},
+           "clip_from": "drl-ti"}
+    (tmp_path / "x.json").write_text(json.dumps(raw))
+    with pytest.raises(TVRError, match=r"\['clip_from'\] depart from DRL's recipe without a reason"):
+        RunConfig.load(str(tmp_path / "x.json"))
+    raw["departures"] = {"clip_from": "a stand-in for CLIP"}
+    raw["clip_from"] = "no-such-model"
+    (tmp_path / "x.json").write_text(json.dumps(raw))
+    with pytest.raises(TVRError, match="bundled checkpoint 'no-such-model', which the registry does not list"):
+        clip_start(RunConfig.load(str(tmp_path / "x.json")))

@@ -167,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="the global batch, all processes together (default: the config's)")
     p.add_argument("--clip-weights", default=None, metavar="PATH",
-                   help="start CLIP from these weights, as DRL does: an OpenAI JIT archive (ViT-B-32.pt) or an "
-                        "open_clip state dict; the architecture must match the config's (default: random init)")
+                   help="start CLIP from these weights, as DRL does: an OpenAI JIT archive (ViT-B-32.pt), an "
+                        "open_clip state dict, or the towers of one of our checkpoints (its model.safetensors); the "
+                        "architecture must match the config's (default: the config's clip_from checkpoint, else "
+                        "random init)")
     _add_device(p)
     p.set_defaults(func=_cmd_train)
 

@@ -20,7 +20,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tvr_demo.checkpoints import CONFIG_FILE, WEIGHTS_FILE, load_our_format, save_checkpoint
+from tvr_demo.checkpoints import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    bundled_registry,
+    load_our_format,
+    save_checkpoint,
+    sha256_of,
+)
 from tvr_demo.data import load_benchmark
 from tvr_demo.errors import TVRError
 from tvr_demo.framecache import cached_frames
@@ -29,7 +36,7 @@ from tvr_demo.models.backbone import clip_config, get_tokenizer, load_pretrained
 from tvr_demo.models.unify import bag_of_words
 from tvr_demo.objective import training_loss
 from tvr_demo.optimization import build_bert_adam
-from tvr_demo.paths import ASSETS_DIR, default_dataset_dir
+from tvr_demo.paths import ASSETS_DIR, BUNDLED_CHECKPOINT_DIR, default_dataset_dir
 from tvr_demo.video import normalize_frames
 
 TRAIN_CONFIG_DIR = ASSETS_DIR / "train_configs"
@@ -59,7 +66,8 @@ class RunConfig:
     description: str
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    departures: dict[str, str] = field(default_factory=dict)  # train field -> why it differs from DRL's value
+    departures: dict[str, str] = field(default_factory=dict)  # train field or clip_from -> why it departs from DRL
+    clip_from: str | None = None  # a bundled checkpoint whose CLIP towers start the run (when no --clip-weights)
 
     @classmethod
     def load(cls, name_or_path: str) -> RunConfig:
@@ -79,12 +87,16 @@ class RunConfig:
         train = TrainConfig(**raw.get("train", {}))
         departures = dict(raw.get("departures", {}))
         undocumented = [f.name for f in fields(TrainConfig) if f.name not in ("seed", "val_split")
-                        and getattr(train, f.name) != f.default and f.name not in departures]
+                        and getattr(train, f.name) != f.default]
+        clip_from = raw.get("clip_from")
+        if clip_from is not None:
+            undocumented.append("clip_from")  # DRL starts from OpenAI's CLIP; any other start needs its reason
+        undocumented = [name for name in undocumented if name not in departures]
         if undocumented:
-            raise TVRError(f"{path.name}: train fields {undocumented} depart from DRL's recipe without a reason "
+            raise TVRError(f"{path.name}: {undocumented} depart from DRL's recipe without a reason "
                            "under \"departures\"")
         return cls(raw.get("name", path.stem), raw.get("description", ""), ModelConfig.from_dict(model), train,
-                   departures)
+                   departures, clip_from)
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -161,11 +173,33 @@ def video_batch(data: TrainData, videos: np.ndarray) -> tuple[torch.Tensor, torc
 # ---------------------------------------------------------------- model and optimiser
 
 
+def clip_start(run: RunConfig, clip_weights: Path | None = None) -> Path | None:
+    """The file CLIP's weights come from: --clip-weights, else the towers of the config's `clip_from` bundled
+    checkpoint, else none (open_clip's random init)."""
+    if clip_weights is not None or run.clip_from is None:
+        return clip_weights
+    entry = bundled_registry().get(run.clip_from)
+    if entry is None:
+        raise TVRError(f"{run.name} starts CLIP from the bundled checkpoint {run.clip_from!r}, which the registry "
+                       f"does not list; train it first (scripts/train_bundled.py --names {run.clip_from})")
+    return BUNDLED_CHECKPOINT_DIR / entry["path"] / WEIGHTS_FILE
+
+
+def clip_provenance(run: RunConfig, clip_weights: Path | None = None) -> str | None:
+    """What a checkpoint records of its start: the file's name and sha256, or the bundled checkpoint's."""
+    path = clip_start(run, clip_weights)
+    if path is None:
+        return None
+    origin = f"bundled {run.clip_from}" if clip_weights is None else Path(path).name
+    return f"{origin} (sha256 {sha256_of(path)})"
+
+
 def build_model(run: RunConfig, clip_weights: Path | None = None) -> TVRModel:
     """DRL's order: its init of every module it adds, CLIP's weights over CLIP (when given; otherwise open_clip's
-    random init, for the from-scratch bundled models), then the temporal module copied from CLIP's text tower."""
+    random init), then the temporal module copied from CLIP's text tower."""
     model = TVRModel(run.model)
     model.init_drl_modules()
+    clip_weights = clip_start(run, clip_weights)
     if clip_weights is not None:
         load_pretrained_clip(model.clip, clip_weights, run.model.clip_name)
     model.init_from_clip_text()
@@ -270,6 +304,7 @@ class TrainingRun:
     start_epoch: int
     step: int
     started: float
+    clip_from: str | None  # where CLIP's weights came from (None: random init), for the checkpoint's provenance
 
     @property
     def log_path(self) -> Path:
@@ -323,7 +358,8 @@ def setup_run(run: RunConfig, dataset: Path, out: Path, epochs: int | None = Non
         out.mkdir(parents=True, exist_ok=True)
     started = time.time() - _logged_elapsed(out / "log.jsonl", start_epoch)
     return TrainingRun(run, Path(dataset), out, dev, rank, world, epochs, model, ddp, optimizer, scheduler, data,
-                       val_data, steps_per_epoch, start_epoch, start_epoch * steps_per_epoch, started)
+                       val_data, steps_per_epoch, start_epoch, start_epoch * steps_per_epoch, started,
+                       clip_provenance(run, clip_weights))
 
 
 def train_epoch(tr: TrainingRun, epoch: int, max_steps: int | None = None) -> list[float]:
@@ -386,7 +422,8 @@ def end_epoch(tr: TrainingRun, epoch: int, losses: list[float]) -> None:
             f.write(json.dumps(record) + "\n")
         tqdm.write(json.dumps(record))
         meta = {"name": tr.run.name, "description": tr.run.description,
-                "training": {"train": asdict(tr.run.train), "departures": tr.run.departures, "epoch": epoch + 1,
+                "training": {"train": asdict(tr.run.train), "departures": tr.run.departures,
+                             "clip_from": tr.clip_from, "epoch": epoch + 1,
                              "epochs": tr.epochs, "dataset": str(tr.dataset), "device": str(tr.device),
                              "world_size": tr.world, "val": val, "elapsed_s": record["elapsed_s"]}}
         save_checkpoint(model, tr.out / f"epoch_{epoch + 1}", meta)

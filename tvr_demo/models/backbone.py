@@ -134,7 +134,8 @@ def video_frame_features(clip: CLIP, frames: torch.Tensor) -> torch.Tensor:
 
 def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """CLIP's tensors from a local file, as DRL reads them: an OpenAI JIT archive via torch.jit.load(...).state_dict(),
-    else a plain state dict (open_clip's, possibly under "state_dict" with DDP's "module." prefix; or safetensors)."""
+    else a plain state dict (open_clip's, possibly under "state_dict" with DDP's "module." prefix; or safetensors),
+    or the towers (`clip.` tensors) of a checkpoint in our format."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"CLIP weights not found: {path.name}")
@@ -155,7 +156,10 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path.name} holds no state dict of CLIP tensors")
     for key in ("input_resolution", "context_length", "vocab_size"):  # JIT-only metadata, as openai/CLIP drops them
         state_dict.pop(key, None)
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "clip.logit_scale" in state_dict:  # a whole model of ours: its CLIP towers only
+        state_dict = {k.removeprefix("clip."): v for k, v in state_dict.items() if k.startswith("clip.")}
+    return state_dict
 
 
 def load_pretrained_clip(clip: CLIP, path: Path, architecture: str = "the config's") -> None:
