@@ -3,16 +3,20 @@ after an architecture check, then the temporal module and its positions copied f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from tvr_demo.errors import CheckpointError
+from tvr_demo.checkpoints import WEIGHTS_FILE, save_checkpoint
+from tvr_demo.errors import CheckpointError, TVRError
 from tvr_demo.models.backbone import build_clip, clip_config, load_pretrained_clip
-from tvr_demo.train import RunConfig, build_model
+from tvr_demo.train import RunConfig, build_model, clip_provenance, clip_start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,13 +97,6 @@ def test_cli_refuses_a_mismatched_clip_file_in_one_line(tmp_path):
 def test_a_checkpoint_of_ours_starts_clip_from_its_towers(tmp_path):
     """`--clip-weights` given one of our checkpoints takes its `clip.` tensors (read here straight from the file),
     and DRL's init then copies the temporal module from that text tower; the rest of the checkpoint is ignored."""
-    import hashlib
-
-    from safetensors.torch import load_file
-
-    from tvr_demo.checkpoints import WEIGHTS_FILE, save_checkpoint
-    from tvr_demo.train import clip_provenance
-
     run = RunConfig.load("drl-wti")
     torch.manual_seed(2)
     source = build_model(run)
@@ -121,11 +118,6 @@ def test_a_checkpoint_of_ours_starts_clip_from_its_towers(tmp_path):
 
 def test_clip_from_needs_a_reason_and_a_trained_checkpoint(tmp_path):
     """A config that starts CLIP anywhere but from OpenAI's weights says why, and names a checkpoint that exists."""
-    import json
-
-    from tvr_demo.errors import TVRError
-    from tvr_demo.train import clip_start
-
     raw = {"name": "x", "model": {"clip_name": "tvr-tiny", "temporal": "seqTransf", "interaction": "wti"},
            "clip_from": "drl-ti"}
     (tmp_path / "x.json").write_text(json.dumps(raw))
@@ -136,3 +128,10 @@ def test_clip_from_needs_a_reason_and_a_trained_checkpoint(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(raw))
     with pytest.raises(TVRError, match="bundled checkpoint 'no-such-model', which the registry does not list"):
         clip_start(RunConfig.load(str(tmp_path / "x.json")))
+
+
+def test_a_corrupt_safetensors_file_is_refused_in_one_message(tmp_path):
+    """A damaged .safetensors start file is a CheckpointError naming the file, not a library's deserialising error."""
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors header")
+    with pytest.raises(CheckpointError, match="broken.safetensors is not a readable safetensors file"):
+        load_pretrained_clip(build_clip(clip_config("tvr-tiny")), tmp_path / "broken.safetensors")

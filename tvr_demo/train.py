@@ -86,12 +86,12 @@ class RunConfig:
             raise TVRError(f"{path.name}: unknown train fields {sorted(unknown)}")
         train = TrainConfig(**raw.get("train", {}))
         departures = dict(raw.get("departures", {}))
-        undocumented = [f.name for f in fields(TrainConfig) if f.name not in ("seed", "val_split")
-                        and getattr(train, f.name) != f.default]
+        changed = [f.name for f in fields(TrainConfig) if f.name not in ("seed", "val_split")
+                   and getattr(train, f.name) != f.default]
         clip_from = raw.get("clip_from")
         if clip_from is not None:
-            undocumented.append("clip_from")  # DRL starts from OpenAI's CLIP; any other start needs its reason
-        undocumented = [name for name in undocumented if name not in departures]
+            changed.append("clip_from")  # DRL starts from OpenAI's CLIP; any other start needs its reason
+        undocumented = [name for name in changed if name not in departures]
         if undocumented:
             raise TVRError(f"{path.name}: {undocumented} depart from DRL's recipe without a reason "
                            "under \"departures\"")

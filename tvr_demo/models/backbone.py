@@ -139,14 +139,18 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"CLIP weights not found: {path.name}")
-    try:
-        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":  # never a JIT archive: read it directly
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
 
+        try:
             state_dict = load_file(str(path))
-        else:
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path.name} is not a readable safetensors file") from e
+    else:
+        try:
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError:
             try:
                 state_dict = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:
