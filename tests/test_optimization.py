@@ -131,3 +131,25 @@ def test_parameter_groups_follow_prep_optimizer(name, decayed, clip):
     group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
     assert group["weight_decay"] == (0.2 if decayed else 0.0)
     assert group["initial_lr"] == pytest.approx(1e-7 if clip else 1e-4)
+
+
+@pytest.mark.parametrize(("name", "lr", "decayed"), [
+    ("text_weight_fc.0.weight", 2.5e-5, True),  # the weight heads: lr * weight_head_lr_scale
+    ("text_weight_fc.2.bias", 2.5e-5, False),
+    ("video_weight_fc.0.weight", 2.5e-5, True),
+    ("transformerClip.resblocks.0.ln_1.weight", 1e-4, True),  # every other module keeps DRL's group
+    ("clip.ln_final.weight", 1e-7, True),
+    ("clip.transformer.resblocks.0.attn.in_proj_bias", 1e-7, False),
+])
+def test_the_weight_head_departure_moves_only_the_heads(name, lr, decayed):
+    """`weight_head_lr_scale` (a bundled departure) changes the WTI heads' rate and nothing else, and every
+    parameter stays in exactly one group."""
+    cfg = TrainConfig(lr=1e-4, coef_lr=1e-3, weight_decay=0.2, weight_head_lr_scale=0.25)
+    model, _ = _two_models()
+    optimizer, _ = build_optimizer(model, cfg, STEPS)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    param = dict(model.named_parameters())[name]
+    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
+    assert group["initial_lr"] == pytest.approx(lr)
+    assert group["weight_decay"] == (0.2 if decayed else 0.0)

@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # DRL prep_optimizer: matched as substrings of the name
 CLIP_PREFIX = "clip."  # DRL: names containing it get lr * coef_lr ("transformerClip." does not: capital C)
+WEIGHT_HEADS = ("text_weight_fc.", "video_weight_fc.")  # WTI's weight heads: at lr in DRL, like every module it adds
 
 
 def warmup_cosine(progress: float, warmup: float) -> float:
@@ -56,22 +57,37 @@ class BertAdam(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
-    """DRL's four groups: (CLIP or not) x (decayed or not), in prep_optimizer's order. Empty groups are dropped."""
+def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float,
+                     weight_head_lr_scale: float = 1.0) -> list[dict]:
+    """DRL's four groups: (CLIP or not) x (decayed or not), in prep_optimizer's order. Empty groups are dropped.
+
+    With `weight_head_lr_scale` != 1 (a departure from DRL) the WTI weight heads leave the non-CLIP groups for two
+    of their own, appended, at lr * weight_head_lr_scale."""
     named = list(model.named_parameters())
+    split_heads = weight_head_lr_scale != 1.0
+
+    def is_head(name: str) -> bool:
+        return split_heads and any(head in name for head in WEIGHT_HEADS)  # "module." under DDP
+
     groups = []
     for clip, decay in ((True, True), (False, True), (True, False), (False, False)):
-        params = [p for n, p in named
-                  if (CLIP_PREFIX in n) == clip and (not any(nd in n for nd in NO_DECAY)) == decay]
+        params = [p for n, p in named if (CLIP_PREFIX in n) == clip and not is_head(n)
+                  and (not any(nd in n for nd in NO_DECAY)) == decay]
         if params:
             groups.append({"params": params, "lr": lr * (coef_lr if clip else 1.0),
+                           "weight_decay": weight_decay if decay else 0.0})
+    for decay in (True, False):
+        params = [p for n, p in named if is_head(n) and (not any(nd in n for nd in NO_DECAY)) == decay]
+        if params:
+            groups.append({"params": params, "lr": lr * weight_head_lr_scale,
                            "weight_decay": weight_decay if decay else 0.0})
     return groups
 
 
 def build_bert_adam(model: nn.Module, lr: float, coef_lr: float, weight_decay: float, warmup: float,
-                    total_steps: int) -> tuple[BertAdam, LambdaLR]:
+                    total_steps: int, weight_head_lr_scale: float = 1.0) -> tuple[BertAdam, LambdaLR]:
     """DRL's optimiser (b1 0.9, b2 0.98, eps 1e-6, per-tensor clip 1.0) and its warmup_cosine over total_steps."""
-    optimizer = BertAdam(parameter_groups(model, lr, coef_lr, weight_decay), lr=lr)
+    groups = parameter_groups(model, lr, coef_lr, weight_decay, weight_head_lr_scale)
+    optimizer = BertAdam(groups, lr=lr)
     scheduler = LambdaLR(optimizer, lambda step: warmup_cosine(step / max(1, total_steps), warmup))
     return optimizer, scheduler

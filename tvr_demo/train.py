@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 128  # DRL: the global batch, all ranks together (each takes batch_size / world_size)
     lr: float = 1e-4  # DRL: the modules DRL adds (temporal module, weight heads) and UNIFY's lexicon heads
     coef_lr: float = 1e-3  # DRL: parameters named `clip.` train at lr * coef_lr (the towers start pretrained)
+    weight_head_lr_scale: float = 1.0  # DRL: the WTI weight heads train at lr, like the other modules DRL adds
     weight_decay: float = 0.2  # DRL prep_optimizer
     warmup_proportion: float = 0.1  # DRL warmup_cosine: linear warm-up over the first 10% of all steps
     grad_clip: float = 1.0  # DRL: all gradients together to this norm, before BertAdam's per-tensor clip
@@ -211,7 +212,8 @@ def build_optimizer(model: TVRModel, train_config: TrainConfig, total_steps: int
     """DRL's BertAdam over prep_optimizer's four groups and warmup_cosine over total_steps; step the scheduler once
     after every optimiser step."""
     c = train_config
-    return build_bert_adam(model, c.lr, c.coef_lr, c.weight_decay, c.warmup_proportion, total_steps)
+    return build_bert_adam(model, c.lr, c.coef_lr, c.weight_decay, c.warmup_proportion, total_steps,
+                           c.weight_head_lr_scale)
 
 
 # ---------------------------------------------------------------- validation
