@@ -69,15 +69,17 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
     def is_head(name: str) -> bool:
         return split_heads and any(head in name for head in WEIGHT_HEADS)  # "module." under DDP
 
+    def decayed(name: str) -> bool:
+        return not any(nd in name for nd in NO_DECAY)
+
     groups = []
     for clip, decay in ((True, True), (False, True), (True, False), (False, False)):
-        params = [p for n, p in named if (CLIP_PREFIX in n) == clip and not is_head(n)
-                  and (not any(nd in n for nd in NO_DECAY)) == decay]
+        params = [p for n, p in named if (CLIP_PREFIX in n) == clip and not is_head(n) and decayed(n) == decay]
         if params:
             groups.append({"params": params, "lr": lr * (coef_lr if clip else 1.0),
                            "weight_decay": weight_decay if decay else 0.0})
     for decay in (True, False):
-        params = [p for n, p in named if is_head(n) and (not any(nd in n for nd in NO_DECAY)) == decay]
+        params = [p for n, p in named if is_head(n) and decayed(n) == decay]
         if params:
             groups.append({"params": params, "lr": lr * weight_head_lr_scale,
                            "weight_decay": weight_decay if decay else 0.0})
