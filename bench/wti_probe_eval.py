@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tvr_demo.checkpoints import load_checkpoint  # noqa: E402
 from tvr_demo.data import load_benchmark  # noqa: E402
+from tvr_demo.data.benchmark import Benchmark  # noqa: E402
 from tvr_demo.engine import Engine  # noqa: E402
-from tvr_demo.models.backbone import get_tokenizer  # noqa: E402
+from tvr_demo.models.backbone import Tokenized, get_tokenizer  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
 from tvr_demo.token_weights import text_weight_stats  # noqa: E402
 
@@ -32,13 +33,12 @@ def validation_per_epoch(run: Path) -> list[dict]:
             for r in records]
 
 
-def test_row(checkpoint_dir: Path, dataset: Path) -> dict:
+def test_row(checkpoint_dir: Path, bench: Benchmark, tok: Tokenized) -> dict:
+    """Test R@1 both ways (the latent branch) and the weight statistics of one checkpoint; bench and its captions'
+    tokens are loaded once for every checkpoint."""
     checkpoint = load_checkpoint(checkpoint_dir)
-    bench = load_benchmark(dataset, "test")
-    engine = Engine(checkpoint, bench, progress=False)
-    metrics = engine.analysis.evaluate().branches
+    metrics = Engine(checkpoint, bench, progress=False).analysis.evaluate().branches
     latent = next(iter(metrics.values()))
-    tok = get_tokenizer()(bench.captions)
     stats = text_weight_stats(checkpoint.model.eval(), tok.ids, tok.mask).to_dict()
     return {"t2v_R@1": round(latent.t2v["R@1"], 1), "v2t_R@1": round(latent.v2t["R@1"], 1),
             **{k: round(v, 4) for k, v in stats.items()}}
@@ -51,13 +51,15 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=default_dataset_dir())
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    bench = load_benchmark(args.dataset, "test")
+    tok = get_tokenizer()(bench.captions)
     out = {}
     for run in args.runs:
         tests = {}
         for epoch in args.epochs:
             directory = run / ("last" if epoch == "last" else f"epoch_{epoch}")
             if directory.is_dir():
-                tests[epoch] = test_row(directory, args.dataset)
+                tests[epoch] = test_row(directory, bench, tok)
         out[run.name] = {"validation_per_epoch": validation_per_epoch(run), "test": tests}
         print(json.dumps({run.name: out[run.name]}, indent=1), flush=True)
     if args.json:

@@ -64,25 +64,22 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
     With `weight_head_lr_scale` != 1 (a departure from DRL) the WTI weight heads leave the non-CLIP groups for two
     of their own, appended, at lr * weight_head_lr_scale."""
     named = list(model.named_parameters())
-    split_heads = weight_head_lr_scale != 1.0
+    rates = {"clip": lr * coef_lr, "added": lr, "heads": lr * weight_head_lr_scale}
 
-    def is_head(name: str) -> bool:
-        return split_heads and any(head in name for head in WEIGHT_HEADS)  # "module." under DDP
+    def kind(name: str) -> str:
+        if weight_head_lr_scale != 1.0 and any(head in name for head in WEIGHT_HEADS):  # "module." under DDP
+            return "heads"
+        return "clip" if CLIP_PREFIX in name else "added"
 
     def decayed(name: str) -> bool:
         return not any(nd in name for nd in NO_DECAY)
 
     groups = []
-    for clip, decay in ((True, True), (False, True), (True, False), (False, False)):
-        params = [p for n, p in named if (CLIP_PREFIX in n) == clip and not is_head(n) and decayed(n) == decay]
+    order = (("clip", True), ("added", True), ("clip", False), ("added", False), ("heads", True), ("heads", False))
+    for group_kind, decay in order:
+        params = [p for n, p in named if kind(n) == group_kind and decayed(n) == decay]
         if params:
-            groups.append({"params": params, "lr": lr * (coef_lr if clip else 1.0),
-                           "weight_decay": weight_decay if decay else 0.0})
-    for decay in (True, False):
-        params = [p for n, p in named if is_head(n) and decayed(n) == decay]
-        if params:
-            groups.append({"params": params, "lr": lr * weight_head_lr_scale,
-                           "weight_decay": weight_decay if decay else 0.0})
+            groups.append({"params": params, "lr": rates[group_kind], "weight_decay": weight_decay if decay else 0.0})
     return groups
 
 
