@@ -18,7 +18,7 @@ from tvr_demo.checkpoints import bundled_registry, load_checkpoint  # noqa: E402
 from tvr_demo.data import load_benchmark  # noqa: E402
 from tvr_demo.engine import Engine  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
-from tvr_demo.token_weights import OFFICIAL_FIGURE, text_weight_stats  # noqa: E402
+from tvr_demo.token_weights import OFFICIAL_FIGURE, caption_weight_stats  # noqa: E402
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 
@@ -36,15 +36,12 @@ def evaluate_all(dataset: Path) -> dict[str, dict]:
 
 def weight_rows(dataset: Path) -> dict[str, dict]:
     """name -> WeightStats as a dict, for every bundled model with learned WTI weights, over the test captions."""
-    from tvr_demo.models.backbone import get_tokenizer
-
-    bench = load_benchmark(dataset, "test")
-    tok = get_tokenizer()(bench.captions)
+    captions = load_benchmark(dataset, "test").captions
     rows = {}
     for name in bundled_registry():
         model = load_checkpoint(name).model.eval()
         if model.config.latent_interaction == "wti":
-            rows[name] = text_weight_stats(model, tok.ids, tok.mask).to_dict()
+            rows[name] = caption_weight_stats(model, captions).to_dict()
     return rows
 
 

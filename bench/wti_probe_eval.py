@@ -20,9 +20,8 @@ from tvr_demo.checkpoints import load_checkpoint  # noqa: E402
 from tvr_demo.data import load_benchmark  # noqa: E402
 from tvr_demo.data.benchmark import Benchmark  # noqa: E402
 from tvr_demo.engine import Engine  # noqa: E402
-from tvr_demo.models.backbone import Tokenized, get_tokenizer  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
-from tvr_demo.token_weights import text_weight_stats  # noqa: E402
+from tvr_demo.token_weights import caption_weight_stats  # noqa: E402
 
 VAL_KEYS = ("R@1", "median_eot", "content_over_fillers")
 
@@ -33,13 +32,13 @@ def validation_per_epoch(run: Path) -> list[dict]:
             for r in records]
 
 
-def test_row(checkpoint_dir: Path, bench: Benchmark, tok: Tokenized) -> dict:
-    """Test R@1 both ways (the latent branch) and the weight statistics of one checkpoint; bench and its captions'
-    tokens are loaded once for every checkpoint."""
+def test_row(checkpoint_dir: Path, bench: Benchmark) -> dict:
+    """Test R@1 both ways (the latent branch) and the weight statistics of one checkpoint (the split is loaded once
+    for every checkpoint)."""
     checkpoint = load_checkpoint(checkpoint_dir)
     metrics = Engine(checkpoint, bench, progress=False).analysis.evaluate().branches
     latent = next(iter(metrics.values()))
-    stats = text_weight_stats(checkpoint.model.eval(), tok.ids, tok.mask).to_dict()
+    stats = caption_weight_stats(checkpoint.model.eval(), bench.captions).to_dict()
     return {"t2v_R@1": round(latent.t2v["R@1"], 1), "v2t_R@1": round(latent.v2t["R@1"], 1),
             **{k: round(v, 4) for k, v in stats.items()}}
 
@@ -52,14 +51,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     bench = load_benchmark(args.dataset, "test")
-    tok = get_tokenizer()(bench.captions)
     out = {}
     for run in args.runs:
         tests = {}
         for epoch in args.epochs:
             directory = run / ("last" if epoch == "last" else f"epoch_{epoch}")
             if directory.is_dir():
-                tests[epoch] = test_row(directory, bench, tok)
+                tests[epoch] = test_row(directory, bench)
         out[run.name] = {"validation_per_epoch": validation_per_epoch(run), "test": tests}
         print(json.dumps({run.name: out[run.name]}, indent=1), flush=True)
     if args.json:

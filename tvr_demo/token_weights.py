@@ -97,3 +97,12 @@ def text_weight_stats(model, ids, mask, batch_size: int = 256) -> WeightStats:
             n = int(m.sum())
             per_caption.append(caption_weights(tokenizer.token_strings(row[:n]), w[:n]))
     return summarize(per_caption)
+
+
+def caption_weight_stats(model, captions: Sequence[str]) -> WeightStats:
+    """`text_weight_stats` over raw captions, tokenized as the model reads them (its own `max_words`): the bench
+    tables and the probes all start from a split's captions."""
+    from tvr_demo.models.backbone import get_tokenizer
+
+    tok = get_tokenizer()(list(captions), model.config.max_words)
+    return text_weight_stats(model, tok.ids, tok.mask)

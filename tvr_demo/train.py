@@ -361,7 +361,7 @@ def setup_run(run: RunConfig, dataset: Path, out: Path, epochs: int | None = Non
     started = time.time() - _logged_elapsed(out / "log.jsonl", start_epoch)
     return TrainingRun(run, Path(dataset), out, dev, rank, world, epochs, model, ddp, optimizer, scheduler, data,
                        val_data, steps_per_epoch, start_epoch, start_epoch * steps_per_epoch, started,
-                       clip_provenance(run, clip_weights))
+                       clip_provenance(run, clip_weights) if rank == 0 else None)  # only rank 0 saves
 
 
 def train_epoch(tr: TrainingRun, epoch: int, max_steps: int | None = None) -> list[float]:
