@@ -22,7 +22,10 @@ def engines(tiny_app):
     wti = tiny_app.engine("drl-wti")
     ti = Engine(load_checkpoint(tiny_app.models["drl-wti"], "cpu", "ti"), wti.bench, tiny_app.cache_root,
                 progress=False)
-    unify = Engine(load_checkpoint("unify", "cpu"), wti.bench, tiny_app.cache_root, progress=False)
+    trained_unify = load_checkpoint("unify", "cpu")
+    trained_unify.config.unify.fusion_lambda = 0.5  # the bundled one's validation chose 0 (fused = latent), which
+    # would leave the lexicon's share of the fused score unchecked
+    unify = Engine(trained_unify, wti.bench, tiny_app.cache_root, progress=False)
     return {"wti": wti, "ti": ti, "unify": unify}
 
 
