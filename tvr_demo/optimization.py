@@ -74,10 +74,11 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
     def decayed(name: str) -> bool:
         return not any(nd in name for nd in NO_DECAY)
 
+    labelled = [(kind(n), decayed(n), p) for n, p in named]  # each name read once, not once per group
     groups = []
     order = (("clip", True), ("added", True), ("clip", False), ("added", False), ("heads", True), ("heads", False))
     for group_kind, decay in order:
-        params = [p for n, p in named if kind(n) == group_kind and decayed(n) == decay]
+        params = [p for k, d, p in labelled if k == group_kind and d == decay]
         if params:
             groups.append({"params": params, "lr": rates[group_kind], "weight_decay": weight_decay if decay else 0.0})
     return groups
