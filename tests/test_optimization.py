@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.helpers import tiny_config
-from tvr_demo.models import TVRModel
+from tvr_demo.models import TVRModel, UnifyConfig
 from tvr_demo.train import TrainConfig, build_optimizer
 
 STEPS = 20
@@ -146,6 +146,29 @@ def test_the_weight_head_departure_moves_only_the_heads(name, lr, decayed):
     parameter stays in exactly one group."""
     cfg = TrainConfig(lr=1e-4, coef_lr=1e-3, weight_decay=0.2, weight_head_lr_scale=0.25)
     model, _ = _two_models()
+    optimizer, _ = build_optimizer(model, cfg, STEPS)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    param = dict(model.named_parameters())[name]
+    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
+    assert group["initial_lr"] == pytest.approx(lr)
+    assert group["weight_decay"] == (0.2 if decayed else 0.0)
+
+
+@pytest.mark.parametrize(("name", "lr", "decayed"), [
+    ("text_lexicon_head.dense.weight", 1e-3, True),  # the lexicon heads: lr * lexicon_head_lr_scale
+    ("video_lexicon_head.norm.weight", 1e-3, True),  # a LayerNorm not named "LayerNorm": decayed, as DRL's rule says
+    ("text_lexicon_head.bias", 1e-3, False),
+    ("video_lexicon_head.dense.bias", 1e-3, False),
+    ("clip.token_embedding.weight", 5e-4, True),  # the heads' tied projection stays CLIP's
+    ("transformerClip.resblocks.0.ln_1.weight", 1e-4, True),  # every other module keeps DRL's group
+    ("clip.transformer.resblocks.0.attn.in_proj_bias", 5e-4, False),
+])
+def test_the_lexicon_head_departure_moves_only_the_lexicon_heads(name, lr, decayed):
+    """`lexicon_head_lr_scale` (the bundled UNIFY's departure) changes UNIFY's lexicon heads' rate and nothing else,
+    and every parameter stays in exactly one group."""
+    cfg = TrainConfig(lr=1e-4, coef_lr=5.0, weight_decay=0.2, lexicon_head_lr_scale=10.0)
+    model = TVRModel(tiny_config(interaction="dp", unify=UnifyConfig(latent="dp")))
     optimizer, _ = build_optimizer(model, cfg, STEPS)
     grouped = [p for g in optimizer.param_groups for p in g["params"]]
     assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))

@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float = 1e-4  # DRL: the modules DRL adds (temporal module, weight heads) and UNIFY's lexicon heads
     coef_lr: float = 1e-3  # DRL: parameters named `clip.` train at lr * coef_lr (the towers start pretrained)
     weight_head_lr_scale: float = 1.0  # DRL: the WTI weight heads train at lr, like the other modules DRL adds
+    lexicon_head_lr_scale: float = 1.0  # UNIFY's lexicon heads train at lr, like the modules DRL adds
     weight_decay: float = 0.2  # DRL prep_optimizer
     warmup_proportion: float = 0.1  # DRL warmup_cosine: linear warm-up over the first 10% of all steps
     grad_clip: float = 1.0  # DRL: all gradients together to this norm, before BertAdam's per-tensor clip
@@ -213,7 +214,7 @@ def build_optimizer(model: TVRModel, train_config: TrainConfig, total_steps: int
     after every optimiser step."""
     c = train_config
     return build_bert_adam(model, c.lr, c.coef_lr, c.weight_decay, c.warmup_proportion, total_steps,
-                           c.weight_head_lr_scale)
+                           c.weight_head_lr_scale, c.lexicon_head_lr_scale)
 
 
 # ---------------------------------------------------------------- validation
