@@ -133,6 +133,17 @@ def test_parameter_groups_follow_prep_optimizer(name, decayed, clip):
     assert group["initial_lr"] == pytest.approx(1e-7 if clip else 1e-4)
 
 
+def _assert_group(model: TVRModel, cfg: TrainConfig, name: str, lr: float, decayed: bool) -> None:
+    """Every parameter sits in exactly one group, and `name`'s group has the given rate and decay."""
+    optimizer, _ = build_optimizer(model, cfg, STEPS)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+    param = dict(model.named_parameters())[name]
+    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
+    assert group["initial_lr"] == pytest.approx(lr)
+    assert group["weight_decay"] == (0.2 if decayed else 0.0)
+
+
 @pytest.mark.parametrize(("name", "lr", "decayed"), [
     ("text_weight_fc.0.weight", 2.5e-5, True),  # the weight heads: lr * weight_head_lr_scale
     ("text_weight_fc.2.bias", 2.5e-5, False),
@@ -145,14 +156,7 @@ def test_the_weight_head_departure_moves_only_the_heads(name, lr, decayed):
     """`weight_head_lr_scale` (a bundled departure) changes the WTI heads' rate and nothing else, and every
     parameter stays in exactly one group."""
     cfg = TrainConfig(lr=1e-4, coef_lr=1e-3, weight_decay=0.2, weight_head_lr_scale=0.25)
-    model, _ = _two_models()
-    optimizer, _ = build_optimizer(model, cfg, STEPS)
-    grouped = [p for g in optimizer.param_groups for p in g["params"]]
-    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
-    param = dict(model.named_parameters())[name]
-    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
-    assert group["initial_lr"] == pytest.approx(lr)
-    assert group["weight_decay"] == (0.2 if decayed else 0.0)
+    _assert_group(_two_models()[0], cfg, name, lr, decayed)
 
 
 @pytest.mark.parametrize(("name", "lr", "decayed"), [
@@ -168,11 +172,4 @@ def test_the_lexicon_head_departure_moves_only_the_lexicon_heads(name, lr, decay
     """`lexicon_head_lr_scale` (the bundled UNIFY's departure) changes UNIFY's lexicon heads' rate and nothing else,
     and every parameter stays in exactly one group."""
     cfg = TrainConfig(lr=1e-4, coef_lr=5.0, weight_decay=0.2, lexicon_head_lr_scale=10.0)
-    model = TVRModel(tiny_config(interaction="dp", unify=UnifyConfig(latent="dp")))
-    optimizer, _ = build_optimizer(model, cfg, STEPS)
-    grouped = [p for g in optimizer.param_groups for p in g["params"]]
-    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
-    param = dict(model.named_parameters())[name]
-    group = next(g for g in optimizer.param_groups if any(p is param for p in g["params"]))
-    assert group["initial_lr"] == pytest.approx(lr)
-    assert group["weight_decay"] == (0.2 if decayed else 0.0)
+    _assert_group(TVRModel(tiny_config(interaction="dp", unify=UnifyConfig(latent="dp"))), cfg, name, lr, decayed)
