@@ -23,8 +23,8 @@ def engines(tiny_app):
     ti = Engine(load_checkpoint(tiny_app.models["drl-wti"], "cpu", "ti"), wti.bench, tiny_app.cache_root,
                 progress=False)
     trained_unify = load_checkpoint("unify", "cpu")
-    trained_unify.config.unify.fusion_lambda = 0.5  # the bundled one's validation chose 0 (fused = latent), which
-    # would leave the lexicon's share of the fused score unchecked
+    trained_unify.config.unify.fusion_lambda = 0.5  # validation picks the bundled lambda (0.1 now, 0 before); a
+    # fixed, larger one keeps the lexicon's share of the fused score checked whatever a retraining picks
     unify = Engine(trained_unify, wti.bench, tiny_app.cache_root, progress=False)
     return {"wti": wti, "ti": ti, "unify": unify}
 

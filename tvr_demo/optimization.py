@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -12,8 +12,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # DRL prep_optimizer: matched as substrings of the name
 CLIP_PREFIX = "clip."  # DRL: names containing it get lr * coef_lr ("transformerClip." does not: capital C)
-WEIGHT_HEADS = ("text_weight_fc.", "video_weight_fc.")  # WTI's weight heads: at lr in DRL, like every module it adds
-LEXICON_HEADS = ("text_lexicon_head.", "video_lexicon_head.")  # UNIFY's lexicon heads: at lr, as modules DRL's code adds
+HEADS = {  # heads a departure may train at a rate of their own; at lr in DRL, like every module it adds
+    "weight_heads": ("text_weight_fc.", "video_weight_fc."),  # WTI's weight heads
+    "lexicon_heads": ("text_lexicon_head.", "video_lexicon_head."),  # UNIFY's (their tied projection is CLIP's)
+}
 
 
 def warmup_cosine(progress: float, warmup: float) -> float:
@@ -59,21 +61,21 @@ class BertAdam(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: float,
-                     weight_head_lr_scale: float = 1.0, lexicon_head_lr_scale: float = 1.0) -> list[dict]:
+                     head_lr_scales: Mapping[str, float] | None = None) -> list[dict]:
     """DRL's four groups: (CLIP or not) x (decayed or not), in prep_optimizer's order. Empty groups are dropped.
 
-    A head scale != 1 (a departure from DRL) moves those heads out of the non-CLIP groups into two of their own,
-    appended (decayed, then not), at lr * scale: the WTI weight heads first, then UNIFY's lexicon heads. Their tied
-    projection is CLIP's token embedding and stays in CLIP's group."""
+    A scale != 1 in `head_lr_scales` (keyed as HEADS; a departure from DRL) moves those heads out of the non-CLIP
+    groups into two of their own, appended in HEADS' order (decayed, then not), at lr * scale."""
     named = list(model.named_parameters())
-    own_rates = {"weight_heads": (WEIGHT_HEADS, weight_head_lr_scale),
-                 "lexicon_heads": (LEXICON_HEADS, lexicon_head_lr_scale)}
-    rates = {"clip": lr * coef_lr, "added": lr} | {k: lr * scale for k, (_, scale) in own_rates.items()}
+    scales = {head: 1.0 for head in HEADS} | dict(head_lr_scales or {})
+    if unknown := set(scales) - set(HEADS):
+        raise ValueError(f"no heads named {sorted(unknown)}; known: {sorted(HEADS)}")
+    rates = {"clip": lr * coef_lr, "added": lr} | {head: lr * scale for head, scale in scales.items()}
 
     def kind(name: str) -> str:
-        for head_kind, (prefixes, scale) in own_rates.items():
-            if scale != 1.0 and any(prefix in name for prefix in prefixes):  # "module." under DDP
-                return head_kind
+        for head, prefixes in HEADS.items():
+            if scales[head] != 1.0 and any(prefix in name for prefix in prefixes):  # "module." under DDP
+                return head
         return "clip" if CLIP_PREFIX in name else "added"
 
     def decayed(name: str) -> bool:
@@ -82,7 +84,7 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
     labelled = [(kind(n), decayed(n), p) for n, p in named]  # each name read once, not once per group
     groups = []
     order = [("clip", True), ("added", True), ("clip", False), ("added", False)]  # prep_optimizer's
-    order += [(head_kind, decay) for head_kind in own_rates for decay in (True, False)]
+    order += [(head, decay) for head in HEADS for decay in (True, False)]
     for group_kind, decay in order:
         params = [p for k, d, p in labelled if k == group_kind and d == decay]
         if params:
@@ -91,10 +93,10 @@ def parameter_groups(model: nn.Module, lr: float, coef_lr: float, weight_decay: 
 
 
 def build_bert_adam(model: nn.Module, lr: float, coef_lr: float, weight_decay: float, warmup: float,
-                    total_steps: int, weight_head_lr_scale: float = 1.0,
-                    lexicon_head_lr_scale: float = 1.0) -> tuple[BertAdam, LambdaLR]:
+                    total_steps: int, head_lr_scales: Mapping[str, float] | None = None
+                    ) -> tuple[BertAdam, LambdaLR]:
     """DRL's optimiser (b1 0.9, b2 0.98, eps 1e-6, per-tensor clip 1.0) and its warmup_cosine over total_steps."""
-    groups = parameter_groups(model, lr, coef_lr, weight_decay, weight_head_lr_scale, lexicon_head_lr_scale)
+    groups = parameter_groups(model, lr, coef_lr, weight_decay, head_lr_scales)
     optimizer = BertAdam(groups, lr=lr)
     scheduler = LambdaLR(optimizer, lambda step: warmup_cosine(step / max(1, total_steps), warmup))
     return optimizer, scheduler

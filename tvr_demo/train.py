@@ -214,7 +214,7 @@ def build_optimizer(model: TVRModel, train_config: TrainConfig, total_steps: int
     after every optimiser step."""
     c = train_config
     return build_bert_adam(model, c.lr, c.coef_lr, c.weight_decay, c.warmup_proportion, total_steps,
-                           c.weight_head_lr_scale, c.lexicon_head_lr_scale)
+                           {"weight_heads": c.weight_head_lr_scale, "lexicon_heads": c.lexicon_head_lr_scale})
 
 
 # ---------------------------------------------------------------- validation
