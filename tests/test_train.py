@@ -46,6 +46,7 @@ def test_train_a_few_steps_and_loss_falls(tiny_benchmark, tmp_path):
     result = _train(["--config", "drl-wti", "--dataset", str(tiny_benchmark), "--out", str(out), "--epochs", "2",
                      "--batch-size", "8"])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # the CLI shows progress and results, no library log
     log = _log(out)
     assert [r["epoch"] for r in log] == [1, 2]
     assert log[-1]["losses"][-1] < log[0]["losses"][0]
@@ -83,6 +84,7 @@ def test_unify_trains_through_both_stages(tiny_benchmark, tmp_path):
     result = _train(["--config", "unify", "--dataset", str(tiny_benchmark), "--out", str(out), "--epochs", "2",
                      "--batch-size", "8"])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
     log = _log(out)
     assert "fusion_lambda" in log[-1]
     assert {"latent_R@1", "lexicon_R@1"} <= set(log[-1]["val"])

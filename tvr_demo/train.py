@@ -396,8 +396,8 @@ def train_epoch(tr: TrainingRun, epoch: int, max_steps: int | None = None) -> li
         tr.optimizer.step()
         tr.scheduler.step()
         model.clamp_logit_scale()
-        losses.append(float(terms.total))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale()):.1f}")
+        losses.append(float(terms.total.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{float(model.logit_scale().detach()):.1f}")
         tr.step += 1
         if max_steps is not None and tr.step >= max_steps:
             break
@@ -407,7 +407,7 @@ def train_epoch(tr: TrainingRun, epoch: int, max_steps: int | None = None) -> li
 def end_epoch(tr: TrainingRun, epoch: int, losses: list[float]) -> None:
     """Check the ranks agree, validate, log, and save the epoch's checkpoint and the optimiser state (rank 0)."""
     model = tr.model
-    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in model.parameters()))])
     checksums = [checksum.clone() for _ in range(tr.world)]
     if tr.world > 1:
         dist.all_gather(checksums, checksum)  # every rank must hold the same weights after each epoch
