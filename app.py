@@ -13,16 +13,16 @@ import time
 
 import gradio as gr
 
+from tvr_demo.data.video import UPLOAD_MAX_BYTES
 from tvr_demo.errors import TVRError
 from tvr_demo.memory import return_large_blocks_to_the_system
-from tvr_demo.ui import analysis
+from tvr_demo.ui import split_views as analysis
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
 from tvr_demo.ui.callbacks import EXPORTABLE, Callbacks
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.inputs import checked_number
 from tvr_demo.ui.session import Session
-from tvr_demo.video import UPLOAD_MAX_BYTES
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
 # One FIFO pool for the listeners that answer one query with a loaded model (search, explain, video search), two at a
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
     demo = build_demo(session)
-    # gradio refuses larger uploads before they reach a listener; tvr_demo.video checks the rest of each upload
+    # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
                 prevent_thread_lock=True)
     print(f"serving after {time.perf_counter() - start:.1f} s; preparing the gallery (the page shows it loading)",

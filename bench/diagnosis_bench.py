@@ -25,9 +25,9 @@ def diagnosis_row(name: str, repeats: int = 3) -> dict:
     """One bundled model on the bundled test split (its gallery encoded or read from the cache first)."""
     import torch
 
-    from tvr_demo.blind_spots import blind_spots
-    from tvr_demo.counterfactual import counterfactual, one_word_edits
-    from tvr_demo.engine import Engine
+    from tvr_demo.diagnosis.blind_spots import blind_spots
+    from tvr_demo.diagnosis.counterfactual import counterfactual, one_word_edits
+    from tvr_demo.retrieval.engine import Engine
 
     engine = Engine.from_names(name, device="cpu", progress=False)
     _ = engine.matrices

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from bench.measure import log
+from tvr_demo.data.video import FrameSampling, decode_videos
 from tvr_demo.models import ModelConfig, TVRModel
 from tvr_demo.models.backbone import clip_config
-from tvr_demo.scoring import encode_texts, encode_video_frames
-from tvr_demo.video import FrameSampling, decode_videos
+from tvr_demo.retrieval.scoring import encode_texts, encode_video_frames
 
 REFERENCE_CLIP = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "msrvtt" / "video7500.mp4"
 

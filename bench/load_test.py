@@ -58,8 +58,8 @@ def _free_port() -> int:
 
 def prepare(workdir: Path, n_videos: int) -> Setup:
     """What to serve: the bundled checkpoints if the registry exists, else tiny random ones on a generated gallery."""
-    from tvr_demo.checkpoints import REGISTRY_FILE, bundled_registry
     from tvr_demo.data import load_benchmark
+    from tvr_demo.models.checkpoints import REGISTRY_FILE, bundled_registry
 
     if REGISTRY_FILE.is_file() and bundled_registry():
         from tvr_demo.data.synthetic import ensure_default_dataset
@@ -71,10 +71,10 @@ def prepare(workdir: Path, n_videos: int) -> Setup:
                      f"({bench.num_videos} test videos)")
     import torch
 
-    from tvr_demo.checkpoints import save_checkpoint
     from tvr_demo.data.synthetic import SyntheticConfig, generate
     from tvr_demo.models import ModelConfig, TVRModel, UnifyConfig
     from tvr_demo.models.backbone import clip_config
+    from tvr_demo.models.checkpoints import save_checkpoint
 
     root = generate(workdir / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=n_videos), progress=False)
     specs = []

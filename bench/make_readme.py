@@ -43,7 +43,7 @@ meant for this file is saved as `bench/results/<date>-<quick|full>.json` and com
 | --- | --- |
 | `scoring_bench.py` | score matrices (1k x 1k, 10k x 10k) and one query against 1e4 / 1e5 / 1e6 clips, by (a), (a'), (b), (c) in the same run on the same features; roofline and peak memory per row; a block-size sweep of (c) |
 | `baselines.py` | (a) the official evaluation loop, (a') the same loop over the prepared gallery and (b) the straightforward batched version, written from `shared/design/drl.md` |
-| `search_bench.py` | two-stage search (`tvr_demo/index.py`) vs exact on 10k / 100k synthetic clips; `Engine.search_text` latency on the bundled test split |
+| `search_bench.py` | two-stage search (`tvr_demo/retrieval/index.py`) vs exact on 10k / 100k synthetic clips; `Engine.search_text` latency on the bundled test split |
 | `threads_bench.py` | one query vs 1,000 clips in child processes started with different OpenMP settings (full suite only) |
 | `encode_bench.py` | clips per second decoding / encoding `shared/reference/msrvtt/video7500.mp4` replicated; one text query's encoding |
 | `synthetic.py` | random features of ViT-B/32 shapes (32 tokens, 12 frames, 512 channels) with realistic masks |

@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tvr_demo.checkpoints import bundled_registry, load_checkpoint  # noqa: E402
 from tvr_demo.data import load_benchmark  # noqa: E402
-from tvr_demo.engine import Engine  # noqa: E402
+from tvr_demo.evaluation.token_weights import OFFICIAL_FIGURE, caption_weight_stats  # noqa: E402
+from tvr_demo.models.checkpoints import bundled_registry, load_checkpoint  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
-from tvr_demo.token_weights import OFFICIAL_FIGURE, caption_weight_stats  # noqa: E402
+from tvr_demo.retrieval.engine import Engine  # noqa: E402
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 

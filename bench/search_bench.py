@@ -14,10 +14,10 @@ import torch
 from bench.baselines import prepare
 from bench.measure import log
 from bench.synthetic import world
-from tvr_demo.index import TwoStageConfig, TwoStageIndex
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
-from tvr_demo.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
+from tvr_demo.retrieval.scoring import TextBank, VideoBank
 
 
 class _Clock:
@@ -99,9 +99,9 @@ def two_stage_rows(quick: bool) -> list[dict]:
 def _bundled_checkpoint(tmp: Path):
     """The first DRL entry of checkpoints/registry.json, else a seeded random tvr-tiny saved to tmp (its weights
     hash the same every run, so the gallery cache is reused)."""
-    from tvr_demo.checkpoints import bundled_registry, load_checkpoint, save_checkpoint
     from tvr_demo.models import ModelConfig, TVRModel
     from tvr_demo.models.backbone import clip_config
+    from tvr_demo.models.checkpoints import bundled_registry, load_checkpoint, save_checkpoint
 
     for name in bundled_registry():
         checkpoint = load_checkpoint(name, "cpu")
@@ -115,8 +115,8 @@ def _bundled_checkpoint(tmp: Path):
 def engine_rows(quick: bool) -> tuple[list[dict], list[dict]]:
     """Typed-query latency through Engine.search_text on the bundled test split, and the two-stage recall there."""
     from tvr_demo.data import load_benchmark
-    from tvr_demo.engine import Engine
     from tvr_demo.paths import default_dataset_dir
+    from tvr_demo.retrieval.engine import Engine
 
     dataset = default_dataset_dir()
     if not (dataset / "MSRVTT_JSFUSION_test.csv").is_file():

@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tvr_demo.checkpoints import load_checkpoint  # noqa: E402
 from tvr_demo.data import load_benchmark  # noqa: E402
 from tvr_demo.data.benchmark import Benchmark  # noqa: E402
-from tvr_demo.engine import Engine  # noqa: E402
+from tvr_demo.evaluation.token_weights import caption_weight_stats  # noqa: E402
+from tvr_demo.models.checkpoints import load_checkpoint  # noqa: E402
 from tvr_demo.paths import default_dataset_dir  # noqa: E402
-from tvr_demo.token_weights import caption_weight_stats  # noqa: E402
+from tvr_demo.retrieval.engine import Engine  # noqa: E402
 
 VAL_KEYS = ("R@1", "median_eot", "content_over_fillers")
 

@@ -20,7 +20,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tvr_demo.checkpoints import REGISTRY_FILE, WEIGHTS_FILE, load_our_format, save_checkpoint, sha256_of  # noqa: E402
+from tvr_demo.models.checkpoints import (  # noqa: E402
+    REGISTRY_FILE,
+    WEIGHTS_FILE,
+    load_our_format,
+    save_checkpoint,
+    sha256_of,
+)
 from tvr_demo.paths import BUNDLED_CHECKPOINT_DIR, default_dataset_dir  # noqa: E402
 
 NAMES = ["meanp", "drl-ti", "drl-wti", "drl-wti-cdcr", "unify"]
@@ -40,9 +46,9 @@ def bundle(name: str, run_dir: Path, dataset: Path, elapsed_s: float) -> dict:
     meta["training"]["hardware"] = hardware()
     meta["training"]["dataset"] = "synthetic (python -m tvr_demo generate, seed 0, defaults)"
     save_checkpoint(model, target, meta, dtype=torch.float16)
-    from tvr_demo.checkpoints import Checkpoint
     from tvr_demo.data import load_benchmark
-    from tvr_demo.engine import Engine
+    from tvr_demo.models.checkpoints import Checkpoint
+    from tvr_demo.retrieval.engine import Engine
 
     model16, meta16 = load_our_format(target)
     engine = Engine(Checkpoint(model16, name, "bundled", target, meta16), load_benchmark(dataset, "test"))

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from tvr_demo.checkpoints import save_checkpoint
 from tvr_demo.data.synthetic import SyntheticConfig, generate
 from tvr_demo.models import ModelConfig, TVRModel, UnifyConfig
 from tvr_demo.models.backbone import clip_config
+from tvr_demo.models.checkpoints import save_checkpoint
 from tvr_demo.ui.session import Session
 
 MODELS = {  # name -> config; random weights are enough to drive every view

@@ -50,7 +50,7 @@ def make_banks(n_texts: int, n_videos: int, tokens: int = 8, frames: int = 5, di
     pooled first stage means something (tests/test_index.py)."""
     import torch
 
-    from tvr_demo.scoring import TextBank, VideoBank
+    from tvr_demo.retrieval.scoring import TextBank, VideoBank
 
     g = torch.Generator().manual_seed(seed)
     if clustered:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvr_demo.ablations import AblationRow, drl_row, drl_sentences, unify_sentence
+from tvr_demo.diagnosis.ablations import AblationRow, drl_row, drl_sentences, unify_sentence
 from tvr_demo.models import ModelConfig
 from tvr_demo.models.config import CDCRConfig
 

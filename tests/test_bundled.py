@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tvr_demo.checkpoints import WEIGHTS_FILE, bundled_registry, load_checkpoint, sha256_of
 from tvr_demo.data import load_benchmark
-from tvr_demo.engine import Engine
+from tvr_demo.models.checkpoints import WEIGHTS_FILE, bundled_registry, load_checkpoint, sha256_of
 from tvr_demo.paths import BUNDLED_CHECKPOINT_DIR, PROJECT_ROOT
+from tvr_demo.retrieval.engine import Engine
 
 METRICS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 REGISTRY = bundled_registry()

@@ -19,8 +19,8 @@ from helpers import (
     vit_b32_official_file,
 )
 
-from tvr_demo.checkpoints import load_checkpoint, official_config, save_checkpoint
 from tvr_demo.errors import CheckpointError
+from tvr_demo.models.checkpoints import load_checkpoint, official_config, save_checkpoint
 
 # ---------------------------------------------------------------- ViT-B/32 in the official layout
 

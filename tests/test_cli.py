@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_engine import loop_dual_softmax, loop_metrics, loop_t2v_ranks, loop_v2t_ranks
 
-from tvr_demo.checkpoints import REGISTRY_FILE
 from tvr_demo.cli import main
+from tvr_demo.models.checkpoints import REGISTRY_FILE
 
 
 def test_checkpoints_lists_the_registry_then_the_users_collection(tiny_app, monkeypatch, capsys):

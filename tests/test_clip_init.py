@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tvr_demo.checkpoints import WEIGHTS_FILE, save_checkpoint
 from tvr_demo.errors import CheckpointError, TVRError
 from tvr_demo.models.backbone import build_clip, clip_config, load_pretrained_clip
-from tvr_demo.train import RunConfig, build_model, clip_provenance, clip_start
+from tvr_demo.models.checkpoints import WEIGHTS_FILE, save_checkpoint
+from tvr_demo.training.train import RunConfig, build_model, clip_provenance, clip_start
 
 ROOT = Path(__file__).resolve().parent.parent
 

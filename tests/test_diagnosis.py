@@ -1,4 +1,4 @@
-"""Blind spots and which word decides (tvr_demo.blind_spots, tvr_demo.counterfactual, /blind_spots, /counterfactual),
+"""Blind spots and which word decides (tvr_demo.diagnosis.blind_spots, tvr_demo.diagnosis.counterfactual, /blind_spots, /counterfactual),
 checked against recounts written here: Winoground's scores on hand-made 2 x 2 score matrices, twin pairs and
 confusions counted from the clips' JSON files, and counterfactual ranks from a search with each edited query."""
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from app_support import launched
 
-from tvr_demo.blind_spots import (
+from tvr_demo.data.words import CAPTION_BOILERPLATE, STOP_WORDS
+from tvr_demo.diagnosis.blind_spots import (
     CHANCE,
     Difference,
     TwinPair,
@@ -21,9 +22,8 @@ from tvr_demo.blind_spots import (
     winoground,
     word_differences,
 )
-from tvr_demo.counterfactual import counterfactual, one_word_edits
-from tvr_demo.data.words import CAPTION_BOILERPLATE, STOP_WORDS
-from tvr_demo.ui import analysis
+from tvr_demo.diagnosis.counterfactual import counterfactual, one_word_edits
+from tvr_demo.ui import split_views as analysis
 
 
 @pytest.fixture(scope="module")

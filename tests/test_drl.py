@@ -18,7 +18,7 @@ from reference import (
 
 from tvr_demo.models import drl
 from tvr_demo.models.backbone import get_tokenizer
-from tvr_demo.scoring import similarity_matrix, text_bank, video_bank
+from tvr_demo.retrieval.scoring import similarity_matrix, text_bank, video_bank
 
 
 @pytest.fixture

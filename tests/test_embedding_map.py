@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tvr_demo import embedding_map
+from tvr_demo.diagnosis import embedding_map
 
 
 def test_coordinates_are_cached_on_disk(tmp_path, monkeypatch):

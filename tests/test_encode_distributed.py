@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tvr_demo.checkpoints import save_checkpoint
 from tvr_demo.data.synthetic import SyntheticConfig, generate
 from tvr_demo.models import ModelConfig, TVRModel
 from tvr_demo.models.backbone import clip_config
+from tvr_demo.models.checkpoints import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

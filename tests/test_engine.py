@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from reference import loop_pessimistic_rank
 
-from tvr_demo.engine import Engine
-from tvr_demo.ui import analysis
+from tvr_demo.retrieval.engine import Engine
+from tvr_demo.ui import split_views as analysis
 from tvr_demo.ui.session import Session
 
 
@@ -156,7 +156,7 @@ def test_slice_metrics_count_and_recall_per_slice(wti):
 
 def test_v2t_slices_are_the_union_of_the_videos_captions():
     """By hand: video 0 has captions 0 and 1 (labelled a, b), video 1 caption 2 (a, c) -> [a, b] and [a, c]."""
-    from tvr_demo.analysis import query_slices
+    from tvr_demo.evaluation.analysis import query_slices
 
     labels, caption_video = [["a"], ["b"], ["a", "c"]], np.array([0, 0, 1])
     assert query_slices(labels, caption_video, 2, "v2t") == [["a", "b"], ["a", "c"]]

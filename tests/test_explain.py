@@ -1,6 +1,6 @@
 """The numbers every explanation shows equal the scores and ranks the engine ranks by, for every interaction and
 branch (WTI, TI, DP, UNIFY latent / lexicon / fused), checked against the definition recomputed in the test from
-the gallery's stored features (tests/reference.py), as plain unit tests of tvr_demo/explain.py and the explain
+the gallery's stored features (tests/reference.py), as plain unit tests of tvr_demo/retrieval/explanation.py and the explain
 view's functions."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import scipy.sparse
 from reference import loop_pessimistic_rank, loop_zscore, np_uniform_weights, np_wti
 
-from tvr_demo.checkpoints import load_checkpoint
-from tvr_demo.engine import Engine
-from tvr_demo.ui import explain as view
+from tvr_demo.models.checkpoints import load_checkpoint
+from tvr_demo.retrieval.engine import Engine
+from tvr_demo.ui import explain_views as view
 
 
 @pytest.fixture(scope="module")

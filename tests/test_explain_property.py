@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tvr_demo.checkpoints import bundled_registry
 from tvr_demo.data.synthetic import SyntheticConfig, generate
-from tvr_demo.explain import TokenFrameExplanation
-from tvr_demo.ui import explain
+from tvr_demo.models.checkpoints import bundled_registry
+from tvr_demo.retrieval.explanation import TokenFrameExplanation
+from tvr_demo.ui import explain_views as explain
 from tvr_demo.ui.session import Session
 
 MODELS = ("drl-wti", "drl-ti", "meanp", "unify")  # WTI, TI, DP and UNIFY (latent dp + lexicon)

@@ -1,5 +1,5 @@
 """Faults the app must survive: bad files in a gallery, a damaged cache, a GPU out of memory, an encode killed half
-way, and galleries too small to rank (tvr_demo/gallery.py, tvr_demo/scoring.py, the callbacks)."""
+way, and galleries too small to rank (tvr_demo/retrieval/gallery.py, tvr_demo/retrieval/scoring.py, the callbacks)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ import torch
 from app_support import tiny_session
 from safetensors.torch import load_file
 
-from tvr_demo import gallery, kernels
-from tvr_demo.checkpoints import load_checkpoint
+from tvr_demo import kernels
 from tvr_demo.data import load_benchmark
-from tvr_demo.engine import Engine
-from tvr_demo.gallery import encode_gallery
-from tvr_demo.scoring import similarity_matrix
+from tvr_demo.models.checkpoints import load_checkpoint
+from tvr_demo.retrieval import gallery
+from tvr_demo.retrieval.engine import Engine
+from tvr_demo.retrieval.gallery import encode_gallery
+from tvr_demo.retrieval.scoring import similarity_matrix
 from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
@@ -136,7 +137,7 @@ def test_killing_an_encode_loses_no_finished_chunk(small, checkpoint, tmp_path, 
     resumes from that chunk and writes the same cache as an encode that was never interrupted."""
     cache = tmp_path / "cache"
     stall_after_first_chunk = (  # the CLI, with small chunks and a pause after each one it saves
-        "import sys, time\nimport tvr_demo.gallery as g\ng.CHUNK = 2\nsave = g._save\n"
+        "import sys, time\nimport tvr_demo.retrieval.gallery as g\ng.CHUNK = 2\nsave = g._save\n"
         "def stall(path, *args, **kwargs):\n    save(path, *args, **kwargs)\n"
         "    if path.name.startswith('videos_'):\n        time.sleep(120)\n"
         "g._save = stall\nfrom tvr_demo.cli import main\nsys.exit(main(sys.argv[1:]))\n")

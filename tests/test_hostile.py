@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvr_demo.checkpoints import bundled_registry
 from tvr_demo.data.synthetic import SyntheticConfig, generate
-from tvr_demo.ui import search
+from tvr_demo.models.checkpoints import bundled_registry
+from tvr_demo.ui import search_views as search
 from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
@@ -29,7 +29,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 GENERIC = "has not enabled verbose error reporting"  # gradio_client's text for an exception that is not a gr.Error
 MODELS = ("drl-wti", "unify")
-FLOOD_BOXES = 30_000  # empty boxes in a crafted mp4: three times the walk's bound (tvr_demo.video.MAX_ISO_BOXES)
+FLOOD_BOXES = 30_000  # empty boxes in a crafted mp4: three times the walk's bound (tvr_demo.data.video.MAX_ISO_BOXES)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Two-stage search (tvr_demo/index.py) against exact scoring, and the engine's hook into it."""
+"""Two-stage search (tvr_demo/retrieval/index.py) against exact scoring, and the engine's hook into it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tvr_demo.errors import QueryError
-from tvr_demo.index import TwoStageConfig, TwoStageIndex
 from tvr_demo.models import drl
-from tvr_demo.scoring import TextBank, VideoBank, similarity_matrix
+from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
+from tvr_demo.retrieval.scoring import TextBank, VideoBank, similarity_matrix
 
 
 @pytest.fixture
@@ -87,12 +87,12 @@ def test_undecodable_videos_are_never_candidates(banks) -> None:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from tvr_demo.checkpoints import load_checkpoint, save_checkpoint
     from tvr_demo.data import load_benchmark
     from tvr_demo.data.synthetic import SyntheticConfig, generate
-    from tvr_demo.engine import Engine
     from tvr_demo.models import ModelConfig, TVRModel
     from tvr_demo.models.backbone import clip_config
+    from tvr_demo.models.checkpoints import load_checkpoint, save_checkpoint
+    from tvr_demo.retrieval.engine import Engine
 
     root = tmp_path_factory.mktemp("index_engine")
     bench_dir = generate(root / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=12), progress=False,

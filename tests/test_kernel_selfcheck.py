@@ -246,7 +246,7 @@ def test_gpu_encoding_runs_fp16_autocast_and_keeps_fp32_features() -> None:
     """The same random tiny model on CUDA (fp16 autocast) and on the CPU (fp32): float32 banks, cosines within 1e-2."""
     from tvr_demo.models import ModelConfig, TVRModel
     from tvr_demo.models.backbone import clip_config
-    from tvr_demo.scoring import encode_texts, encode_video_frames
+    from tvr_demo.retrieval.scoring import encode_texts, encode_video_frames
 
     torch.manual_seed(0)
     model = TVRModel(ModelConfig(clip=clip_config("tvr-tiny"), interaction="wti")).eval()

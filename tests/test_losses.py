@@ -21,7 +21,7 @@ from tvr_demo.models.losses import (
     symmetric_infonce,
 )
 from tvr_demo.models.unify import bag_of_words
-from tvr_demo.objective import training_loss, unify_stage
+from tvr_demo.training.objective import training_loss, unify_stage
 
 # ---------------------------------------------------------------- loop references
 

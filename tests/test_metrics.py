@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tvr_demo import metrics
-from tvr_demo.metrics import QueryOutcome
+from tvr_demo.evaluation import metrics
+from tvr_demo.evaluation.metrics import QueryOutcome
 
 
 def loop_ranks(sim: np.ndarray, gt) -> list[int]:

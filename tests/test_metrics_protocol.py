@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tvr_demo import metrics
+from tvr_demo.evaluation import metrics
 
 
 def _official(sim: np.ndarray, caption_video: np.ndarray) -> dict[str, dict[str, float]]:

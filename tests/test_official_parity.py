@@ -26,11 +26,11 @@ from open_clip.tokenizer import SimpleTokenizer, basic_clean, whitespace_clean
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from tvr_demo.checkpoints import load_checkpoint
+from tvr_demo.data.video import FrameSampling, decode_videos, normalize_frames
 from tvr_demo.models import ModelConfig, drl
 from tvr_demo.models.backbone import get_tokenizer
-from tvr_demo.scoring import score_files
-from tvr_demo.video import FrameSampling, decode_videos, normalize_frames
+from tvr_demo.models.checkpoints import load_checkpoint
+from tvr_demo.retrieval.scoring import score_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REAL_CLIP = PROJECT_ROOT.parent / "shared" / "reference" / "msrvtt" / "video7500.mp4"

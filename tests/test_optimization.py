@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers import tiny_config
 from tvr_demo.models import TVRModel, UnifyConfig
-from tvr_demo.train import TrainConfig, build_optimizer
+from tvr_demo.training.train import TrainConfig, build_optimizer
 
 STEPS = 20
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tvr_demo import plots
-from tvr_demo.plots.explain import PADDING
+from tvr_demo.plots.explanations import PADDING
 
 TOKENS = ["<sot>", "red", "ball", "<eot>"]
 COSINE = np.array([[0.10, 0.20, 0.05],  # (T=4, V=3) hand-made, one clear maximum per row and column
@@ -94,7 +94,7 @@ def test_lexicon_figure_shared_words_add_up_to_the_lexicon_score():
     fig = plots.lexicon_figure(query, video, shared, {"latent": 0.3, "lexicon": 1.48, "fused": 1.1})
     q_bars, v_bars, s_bars = fig.data
     assert sum(s_bars.x) == pytest.approx(1.2 * 0.9 + 0.8 * 0.5) == pytest.approx(1.48)
-    assert list(q_bars.marker.color) == [plots.explain.SHARED_COLOUR] * 2 + [plots.explain.ALONE_COLOUR]
+    assert list(q_bars.marker.color) == [plots.explanations.SHARED_COLOUR] * 2 + [plots.explanations.ALONE_COLOUR]
     assert "fused 1.1000" in fig.layout.title.text
 
 

@@ -1,5 +1,5 @@
 """The app's path policy (tvr_demo/safety.py, used by the session and the callbacks) and the upload limits of
-tvr_demo/video.py: every refusal is a TVRError with a message that says what was refused."""
+tvr_demo/data/video.py: every refusal is a TVRError with a message that says what was refused."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import gradio as gr
 import pytest
 from app_support import tiny_session
 
-from tvr_demo import video
+from tvr_demo.data import video
+from tvr_demo.data.video import FrameSampling, load_untrusted_video
 from tvr_demo.errors import VideoDecodeError
 from tvr_demo.safety import UnsafePathError, resolve_within
 from tvr_demo.ui.callbacks import Callbacks
-from tvr_demo.video import FrameSampling, load_untrusted_video
 
 SAMPLING = FrameSampling(max_frames=4)
 

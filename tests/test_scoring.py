@@ -1,4 +1,4 @@
-"""tvr_demo/scoring.py and the formulas it shares (the interaction's weights, DP, the lexicon score for dense and
+"""tvr_demo/retrieval/scoring.py and the formulas it shares (the interaction's weights, DP, the lexicon score for dense and
 sparse input, UNIFY's fusion, the model's frame sampling) against references written in the test."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import scipy.sparse
 import torch
 from reference import loop_zscore, np_uniform_weights, np_wti
 
+from tvr_demo.data.video import FrameSampling
 from tvr_demo.models import drl
 from tvr_demo.models.unify import lexicon_similarity
-from tvr_demo.scoring import fuse_scores, similarity_matrix
-from tvr_demo.video import FrameSampling
+from tvr_demo.retrieval.scoring import fuse_scores, similarity_matrix
 
 
 @pytest.mark.parametrize("interaction", ["wti", "ti", "dp"])
@@ -79,7 +79,7 @@ def test_the_model_hands_out_its_frame_sampling():
 def test_the_map_thumbnail_is_a_frame_the_model_sees(tiny_app, monkeypatch):
     """The hover thumbnail is the middle frame of the model's own sampling, not of the default 12 frames at 1 fps."""
     from tvr_demo.ui import session as session_module
-    from tvr_demo.ui.analysis import gallery_key
+    from tvr_demo.ui.split_views import gallery_key
 
     engine = tiny_app.engine("drl-wti")
     monkeypatch.setattr(engine.config, "max_frames", 4)  # unlike the default 12 frames

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from tvr_demo.checkpoints import load_our_format, save_checkpoint
 from tvr_demo.models.backbone import clip_config, get_tokenizer
+from tvr_demo.models.checkpoints import load_our_format, save_checkpoint
 from tvr_demo.models.config import ModelConfig
 from tvr_demo.models.tvr import TVRModel
 

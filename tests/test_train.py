@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tvr_demo.checkpoints import load_our_format
+from tvr_demo.models.checkpoints import load_our_format
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,7 +109,7 @@ def _gather_worker(rank: int, rendezvous: str, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from tvr_demo.train import gather_batch
+    from tvr_demo.training.train import gather_batch
 
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     x = torch.full((2, 3), float(rank + 1), requires_grad=True)
@@ -162,7 +162,7 @@ def test_padded_frames_are_zero_in_normalised_space():
     import numpy as np
     import torch
 
-    from tvr_demo.train import TrainData, video_batch
+    from tvr_demo.training.train import TrainData, video_batch
 
     frames = np.zeros((1, 3, 3, 4, 4), dtype=np.uint8)
     frames[0, 0] = 255

@@ -1,4 +1,4 @@
-"""What training reports at the end of an epoch (tvr_demo/train.py), against loops: UNIFY's fusion weight is the grid
+"""What training reports at the end of an epoch (tvr_demo/training/train.py), against loops: UNIFY's fusion weight is the grid
 value whose fused scores rank best on validation (t2v + v2t R@1; each branch standardised over the query's gallery,
 ties counted against the ground truth, the first best lambda on the grid), and validation R@1 is the first captions'
 text-to-video recall."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tvr_demo.train import choose_fusion_lambda
+from tvr_demo.training.train import choose_fusion_lambda
 
 GRID = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
 
@@ -67,10 +67,10 @@ def test_validation_r1_is_the_first_captions_recall_by_the_design_note(tmp_path,
     import torch
     from reference import loop_pessimistic_rank, loop_similarity
 
-    from tvr_demo.checkpoints import load_checkpoint
     from tvr_demo.data.synthetic import SyntheticConfig, generate
-    from tvr_demo.train import prepare_data, validate
-    from tvr_demo.video import normalize_frames
+    from tvr_demo.data.video import normalize_frames
+    from tvr_demo.models.checkpoints import load_checkpoint
+    from tvr_demo.training.train import prepare_data, validate
 
     monkeypatch.setenv("TVR_DEMO_CACHE", str(tmp_path / "cache"))
     root = generate(tmp_path / "bench", SyntheticConfig(seed=5, n_train=40, n_test=0, n_val=0), progress=False,

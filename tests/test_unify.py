@@ -26,7 +26,7 @@ from tvr_demo.models.unify import (
     vocabulary_mask,
     vocabulary_words,
 )
-from tvr_demo.scoring import fuse_scores
+from tvr_demo.retrieval.scoring import fuse_scores
 
 VOCAB = 49408
 

@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from tvr_demo.errors import TVRError, VideoDecodeError
-from tvr_demo.video import (
+from tvr_demo.data.video import (
     CLIP_MEAN,
     CLIP_STD,
     FrameSampling,
@@ -26,6 +25,7 @@ from tvr_demo.video import (
     sample_frame_indices,
     sample_video,
 )
+from tvr_demo.errors import TVRError, VideoDecodeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VIDEO7500_INDICES = [0, 3, 6, 12, 15, 21, 24, 30, 33, 39, 42, 48]  # the design note's check on the real clip

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tvr_demo.engine import Engine
+    from tvr_demo.retrieval.engine import Engine
 
 __version__ = "0.1.0"
 __all__ = ["load"]
@@ -23,9 +23,9 @@ def load(checkpoint: str = "drl-wti", dataset: str | Path | None = None, split: 
          device: str | None = None, progress: bool = True) -> Engine:
     """A checkpoint (a registry name such as "drl-wti" or "unify", our checkpoint folder, or an official DRL
     `pytorch_model.bin`) on a gallery (a benchmark folder; None: the bundled synthetic benchmark, generated on first
-    use), encoded once and cached. The returned `tvr_demo.engine.Engine` searches (`search_text`, `search_video`),
+    use), encoded once and cached. The returned `tvr_demo.retrieval.engine.Engine` searches (`search_text`, `search_video`),
     explains a pair (`explain`: the scorer's own pieces) and evaluates (`evaluate`: the CLI's JSON); `engine.analysis`
     analyses the whole split (`evaluate`, `outcomes`, `slice_metrics`, ... with typed results)."""
-    from tvr_demo.engine import Engine
+    from tvr_demo.retrieval.engine import Engine
 
     return Engine.from_names(checkpoint, dataset, split, device=device, progress=progress)

@@ -15,7 +15,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_frames(args: argparse.Namespace) -> int:
-    from tvr_demo.video import FrameSampling, sample_video
+    from tvr_demo.data.video import FrameSampling, sample_video
 
     sampled = sample_video(Path(args.video), FrameSampling(max_frames=args.max_frames, framerate=args.framerate,
                                                           start_s=args.start, end_s=args.end))
@@ -33,7 +33,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from tvr_demo.scoring import score_files
+    from tvr_demo.retrieval.scoring import score_files
 
     captions = [line.strip() for line in Path(args.captions).read_text(encoding="utf-8").splitlines() if line.strip()]
     sim = score_files(args.checkpoint, captions, [Path(v) for v in args.videos], device=args.device,
@@ -46,10 +46,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    """Under torchrun each rank encodes a share of the chunks and rank 0 merges them (tvr_demo.gallery)."""
+    """Under torchrun each rank encodes a share of the chunks and rank 0 merges them (tvr_demo.retrieval.gallery)."""
     import os
 
-    from tvr_demo.engine import Engine
+    from tvr_demo.retrieval.engine import Engine
 
     device, rank = args.device, 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -68,7 +68,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tvr_demo.engine import Engine
+    from tvr_demo.retrieval.engine import Engine
 
     engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
     result = engine.analysis.evaluate(dsl=args.dsl).to_json()
@@ -80,7 +80,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tvr_demo.train import train_from_args
+    from tvr_demo.training.train import train_from_args
 
     train_from_args(args)
     return 0
@@ -100,7 +100,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoints(args: argparse.Namespace) -> int:
-    from tvr_demo.checkpoints import list_checkpoints
+    from tvr_demo.models.checkpoints import list_checkpoints
 
     entries = list_checkpoints()
     if args.json:

@@ -57,10 +57,6 @@ class Benchmark:
         except ValueError:
             raise KeyError(f"video {video_id!r} is not in {self.name}/{self.split}") from None
 
-    def missing_videos(self) -> list[int]:
-        """Indices of the videos whose file is not on disk."""
-        return [i for i, p in enumerate(self.video_paths) if not p.is_file()]
-
     def __repr__(self) -> str:
         return (
             f"Benchmark({self.name!r}, split={self.split!r}, videos={self.num_videos}, "

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from tvr_demo.video import FrameSampling
+    from tvr_demo.data.video import FrameSampling
 
 Interaction = Literal["wti", "ti", "dp"]
 Temporal = Literal["seqTransf", "meanP"]
@@ -78,7 +78,7 @@ class ModelConfig:
         """The frames this model sees of a clip: its frame count and rate, within a benchmark's window when it has one
         (DiDeMo's first 31 s, `Benchmark.end_s`). Every decode for this model (gallery, training, uploads, thumbnails)
         asks here, so none rebuilds the rule."""
-        from tvr_demo.video import FrameSampling
+        from tvr_demo.data.video import FrameSampling
 
         return FrameSampling(self.max_frames, self.framerate, end_s=end_s)
 

@@ -1,21 +1,21 @@
 """Plotly figures for the app and for slides: each function takes arrays and labels and knows nothing of models."""
 
-from tvr_demo.plots.ablations import ablation_figure
-from tvr_demo.plots.blind_spots import (
+from tvr_demo.plots.ablation_bars import ablation_figure
+from tvr_demo.plots.correlation import correlation_figure, correlation_stats
+from tvr_demo.plots.diagnostics import (
     confusion_figure,
     counterfactual_figure,
     twin_scores_figure,
     word_misses_figure,
 )
-from tvr_demo.plots.correlation import correlation_figure, correlation_stats
 from tvr_demo.plots.embedding import embedding_map_figure
-from tvr_demo.plots.explain import (
+from tvr_demo.plots.explanations import (
     lexicon_difference_figure,
     lexicon_figure,
     pooled_figure,
     token_frame_figure,
 )
-from tvr_demo.plots.metrics import compare_figure, metrics_figure, slice_figure
+from tvr_demo.plots.recall import compare_figure, metrics_figure, slice_figure
 
 __all__ = [
     "ablation_figure",

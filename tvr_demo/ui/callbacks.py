@@ -18,16 +18,20 @@ import plotly.graph_objects as go
 
 from tvr_demo.errors import QueryError, TVRError
 from tvr_demo.safety import public_message, resolve_within
-from tvr_demo.ui import analysis, diagnosis, explain, papers, search
+from tvr_demo.ui import diagnosis_views as diagnosis
+from tvr_demo.ui import explain_views as explain
+from tvr_demo.ui import papers
+from tvr_demo.ui import search_views as search
+from tvr_demo.ui import split_views as analysis
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.exports import write_html
 from tvr_demo.ui.gpu import gpu
-from tvr_demo.ui.search import Clip
+from tvr_demo.ui.search_views import Clip
 from tvr_demo.ui.session import Session, model_summary
 
 if TYPE_CHECKING:
     from tvr_demo.data import Benchmark
-    from tvr_demo.engine import Engine
+    from tvr_demo.retrieval.engine import Engine
 
 PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context, so one default serves all
 EXPORTABLE = ("explain A", "explain B", "lexicon A", "lexicon B", "words A vs B", "metrics", "slices", "comparison",

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tvr_demo.data.video import FrameSampling, sample_video
 from tvr_demo.errors import TVRError
-from tvr_demo.video import FrameSampling, sample_video
 
 
 def data_uri(frame: np.ndarray, height: int) -> str:

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from tvr_demo import plots
-from tvr_demo.ablations import UNIFY_FUSION_GAIN, AblationRow, ablation_tables
-from tvr_demo.engine import Engine
+from tvr_demo.diagnosis.ablations import UNIFY_FUSION_GAIN, AblationRow, ablation_tables
+from tvr_demo.retrieval.engine import Engine
 
 HERE = ("here, text → video", "here, video → text")
 PAPER = ("paper (MSR-VTT), text → video", "paper (MSR-VTT), video → text")

@@ -11,7 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tvr_demo.engine import (
+from tvr_demo.errors import CheckpointError, DatasetError, QueryError
+from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
+from tvr_demo.paths import data_dir, default_dataset_dir
+from tvr_demo.retrieval.engine import (
     Engine,
     bundled_benchmark_dir,
     gallery_cached,
@@ -21,9 +24,6 @@ from tvr_demo.engine import (
     scoring_path,
     serving_device,
 )
-from tvr_demo.errors import CheckpointError, DatasetError, QueryError
-from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
-from tvr_demo.paths import data_dir, default_dataset_dir
 from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.ui.media import video_thumbnail
 

@@ -10,7 +10,7 @@ import torch
 from tvr_demo.models import drl
 from tvr_demo.models.backbone import get_tokenizer
 from tvr_demo.models.unify import WordContribution, lexicon_similarity, overlap, top_words
-from tvr_demo.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.scoring import TextBank, VideoBank
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from tvr_demo import metrics
+from tvr_demo.evaluation import metrics
 
 if TYPE_CHECKING:
     from tvr_demo.data import Benchmark
-    from tvr_demo.gallery import EncodedGallery
     from tvr_demo.models.config import ModelConfig
+    from tvr_demo.retrieval.gallery import EncodedGallery
 
 DSL_NOTE = "dual softmax at inference (not in the official DRL code)"
 
@@ -91,7 +91,7 @@ class RankComparison:
 
 
 class ScoredSplit(Protocol):
-    """What the analysis reads from an engine (tvr_demo.engine.Engine): written as an interface, so that this module
+    """What the analysis reads from an engine (tvr_demo.retrieval.engine.Engine): written as an interface, so that this module
     depends on no engine code and the engine can own its analysis."""
 
     bench: Benchmark

@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tvr_demo.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
 from tvr_demo.data import Benchmark
+from tvr_demo.data.video import decode_videos
 from tvr_demo.errors import DatasetError
+from tvr_demo.models.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
 from tvr_demo.models.unify import topk_sparsify
-from tvr_demo.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
-from tvr_demo.video import decode_videos
+from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
 
 CACHE_VERSION = 1
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)

@@ -324,7 +324,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "tvr_demo.video"])
+    context.set_forkserver_preload(["__main__", "tvr_demo.data.video"])
     return context
 
 

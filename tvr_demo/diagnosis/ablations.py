@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tvr_demo.analysis import BranchMetrics
-from tvr_demo.engine import Engine
+from tvr_demo.evaluation.analysis import BranchMetrics
 from tvr_demo.models.config import ModelConfig
+from tvr_demo.retrieval.engine import Engine
 
 # Published text-to-video / video-to-text R@1 on MSR-VTT 1k-A with CLIP ViT-B/32 (design/drl.md, README): the rows
 # of DRL's interaction ablation that a published number exists for. None: not reported in the sources we cite.

@@ -1,7 +1,7 @@
 """What a model cannot tell apart: Winoground-style scores on the synthetic benchmark's twin pairs per attribute, and
 which attribute value (or, without attribute files, which word) it takes for which in its failures.
 
-Engine-level: numbers and dataclasses only; the figures are in tvr_demo/plots/blind_spots.py.
+Engine-level: numbers and dataclasses only; the figures are in tvr_demo/plots/diagnostics.py.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tvr_demo import metrics
 from tvr_demo.data import Benchmark
-from tvr_demo.engine import Engine
+from tvr_demo.evaluation import metrics
+from tvr_demo.retrieval.engine import Engine
 
 # the attributes a synthetic twin pair can differ in (tvr_demo/data/synthetic/scenes.py make_twin), in reading order
 ATTRIBUTES = ("colour", "shape", "size", "motion", "count", "order")

@@ -10,14 +10,14 @@ import numpy as np
 import plotly.graph_objects as go
 
 from tvr_demo import plots
-from tvr_demo.analysis import pessimistic_rank
-from tvr_demo.engine import Engine
 from tvr_demo.errors import QueryError
-from tvr_demo.explain import PairExplanation, PooledExplanation, TokenFrameExplanation
-from tvr_demo.token_weights import caption_weights
+from tvr_demo.evaluation.analysis import pessimistic_rank
+from tvr_demo.evaluation.token_weights import caption_weights
+from tvr_demo.retrieval.engine import Engine
+from tvr_demo.retrieval.explanation import PairExplanation, PooledExplanation, TokenFrameExplanation
 from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.media import frame_thumbnails
-from tvr_demo.ui.search import resolve_video
+from tvr_demo.ui.search_views import resolve_video
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Ranking:
 
     scores: np.ndarray  # (G,) every video's score in the ranking branch
     ground_truth: list[int]  # the query's ground-truth videos (a benchmark caption), else []
-    ground_truth_rank: int | None  # 0-based, pessimistic ties (tvr_demo.metrics.gt_ranks)
+    ground_truth_rank: int | None  # 0-based, pessimistic ties (tvr_demo.evaluation.metrics.gt_ranks)
 
     def rank(self, video: int) -> int:
         """0-based rank with the ground-truth rank's tie rule: every other video scoring at least as high counts."""

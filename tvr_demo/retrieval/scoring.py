@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tvr_demo.data.video import normalize_frames
 from tvr_demo.devices import default_device as default_device  # re-exported: engine, session and train use it
-from tvr_demo.metrics import standardize_rows
+from tvr_demo.evaluation.metrics import standardize_rows
 from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
 from tvr_demo.models.backbone import get_tokenizer
-from tvr_demo.video import normalize_frames
 
 
 @dataclass
@@ -141,9 +141,9 @@ def score_files(checkpoint: str, captions: list[str], videos: list[Path], device
                 interaction: str | None = None, batch_size: int = 16, num_workers: int = 2) -> np.ndarray:
     """`python -m tvr_demo score`: caption x video latent similarity (columns in the given order, or sorted names
     for one folder)."""
-    from tvr_demo.checkpoints import load_checkpoint
+    from tvr_demo.data.video import decode_videos
     from tvr_demo.errors import QueryError, VideoDecodeError
-    from tvr_demo.video import decode_videos
+    from tvr_demo.models.checkpoints import load_checkpoint
 
     if not captions:
         raise QueryError("the captions file has no non-empty line")

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from tvr_demo.engine import Engine, SearchResult
+from tvr_demo.data.video import load_untrusted_video
 from tvr_demo.errors import QueryError
+from tvr_demo.retrieval.engine import Engine, SearchResult
 from tvr_demo.ui.labels import score_kind
-from tvr_demo.video import load_untrusted_video
 
 if TYPE_CHECKING:
     from tvr_demo.models.config import ModelConfig

@@ -1,7 +1,7 @@
 """The engine facade: encode a gallery once, then answer searches and explain a (query, video) pair.
 
 The UI, the CLI and the tests all call this class; it returns numbers and arrays, never figures. Whole-split analysis
-(metrics, outcomes, slices, correlation) is `engine.analysis` (tvr_demo/analysis.py), over the matrices held here.
+(metrics, outcomes, slices, correlation) is `engine.analysis` (tvr_demo/evaluation/analysis.py), over the matrices held here.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from tvr_demo import metrics
-from tvr_demo.analysis import Analysis
-from tvr_demo.checkpoints import Checkpoint, list_checkpoints, load_checkpoint
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError, TVRError
-from tvr_demo.explain import PairExplanation, explain_pair
-from tvr_demo.gallery import EncodedGallery, encode_gallery, gallery_fingerprint
+from tvr_demo.evaluation import metrics
+from tvr_demo.evaluation.analysis import Analysis
 from tvr_demo.kernels import ScoringPath, serving_path
 from tvr_demo.memory import nbytes
+from tvr_demo.models.checkpoints import Checkpoint, list_checkpoints, load_checkpoint
 from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
 from tvr_demo.paths import cache_dir
-from tvr_demo.scoring import (
+from tvr_demo.retrieval.explanation import PairExplanation, explain_pair
+from tvr_demo.retrieval.gallery import EncodedGallery, encode_gallery, gallery_fingerprint
+from tvr_demo.retrieval.scoring import (
     TextBank,
     VideoBank,
     default_device,
@@ -120,7 +120,7 @@ def gallery_cached(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | 
 class Engine:
     """One checkpoint + one benchmark split; the gallery is encoded once (or read from the cache)."""
 
-    # typed queries against larger galleries: faiss candidates + exact re-ranking (tvr_demo/index.py); the two-stage
+    # typed queries against larger galleries: faiss candidates + exact re-ranking (tvr_demo/retrieval/index.py); the two-stage
     # rows of the benchmark (bench/README.md, from bench/results/*.json) compare it with the exact scan at 10k and 100k
     two_stage_above: int = 50000
 
@@ -302,8 +302,8 @@ class Engine:
 
     @cached_property
     def two_stage_index(self):
-        """tvr_demo.index.TwoStageIndex over the gallery's latent branch, built on first use."""
-        from tvr_demo.index import TwoStageIndex
+        """tvr_demo.retrieval.index.TwoStageIndex over the gallery's latent branch, built on first use."""
+        from tvr_demo.retrieval.index import TwoStageIndex
 
         return TwoStageIndex(self.gallery.videos, self.config.latent_interaction, self.gallery.decoded_ok)
 
@@ -380,7 +380,7 @@ class Engine:
         return bank
 
     def encode_video_file(self, path: Path) -> VideoBank:
-        from tvr_demo.video import load_video
+        from tvr_demo.data.video import load_video
 
         frames, mask = load_video(path, self.config.sampling(),
                                   self.config.image_size)
@@ -401,7 +401,7 @@ class Engine:
                 for r, i in enumerate(order)]
         return SearchResult(hits, branch, gt, gt_rank, notice)
 
-    # ------------------------------------------------------------ whole-split analysis (tvr_demo/analysis.py)
+    # ------------------------------------------------------------ whole-split analysis (tvr_demo/evaluation/analysis.py)
 
     @cached_property
     def analysis(self) -> Analysis:

@@ -17,7 +17,7 @@ import torch
 
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
-from tvr_demo.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.scoring import TextBank, VideoBank
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The diagnosis views: blind spots (Failures tab, /blind_spots) and which word decides (Explain tab,
-/counterfactual), as figures and a few lines of text over tvr_demo.blind_spots and tvr_demo.counterfactual."""
+/counterfactual), as figures and a few lines of text over tvr_demo.diagnosis.blind_spots and tvr_demo.diagnosis.counterfactual."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import html
 import plotly.graph_objects as go
 
 from tvr_demo import plots
-from tvr_demo.blind_spots import CHANCE, BlindSpots, blind_spots, confusion_matrix
-from tvr_demo.counterfactual import Counterfactual, counterfactual
-from tvr_demo.engine import Engine
+from tvr_demo.diagnosis.blind_spots import CHANCE, BlindSpots, blind_spots, confusion_matrix
+from tvr_demo.diagnosis.counterfactual import Counterfactual, counterfactual
+from tvr_demo.retrieval.engine import Engine
 from tvr_demo.ui.labels import score_kind
-from tvr_demo.ui.search import resolve_video
+from tvr_demo.ui.search_views import resolve_video
 
 TOP_WORDS = 20  # words in the word-miss bars on benchmarks without attribute files
 

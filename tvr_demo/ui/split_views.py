@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tvr_demo import plots
-from tvr_demo.blind_spots import failure_differences
-from tvr_demo.embedding_map import umap_coordinates
-from tvr_demo.engine import Engine
+from tvr_demo.diagnosis.blind_spots import failure_differences
+from tvr_demo.diagnosis.embedding_map import umap_coordinates
 from tvr_demo.errors import QueryError
+from tvr_demo.retrieval.engine import Engine
 from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.session import gallery_key_of, model_summary
 
@@ -92,7 +92,7 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
 
 
 def _differences(engine: Engine, truth: int, winner: int, query: str) -> str:
-    """What the winner shows that the ground truth does not (tvr_demo.blind_spots), for a failure row."""
+    """What the winner shows that the ground truth does not (tvr_demo.diagnosis.blind_spots), for a failure row."""
     return ", ".join(str(d) for d in failure_differences(engine, truth, winner, query))
 
 

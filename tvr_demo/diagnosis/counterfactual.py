@@ -15,10 +15,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from tvr_demo import metrics
-from tvr_demo.blind_spots import content_words
-from tvr_demo.engine import Engine
+from tvr_demo.diagnosis.blind_spots import content_words
 from tvr_demo.errors import QueryError
+from tvr_demo.evaluation import metrics
+from tvr_demo.retrieval.engine import Engine
 
 PUNCTUATION = ".,;:!?\"'()"
 BENCHMARK_ALTERNATIVES = 8  # without a vocabulary, a content word is replaced by the benchmark's 8 most frequent

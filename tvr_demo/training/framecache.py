@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tvr_demo.data import Benchmark
+from tvr_demo.data.video import FrameSampling, decode_videos
 from tvr_demo.paths import cache_dir
-from tvr_demo.video import FrameSampling, decode_videos
 
 if TYPE_CHECKING:  # only its type: the data layer never imports the models
     from tvr_demo.models import ModelConfig

@@ -2,7 +2,7 @@
 
 The official recipe (design note, "Training as the official code does it"): CLIP's weights from a local file, DRL's
 initialisation of the modules it adds, an epoch over every (video, caption) pair, symmetric InfoNCE on S scaled by
-exp(logit_scale) (capped at 100), BertAdam with warmup_cosine (tvr_demo.optimization), features gathered over ranks
+exp(logit_scale) (capped at 100), BertAdam with warmup_cosine (tvr_demo.training.optimization), features gathered over ranks
 with DRL's backward, bf16 autocast on GPU, a checkpoint every epoch in our format, and resumption after the last
 finished epoch. A run config names every departure from the recipe and why (`RunConfig.departures`).
 """
@@ -20,7 +20,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tvr_demo.checkpoints import (
+from tvr_demo.data import load_benchmark
+from tvr_demo.data.video import normalize_frames
+from tvr_demo.errors import TVRError
+from tvr_demo.models import ModelConfig, TVRModel
+from tvr_demo.models.backbone import clip_config, get_tokenizer, load_pretrained_clip
+from tvr_demo.models.checkpoints import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     bundled_registry,
@@ -28,16 +33,11 @@ from tvr_demo.checkpoints import (
     save_checkpoint,
     sha256_of,
 )
-from tvr_demo.data import load_benchmark
-from tvr_demo.errors import TVRError
-from tvr_demo.framecache import cached_frames
-from tvr_demo.models import ModelConfig, TVRModel
-from tvr_demo.models.backbone import clip_config, get_tokenizer, load_pretrained_clip
 from tvr_demo.models.unify import bag_of_words
-from tvr_demo.objective import training_loss
-from tvr_demo.optimization import build_bert_adam
 from tvr_demo.paths import ASSETS_DIR, BUNDLED_CHECKPOINT_DIR, default_dataset_dir
-from tvr_demo.video import normalize_frames
+from tvr_demo.training.framecache import cached_frames
+from tvr_demo.training.objective import training_loss
+from tvr_demo.training.optimization import build_bert_adam
 
 TRAIN_CONFIG_DIR = ASSETS_DIR / "train_configs"
 
@@ -223,8 +223,8 @@ def build_optimizer(model: TVRModel, train_config: TrainConfig, total_steps: int
 @torch.no_grad()
 def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     """Text-to-video R@1 on the validation split (first caption of each video), per branch for UNIFY."""
-    from tvr_demo.metrics import evaluate_similarity
-    from tvr_demo.scoring import (
+    from tvr_demo.evaluation.metrics import evaluate_similarity
+    from tvr_demo.retrieval.scoring import (
         encode_video_frames,
         fuse_scores,
         lexicon_matrix,
@@ -243,7 +243,7 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     gt = np.arange(len(rows))
     out = {"R@1": evaluate_similarity(latent, gt)["t2v"]["R@1"]}
     if model.config.latent_interaction == "wti":  # where the text weight goes (the <eot> collapse, issue 13)
-        from tvr_demo.token_weights import text_weight_stats
+        from tvr_demo.evaluation.token_weights import text_weight_stats
 
         stats = text_weight_stats(model, data.caption_ids[rows], data.caption_mask[rows])
         out["median_eot"] = round(stats.median_eot, 4)
@@ -262,8 +262,8 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
 
 def choose_fusion_lambda(latent: np.ndarray, lexicon: np.ndarray) -> float:
     """UNIFY's fusion weight, picked on the validation split by t2v + v2t R@1 over a small grid."""
-    from tvr_demo.metrics import evaluate_similarity
-    from tvr_demo.scoring import fuse_scores
+    from tvr_demo.evaluation.metrics import evaluate_similarity
+    from tvr_demo.retrieval.scoring import fuse_scores
 
     gt = np.arange(latent.shape[0])
     grid = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
@@ -321,7 +321,7 @@ class TrainingRun:
 def setup_run(run: RunConfig, dataset: Path, out: Path, epochs: int | None = None, resume: bool = False,
               device: str | None = None, clip_weights: Path | None = None) -> TrainingRun:
     """Devices and ranks, the model (or the last finished epoch's, resuming), the data, optimiser and schedule."""
-    from tvr_demo.scoring import default_device
+    from tvr_demo.retrieval.scoring import default_device
 
     dev = default_device(device)
     _setup_distributed(dev)
