@@ -1,5 +1,5 @@
 """`python -m bench.diagnosis_bench`: which word decides, batched (every edited query encoded in one call,
-Engine.query_scores) against the baseline of one Engine.search_text per edited query, in the same run; and the
+Engine.score_texts) against the baseline of one Engine.search_text per edited query, in the same run; and the
 blind-spot analysis. JSON out (--json PATH), one row per bundled model."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def diagnosis_row(name: str, repeats: int = 3) -> dict:
     from tvr_demo.retrieval.engine import Engine
 
     engine = Engine.from_names(name, device="cpu", progress=False)
-    _ = engine.matrices
+    engine.matrices.compute()
     query = "a small red circle moves to the left while a large blue square spins"  # typed: encoded, not looked up
     video = engine.search_text(query, k=1).hits[0].index
     edits = one_word_edits(engine, query)

@@ -55,7 +55,7 @@ def encode_rows(device: torch.device, quick: bool) -> tuple[list[dict], list[dic
             rows.append({**base, "stage": stage, "seconds": round(seconds, 2),
                          "clips_per_s": round(n_clips / seconds, 2)})
         query_ms = []
-        for i in range(12):  # one typed query, as Engine.encode_query runs it
+        for i in range(12):  # one typed query, encoded as a search encodes it
             t0 = time.perf_counter()
             encode_texts(model, [f"a person is cooking something in a kitchen, take {i}"])
             query_ms.append((time.perf_counter() - t0) * 1e3)

@@ -17,7 +17,8 @@ from bench.synthetic import world
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
 from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
-from tvr_demo.retrieval.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.queries import clean_query
+from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts
 
 
 class _Clock:
@@ -143,7 +144,7 @@ def engine_rows(quick: bool) -> tuple[list[dict], list[dict]]:
                     times.append(clock.ms)
                 for q in queries[:10]:
                     with _Clock() as clock:
-                        engine.encode_query(q)
+                        encode_texts(engine.model, [clean_query(q, engine.config.max_words).text])
                     encode.append(clock.ms)
                 rows.append({"gallery": f"bundled test split ({engine.gallery_size} clips)", "checkpoint": label,
                              "mode": mode, "threads": threads, "queries": len(queries),

@@ -31,6 +31,24 @@ def tiny_session(root: Path, n_test: int = 12) -> Session:
     return Session(specs, bench, "test", device="cpu", cache_root=root / "cache")
 
 
+class Listeners:
+    """Every tab's listeners bound to one session, as `app.build_demo` makes them (wrapped by their declared guard,
+    priority and GPU use), for calling without a browser: `Listeners(session).run_search(...)`."""
+
+    def __init__(self, session: Session) -> None:
+        import app
+        from tvr_demo.ui.page import Page
+
+        self.tabs = [tab(session) for tab in app.TABS]
+        self.page = Page(session, self.tabs)
+
+    def __getattr__(self, name: str):
+        for owner in (self.page, *self.tabs):
+            if hasattr(type(owner), name):
+                return getattr(owner, name)
+        raise AttributeError(name)
+
+
 @contextlib.contextmanager
 def launched(session: Session) -> Iterator[str]:
     """The app served in this process (as `python app.py` would) at a free local port; yields its URL."""

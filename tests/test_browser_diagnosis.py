@@ -40,7 +40,7 @@ def _recount(engine, branch: str) -> dict[str, dict[str, float]]:
     """Winoground's three scores per twin attribute (percent), from the clips' JSON files and the branch's scores."""
     records = _records(engine)
     ids = [r["video_id"] for r in records]
-    t2v, v2t = engine.direction_matrix(branch, "t2v"), engine.direction_matrix(branch, "v2t")
+    t2v, v2t = engine.matrices.direction(branch, "t2v"), engine.matrices.direction(branch, "v2t")
     caption_of = {}
     for c, v in enumerate(engine.bench.caption_video):
         caption_of.setdefault(int(v), c)

@@ -46,7 +46,7 @@ def test_evaluate_prints_the_metrics_of_the_score_matrix(tiny_app, tmp_path, mon
     cv = [int(v) for v in engine.bench.caption_video]
     top = "fused" if engine.is_unify else "latent"
     sim = engine.matrices[top]
-    v2t_sim = engine.direction_matrix(top, "v2t")
+    v2t_sim = engine.matrices.direction(top, "v2t")
     assert printed["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(sim, cv)))
     assert printed["v2t"] == pytest.approx(loop_metrics(loop_v2t_ranks(v2t_sim, cv)))
     assert printed["dsl"]["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(loop_dual_softmax(sim, 0), cv)))

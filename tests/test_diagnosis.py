@@ -23,7 +23,7 @@ from tvr_demo.diagnosis.blind_spots import (
     word_differences,
 )
 from tvr_demo.diagnosis.counterfactual import counterfactual, one_word_edits
-from tvr_demo.ui import split_views as analysis
+from tvr_demo.ui import failures_tab
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_twin_shares_and_confusions_equal_a_recount_from_the_clips_json(session,
     records = _records(engine)
     ids = [r["video_id"] for r in records]
     b = branch or "latent"
-    t2v, v2t = engine.direction_matrix(b, "t2v"), engine.direction_matrix(b, "v2t")
+    t2v, v2t = engine.matrices.direction(b, "t2v"), engine.matrices.direction(b, "v2t")
     caption_of = {}
     for c, v in enumerate(engine.bench.caption_video):
         caption_of.setdefault(int(v), c)
@@ -179,7 +179,7 @@ def test_each_failure_row_names_how_the_winner_differs(session):
     engine = session.engine("drl-wti")
     records, bench = _records(engine), engine.bench
     for direction in ("t2v", "v2t"):
-        table, _, _ = analysis.failures_view(engine, direction, None, "rank", None, 1000)
+        table, _, _ = failures_tab.failures_view(engine, direction, None, "rank", None, 1000)
         assert len(table) > 0
         for _, row in table.iterrows():
             if direction == "t2v":
@@ -338,7 +338,7 @@ def test_without_attribute_files_the_views_use_the_words_that_differ(session):
     spots = blind_spots(engine)
     assert spots.kind == "words" and not spots.scores
     assert dict(spots.word_misses) == dict(misses)
-    table, _, _ = analysis.failures_view(engine, "t2v", None, "rank", None, 3)
+    table, _, _ = failures_tab.failures_view(engine, "t2v", None, "rank", None, 3)
     assert all(row.startswith("−") or row.startswith("+") for row in table["differs in"] if row)
     edits = one_word_edits(engine, "a small red circle moves to the left")
     swapped = {e.changes[0][1] for e in edits if e.attribute == "word"}

@@ -7,10 +7,11 @@ import statistics
 
 import numpy as np
 import pytest
+from app_support import Listeners
 from reference import loop_pessimistic_rank
 
-from tvr_demo.retrieval.engine import Engine
-from tvr_demo.ui import split_views as analysis
+from tvr_demo.retrieval.ranking import ScoreRow
+from tvr_demo.ui import failures_tab
 from tvr_demo.ui.session import Session
 
 
@@ -62,12 +63,12 @@ def test_a_tie_counts_against_the_ground_truth():
     """By hand: scores 0.5, 0.9, 0.5, 0.5 with ground truth 0 -> rank 3 (0.9 and both ties above it); with
     ground truths 0 and 2 -> the best ground truth (0.5) has 0.9 and one tie (item 3) above it: rank 2."""
     scores = {"latent": np.array([0.5, 0.9, 0.5, 0.5])}
-    assert Engine._hits(scores, "latent", 2, [0], None).ground_truth_rank == 3
-    assert Engine._hits(scores, "latent", 2, [0, 2], None).ground_truth_rank == 2
-    assert Engine._hits(scores, "latent", 2, [2, 0], None).ground_truth_rank == 2
+    assert ScoreRow(scores, "latent", (0,)).ground_truth_rank == 3
+    assert ScoreRow(scores, "latent", (0, 2)).ground_truth_rank == 2
+    assert ScoreRow(scores, "latent", (2, 0)).ground_truth_rank == 2
     # ground truths 0 (0.3) and 2 (0.5): only 0.9 is above the best one, the other ground truth never counts
-    assert Engine._hits({"latent": np.array([0.3, 0.9, 0.5, 0.4])}, "latent", 2, [0, 2], None).ground_truth_rank == 1
-    hits = Engine._hits(scores, "latent", 4, [0], None).hits
+    assert ScoreRow({"latent": np.array([0.3, 0.9, 0.5, 0.4])}, "latent", (0, 2)).ground_truth_rank == 1
+    hits = ScoreRow(scores, "latent", (0,)).result(4).hits
     assert [h.index for h in hits] == [1, 0, 2, 3] and [h.rank for h in hits] == [0, 1, 2, 3]
 
 
@@ -83,7 +84,7 @@ def test_search_ranks_are_the_loop_ranks_of_the_matrix(request, model):
         assert result.ground_truth_rank == loop_pessimistic_rank(row, [gt])
         assert [h.score for h in result.hits] == pytest.approx(sorted(row, reverse=True)[:5])
     for v in (0, 3):
-        column = engine.direction_matrix(branch, "v2t")[:, v]
+        column = engine.matrices.direction(branch, "v2t")[:, v]
         captions = engine.bench.captions_of(v)
         result = engine.search_video(v, k=5)
         assert result.ground_truth_rank == loop_pessimistic_rank(column, captions)
@@ -99,7 +100,7 @@ def test_evaluate_with_and_without_dsl_equals_loops_over_the_matrix(request, mod
     result = engine.evaluate(dsl=True)
     for branch in engine.branches:
         sim = engine.matrices[branch]
-        v2t_sim = engine.direction_matrix(branch, "v2t")
+        v2t_sim = engine.matrices.direction(branch, "v2t")
         got = result[branch] if engine.is_unify else result
         assert got["t2v"] == pytest.approx(loop_metrics(loop_t2v_ranks(sim, cv)))
         assert got["v2t"] == pytest.approx(loop_metrics(loop_v2t_ranks(v2t_sim, cv)))
@@ -122,7 +123,7 @@ def test_typed_evaluation_holds_every_branch_and_the_ranking_one(request, model)
     assert result.ranking == ("fused" if engine.is_unify else "latent")
     for branch, m in result.branches.items():
         assert m.t2v == pytest.approx(loop_metrics(loop_t2v_ranks(engine.matrices[branch], cv)))
-        assert m.v2t == pytest.approx(loop_metrics(loop_v2t_ranks(engine.direction_matrix(branch, "v2t"), cv)))
+        assert m.v2t == pytest.approx(loop_metrics(loop_v2t_ranks(engine.matrices.direction(branch, "v2t"), cv)))
         assert m.dsl_t2v is None and m.dsl_v2t is None
     assert result.skipped_videos == []
 
@@ -136,7 +137,7 @@ def test_unify_v2t_fused_standardises_over_the_captions(unify):
         return (x - x.mean()) / x.std() if x.std() > 0 else np.zeros_like(x)
 
     for v in range(unify.gallery_size):
-        np.testing.assert_allclose(unify.v2t_fused[:, v], z(lat[:, v].astype(np.float64)) +
+        np.testing.assert_allclose(unify.matrices.direction("fused", "v2t")[:, v], z(lat[:, v].astype(np.float64)) +
                                    lam * z(lex[:, v].astype(np.float64)), atol=1e-4)
 
 
@@ -165,11 +166,11 @@ def test_v2t_slices_are_the_union_of_the_videos_captions():
 
 @pytest.mark.parametrize("direction", ["t2v", "v2t"])
 def test_failures_filtered_to_a_slice_are_its_missed_queries(wti, direction):
-    labels = analysis.query_slices(wti, direction)
-    sim = wti.direction_matrix("latent", direction)
+    labels = failures_tab.query_slices(wti, direction)
+    sim = wti.matrices.direction("latent", direction)
     ranks = (loop_t2v_ranks if direction == "t2v" else loop_v2t_ranks)(sim, [int(v) for v in wti.bench.caption_video])
     label = max({x for ls in labels for x in ls}, key=lambda x: sum(x in ls for ls in labels))
-    table, pairs, summary = analysis.failures_view(wti, direction, "latent", "rank", label, 1000)
+    table, pairs, summary = failures_tab.failures_view(wti, direction, "latent", "rank", label, 1000)
     missed = [q for q in range(len(ranks)) if ranks[q] >= 1 and label in labels[q]]
     in_slice = sum(label in ls for ls in labels)
     assert f"**{len(missed)}** of {in_slice} {direction} queries" in summary
@@ -206,9 +207,8 @@ def test_on_zero_gpu_needs_spaces_and_the_flag(monkeypatch):
 
 
 def test_slices_view_shows_each_models_recall_per_slice(tiny_app):
-    from tvr_demo.ui.callbacks import Callbacks
 
-    fig = Callbacks(tiny_app).run_slices("latent", "unify", "drl-wti", "", "test", progress=None)
+    fig = Listeners(tiny_app).run_slices("latent", "unify", "drl-wti", "", "test", progress=None)
     assert [t.name for t in fig.data] == ["drl-wti", "unify"]
     for trace in fig.data:
         engine = tiny_app.engine(trace.name)
@@ -223,10 +223,9 @@ def test_slices_view_shows_each_models_recall_per_slice(tiny_app):
 def test_the_map_lasso_lists_the_selected_captions_and_videos(tiny_app):
     from types import SimpleNamespace
 
-    from tvr_demo.ui.callbacks import Callbacks
 
     bench = tiny_app.benchmark()
     event = SimpleNamespace(_data={"items": [["caption", 2], ["video", 5], ["caption", 0]]})
-    table = Callbacks(tiny_app).map_selection("drl-wti", "", "test", event)
+    table = Listeners(tiny_app).map_selection("drl-wti", "", "test", event)
     assert table.values.tolist() == [["caption", 2, bench.captions[2]], ["video", 5, bench.video_ids[5]],
                                      ["caption", 0, bench.captions[0]]]

@@ -12,7 +12,7 @@ from reference import loop_pessimistic_rank, loop_zscore, np_uniform_weights, np
 
 from tvr_demo.models.checkpoints import load_checkpoint
 from tvr_demo.retrieval.engine import Engine
-from tvr_demo.ui import explain_views as view
+from tvr_demo.ui import explain_tab as view
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_the_header_shows_every_branch_score_and_the_pessimistic_rank(engines, n
     gt = int(engine.bench.caption_video[q])
     branch = "fused" if name == "unify" else "latent"
     row = engine.matrices[branch][q]
-    pair = view.view_pair(engine, view._ranking(engine, caption), caption, gt)
+    pair = view.view_pair(engine, engine.score_text(caption), gt)
     text = view.pair_markdown(engine, pair)
     for b in engine.branches:
         assert f"{engine.matrices[b][q, gt]:.4f}" in text

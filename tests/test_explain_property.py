@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tvr_demo.data.synthetic import SyntheticConfig, generate
 from tvr_demo.models.checkpoints import bundled_registry
 from tvr_demo.retrieval.explanation import TokenFrameExplanation
-from tvr_demo.ui import explain_views as explain
+from tvr_demo.ui import explain_tab as explain
 from tvr_demo.ui.session import Session
 
 MODELS = ("drl-wti", "drl-ti", "meanp", "unify")  # WTI, TI, DP and UNIFY (latent dp + lexicon)

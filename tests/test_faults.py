@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from app_support import tiny_session
+from app_support import Listeners, tiny_session
 from safetensors.torch import load_file
 
 from tvr_demo import kernels
@@ -27,7 +27,6 @@ from tvr_demo.retrieval import gallery
 from tvr_demo.retrieval.engine import Engine
 from tvr_demo.retrieval.gallery import encode_gallery
 from tvr_demo.retrieval.scoring import similarity_matrix
-from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +227,7 @@ def test_a_gallery_in_use_answers_while_another_is_being_encoded(small):
 
 def test_an_empty_gallery_is_a_clear_notice(tmp_path):
     session = tiny_session(tmp_path, n_test=0)
-    cb = Callbacks(session)
+    cb = Listeners(session)
     with pytest.raises(gr.Error, match="has 0 videos and 0 captions: it needs at least one of each"):
         cb.load("drl-wti", "", "test", progress=None)
     with pytest.raises(gr.Error, match="has 0 videos"):
@@ -238,7 +237,7 @@ def test_an_empty_gallery_is_a_clear_notice(tmp_path):
 def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
     """Every view on a one-clip gallery gives finite numbers or a notice, never an exception of its own."""
     session = tiny_session(tmp_path, n_test=1)
-    cb = Callbacks(session)
+    cb = Listeners(session)
     caption = session.benchmark().captions[0]
     for model in ("drl-wti", "unify"):
         ctx = (model, "", "test")
@@ -263,14 +262,13 @@ def test_the_server_keeps_only_the_most_recently_used_engines(tmp_path):
     session.max_engines = 2
     wti = session.engine("drl-wti")
     unify = session.engine("unify")
-    assert session.engine("drl-wti") is wti  # held: no rebuild
-    assert [key[0] for key in session.engines_held] == ["unify", "drl-wti"]  # least recently used first
+    assert session.engine("drl-wti") is wti and session.engine("unify") is unify  # both held: no rebuild
     session = Session(list(session.models.values()), session.dataset, device="cpu", cache_root=session.cache_root,
                       max_engines=1)
-    session.engine("drl-wti")
-    session.engine("unify")
-    assert [key[0] for key in session.engines_held] == ["unify"]
-    rebuilt = session.engine("drl-wti")
-    assert rebuilt is not wti and [key[0] for key in session.engines_held] == ["drl-wti"]
+    first = session.engine("drl-wti")
+    latest = session.engine("unify")
+    assert session.engine("unify") is latest  # the most recently used stays
+    rebuilt = session.engine("drl-wti")  # the least recently used was dropped: built again
+    assert rebuilt is not first and rebuilt is not wti and session.engine("drl-wti") is rebuilt
     np.testing.assert_array_equal(rebuilt.matrices["latent"], wti.matrices["latent"])
     assert unify.search_text("a red circle moves left", k=3).hits  # an evicted engine still answers its caller

@@ -18,13 +18,12 @@ import pytest
 from PIL import Image
 
 from tvr_demo.data.synthetic import SyntheticConfig, generate
+from tvr_demo.errors import QueryError
 from tvr_demo.models.checkpoints import bundled_registry
-from tvr_demo.ui import search_views as search
-from tvr_demo.ui.callbacks import Callbacks
 from tvr_demo.ui.session import Session
 
 gradio_client = pytest.importorskip("gradio_client")
-from app_support import launched  # noqa: E402
+from app_support import Listeners, launched  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 GENERIC = "has not enabled verbose error reporting"  # gradio_client's text for an exception that is not a gr.Error
@@ -75,18 +74,18 @@ def test_engines_are_held_by_bytes_and_dropped_ones_are_freed(served, tmp_path):
     dropped is garbage (no cache in the explain view keeps it alive, as the ranking lru_cache did)."""
     session = Session(list(MODELS), served.session.dataset, "test", device="cpu", cache_root=served.root / "cache")
     one = session.engine("unify")
-    _ = one.matrices, one.v2t_fused
+    one.matrices.direction("fused", "v2t")  # both directions' matrices computed
     session.memory_budget = int(one.nbytes * 1.5)
-    cb = Callbacks(session)
+    cb = Listeners(session)
     dropped = weakref.ref(one)
     cb.run_explain("hello", "0", "", "", "unify", "", "test")
     cb.run_metrics("drl-wti", "", "test")
     cb.run_explain("a small blue square grows", "1", "", "", "drl-wti", "", "test")
+    kept = session.engine("drl-wti")
     del one
     gc.collect()
-    assert [key[0] for key in session.engines_held] == ["drl-wti"]
-    assert session.held_bytes <= session.memory_budget
     assert dropped() is None, "an engine the session dropped is still referenced"
+    assert session.engine("drl-wti") is kept and kept.nbytes <= session.memory_budget  # the recent one is held
 
 
 def test_a_request_over_the_budget_is_refused_with_a_sentence(served):
@@ -94,12 +93,12 @@ def test_a_request_over_the_budget_is_refused_with_a_sentence(served):
     session = Session(["unify"], served.session.dataset, "test", device="cpu", cache_root=served.root / "cache")
     engine = session.engine("unify")
     session.memory_budget = engine.nbytes + 100  # the features fit, the (6 x 6 x 3 float32) matrices do not
-    cb = Callbacks(session)
+    cb = Listeners(session)
     import gradio as gr
 
     with pytest.raises(gr.Error, match="over this server's budget of .*TVR_DEMO_MEMORY_GB"):
         cb.run_metrics("unify", "", "test")
-    assert "matrices" not in engine.__dict__
+    assert engine.matrices.nbytes == 0  # refused before any matrix was allocated
 
 
 def test_budget_comes_from_the_environment(monkeypatch):
@@ -134,16 +133,17 @@ def test_a_search_answers_while_builds_and_uploads_hold_their_pools(served, tmp_
 
     real_engine = session_module.Engine
 
-    def slow_engine(checkpoint, bench, *args, **kwargs):
-        release.wait(120)
-        return real_engine(checkpoint, bench, *args, **kwargs)
+    class SlowEngine(real_engine):
+        def __init__(self, checkpoint, bench, *args, **kwargs):
+            release.wait(120)
+            super().__init__(checkpoint, bench, *args, **kwargs)
 
-    def slow_decode(engine, path):
+    def slow_decode(engine, path, untrusted=False):
         release.wait(120)
-        raise search.QueryError("held")
+        raise QueryError("held")
 
-    monkeypatch.setattr(session_module, "Engine", slow_engine)
-    monkeypatch.setattr(search, "decode_upload", slow_decode)
+    monkeypatch.setattr(session_module, "Engine", SlowEngine)
+    monkeypatch.setattr(real_engine, "read_clip", slow_decode)
     session._engines.pop(("unify", str(Path(session.dataset)), "test"), None)
     clip = gradio_client.handle_file(str(Path(session.dataset) / "videos" / "video0.mp4"))
     jobs = [client.submit("unify", session.dataset, "test", api_name="/metrics") for _ in range(2)]
@@ -279,7 +279,7 @@ def _event(data=None, index=None):
 def test_map_events_out_of_range_are_a_sentence(served, data):
     import gradio as gr
 
-    cb = Callbacks(served.session)
+    cb = Listeners(served.session)
     with pytest.raises(gr.Error) as info:
         cb.open_map_point(*_ctx(served), _event(data))
     assert info.value.message.strip()
@@ -289,20 +289,20 @@ def test_map_events_out_of_range_are_a_sentence(served, data):
 def test_lasso_selections_out_of_range_are_a_sentence(served, items):
     import gradio as gr
 
-    cb = Callbacks(served.session)
+    cb = Listeners(served.session)
     with pytest.raises(gr.Error):
         cb.map_selection(*_ctx(served), _event({"items": items}))
 
 
 @pytest.mark.parametrize("point", [[], ["k"], [["k", "x"]], [[None, 1.5]], "x", [["k", 10**30]], [[[1], [2]]]])
 def test_the_thumbnail_function_takes_any_argument(served, point):
-    assert Callbacks(served.session).thumbnail(point) == ""
+    assert Listeners(served.session).thumbnail(point) == ""
 
 
 def test_a_forged_table_click_is_a_sentence(served):
     import gradio as gr
 
-    cb = Callbacks(served.session)
+    cb = Listeners(served.session)
     with pytest.raises(gr.Error, match="no row at position"):
         cb.open_table_row([0, 1], "a red circle", *_ctx(served), _event(index=[7, 0]))
 

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from app_support import tiny_session
+from app_support import Listeners, tiny_session
 
 from tvr_demo.data import video
 from tvr_demo.data.video import FrameSampling, load_untrusted_video
 from tvr_demo.errors import VideoDecodeError
 from tvr_demo.safety import UnsafePathError, resolve_within
-from tvr_demo.ui.callbacks import Callbacks
 
 SAMPLING = FrameSampling(max_frames=4)
 
@@ -90,7 +89,7 @@ def session(tmp_path_factory):
 
 def test_gallery_field_cannot_leave_the_served_folders(session, tmp_path):
     """The /load gallery field: `..`, an absolute path elsewhere and a symlink out are refused as notices."""
-    cb = Callbacks(session)
+    cb = Listeners(session)
     data = Path(os.environ["TVR_DEMO_DATA"])
     (data / "out").symlink_to(tmp_path)
     for dataset in ("../..", "/etc", str(tmp_path), "out"):
@@ -137,14 +136,14 @@ def test_a_gallery_whose_annotations_link_outside_is_refused_before_reading(sess
 
 def test_model_field_takes_only_served_names(session):
     """The /load model field is a name, never a path: a checkpoint path, even a real one, is refused."""
-    cb = Callbacks(session)
+    cb = Listeners(session)
     for model in ("../checkpoints/unify", session.models["unify"], "/etc/passwd"):
         with pytest.raises(gr.Error, match="unknown model"):
             cb.load(model, "", "test")
 
 
 def test_an_upload_outside_gradios_upload_folder_is_refused(session, tmp_path):
-    cb = Callbacks(session)
+    cb = Listeners(session)
     clip = next((Path(session.dataset) / "videos").glob("*.mp4"))
     with pytest.raises(gr.Error, match="uploaded file .* is outside the folders this app serves"):
         cb.run_search_video(None, str(clip), 5, "auto", "drl-wti", "", "test")

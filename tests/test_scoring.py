@@ -79,12 +79,11 @@ def test_the_model_hands_out_its_frame_sampling():
 def test_the_map_thumbnail_is_a_frame_the_model_sees(tiny_app, monkeypatch):
     """The hover thumbnail is the middle frame of the model's own sampling, not of the default 12 frames at 1 fps."""
     from tvr_demo.ui import session as session_module
-    from tvr_demo.ui.split_views import gallery_key
 
     engine = tiny_app.engine("drl-wti")
     monkeypatch.setattr(engine.config, "max_frames", 4)  # unlike the default 12 frames
     monkeypatch.setattr(engine.bench, "end_s", 31.0)  # a windowed gallery (DiDeMo's first 31 s)
     seen = []
     monkeypatch.setattr(session_module, "video_thumbnail", lambda path, sampling: seen.append(sampling) or "uri")
-    assert tiny_app.thumbnail(gallery_key(engine.bench), 0) == "uri"
+    assert tiny_app.thumbnail(session_module.gallery_key_of(engine.bench), 0) == "uri"
     assert seen == [FrameSampling(max_frames=4, framerate=engine.config.framerate, end_s=31.0)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tvr_demo.evaluation.token_weights import caption_weights, summarize, text_weight_stats, token_kind
-from tvr_demo.ui.explain_views import weight_sentence
+from tvr_demo.ui.walkthrough_tab import weight_sentence
 
 TOKENS = ["<sot>", "a", "red", "circle", "moves", "to", "the", "left", ".", "<eot>"]
 

@@ -79,8 +79,8 @@ _libc = _glibc()
 def return_large_blocks_to_the_system(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     """Serve every block of `threshold` bytes or more from its own mapping, unmapped when freed. glibc by default
     raises that threshold each time such a block is freed (up to 32 MB), after which a batch's tensors come from the
-    heap and leave it fragmented: a UNIFY training-split build (600 clips) peaked 0.92 GB above its start, 0.29 GB
-    with the threshold fixed at 4 MB (issue 16). Called once by the server; False where the C library is not glibc."""
+    heap and leave the heap fragmented (bench/notes/mmap_threshold.md measures a build's peak both ways). Called once
+    by the server; False where the C library is not glibc."""
     return bool(_libc is not None and _libc.mallopt(M_MMAP_THRESHOLD, threshold))
 
 

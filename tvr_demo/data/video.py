@@ -28,7 +28,7 @@ UPLOAD_MAX_SECONDS = 600.0  # 10 min: the model sees at most max_frames frames, 
 UPLOAD_MAX_PIXELS = 3840 * 2160  # 4K UHD frames; a larger frame size could take gigabytes to decode
 DECODE_TIMEOUT_S = 60.0  # a decode still running after this (malformed or adversarial file) is killed
 # Top-level mp4/mov boxes walked before giving up: a plain mp4 has about five, a fragmented one two per fragment (a
-# 10-min stream in 1 s fragments: 1,200); a crafted file of 24 million empty boxes took 9 s to walk without a bound.
+# 10-min stream in 1 s fragments: 1,200); a crafted file of millions of empty boxes takes seconds to walk.
 MAX_ISO_BOXES = 10_000
 
 # Containers in the ISO base media format (mp4/mov) carry their box sizes, which lets us spot a cut-off download

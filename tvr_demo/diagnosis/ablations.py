@@ -12,7 +12,7 @@ from tvr_demo.evaluation.analysis import BranchMetrics
 from tvr_demo.models.config import ModelConfig
 from tvr_demo.retrieval.engine import Engine
 
-# Published text-to-video / video-to-text R@1 on MSR-VTT 1k-A with CLIP ViT-B/32 (design/drl.md, README): the rows
+# Published text-to-video / video-to-text R@1 on MSR-VTT 1k-A with CLIP ViT-B/32 (the DRL repository's README, CLIP4Clip's paper): the rows
 # of DRL's interaction ablation that a published number exists for. None: not reported in the sources we cite.
 REPORTED: dict[str, tuple[float | None, float | None, str]] = {
     "DP, zero-shot": (31.1, None, "DRL repository, zero-shot CLIP dp"),

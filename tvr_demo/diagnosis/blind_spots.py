@@ -209,7 +209,7 @@ def blind_spots(engine: Engine, branch: str | None = None) -> BlindSpots:
     failed = [o for o in engine.analysis.outcomes("t2v", branch) if o.rank > 0]
     if bench.attributes is None:
         return _word_blind_spots(engine, branch, failed)
-    t2v, v2t = engine.direction_matrix(branch, "t2v"), engine.direction_matrix(branch, "v2t")
+    t2v, v2t = engine.matrices.direction(branch, "t2v"), engine.matrices.direction(branch, "v2t")
     outcomes = [winoground(t2v, v2t, p) for p in twin_pairs(bench)]
     confusions: dict[str, Counter] = {}
     failures_by: Counter = Counter()

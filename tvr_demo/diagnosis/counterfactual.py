@@ -1,8 +1,8 @@
 """Which word decides: a clip's score and rank after removing each word of a query, or replacing an attribute word
 with each of its alternatives, and for a failure the smallest edit that brings the ground truth to rank 1.
 
-Every edited query is scored by the engine's search path (Engine.query_scores, all of them in one batch) and ranked
-with the search's ground-truth rule (metrics.gt_ranks: pessimistic ties).
+Every edited query is scored as a search scores it (Engine.score_texts, all of them in one batch) and ranked with the
+search's tie rule (ScoreRow.rank: pessimistic ties).
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import numpy as np
-
 from tvr_demo.diagnosis.blind_spots import content_words
-from tvr_demo.errors import QueryError
-from tvr_demo.evaluation import metrics
 from tvr_demo.retrieval.engine import Engine
 
 PUNCTUATION = ".,;:!?\"'()"
@@ -134,43 +130,28 @@ def _edit(words: list[str], changes: tuple[tuple[int, str, str], ...], attribute
 # ---------------------------------------------------------------------------------------------------- scoring
 
 
-def _ranks(scores: np.ndarray, video: int) -> np.ndarray:
-    """0-based rank of one video in each row, the search's ground-truth rule (metrics.gt_ranks)."""
-    return metrics.gt_ranks(scores, np.full(scores.shape[0], video, dtype=np.int64))
-
-
 def _score(engine: Engine, edits: Sequence[Edit], branch: str, video: int, truth: int | None) -> list[EditResult]:
-    if not edits:
-        return []
-    scores = engine.query_scores([e.text for e in edits])[branch]  # (n_edits, n_videos)
-    ranks = _ranks(scores, video)
-    truth_ranks = _ranks(scores, truth) if truth is not None else [None] * len(edits)
-    return [EditResult(e, float(scores[i, video]), int(ranks[i]), None if truth is None else int(truth_ranks[i]))
-            for i, e in enumerate(edits)]
+    rows = engine.score_texts([e.text for e in edits], branch) if edits else []
+    return [EditResult(e, float(row.ranking[video]), row.rank(video), None if truth is None else row.rank(truth))
+            for e, row in zip(edits, rows, strict=True)]
 
 
-def counterfactual(engine: Engine, query: str, video: int, branch: str | None = None) -> Counterfactual:
-    """Every one-word edit of the query scored against the gallery; for a failure (a benchmark caption whose ground
-    truth is not first) also the smallest edit, of one word or else two, that brings the ground truth to rank 1."""
-    query = (query or "").strip()
-    if not query:
-        raise QueryError("the query is empty: type a description or pick a failure to explain")
-    if not 0 <= int(video) < engine.gallery_size:
-        raise QueryError(f"video index {video} is outside the gallery (0..{engine.gallery_size - 1})")
-    branch = engine.ranking_branch(branch)
-    caption = engine.caption_index(query)
-    truth = None if caption is None else int(engine.bench.caption_video[caption])
-    base = engine.query_scores([query])[branch]
-    edits = one_word_edits(engine, query)
-    results = _score(engine, edits, branch, int(video), truth)
-    out = Counterfactual(query, int(video), branch, float(base[0, int(video)]), int(_ranks(base, int(video))[0]),
-                         truth, None if truth is None else int(_ranks(base, truth)[0]), results)
+def counterfactual(engine: Engine, query: str, video: int | None = None, branch: str | None = None) -> Counterfactual:
+    """Every one-word edit of the query scored against the gallery, for one clip (None: the query's top result); for
+    a failure (a benchmark caption whose ground truth is not first) also the smallest edit, of one word or else two,
+    that brings the ground truth to rank 1."""
+    row = engine.score_text(query, branch, mode="exact")
+    video = int(row.top(1)[0]) if video is None else engine.check_video(video)
+    truth = row.ground_truth[0] if row.ground_truth else None
+    results = _score(engine, one_word_edits(engine, row.query), row.branch, video, truth)
+    out = Counterfactual(row.query, video, row.branch, float(row.ranking[video]), row.rank(video), truth,
+                         None if truth is None else row.rank(truth), results)
     if truth is None:
         out.fix_note = "a typed query has no ground truth to fix"
     elif out.truth_rank == 0:
         out.fix_note = "the ground truth is already at rank 1"
     else:
-        out.fix, out.fix_note = _smallest_fix(engine, query, results, branch, int(video), truth)
+        out.fix, out.fix_note = _smallest_fix(engine, row.query, results, row.branch, video, truth)
     return out
 
 

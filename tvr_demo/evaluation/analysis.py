@@ -2,8 +2,8 @@
 channel correlation and the pooled vectors the embedding map projects.
 
 Split from the engine so that `Engine` stays the search facade (encode once, search, explain a pair). An engine owns
-its `Analysis` (`engine.analysis`): every score matrix read here is the engine's own (`engine.matrices`,
-`engine.direction_matrix`), so the session's memory budget (`Engine.nbytes`) counts it and dropping the engine frees it.
+its `Analysis` (`engine.analysis`): every score matrix read here is the engine's own (`engine.matrices`), so the
+session's memory budget (`Engine.nbytes`) counts it and dropping the engine frees it.
 Results are dataclasses; the dict form survives only as the `evaluate` CLI's stable JSON (`Evaluation.to_json`).
 """
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tvr_demo.data import Benchmark
     from tvr_demo.models.config import ModelConfig
     from tvr_demo.retrieval.gallery import EncodedGallery
+    from tvr_demo.retrieval.matrices import ScoreMatrices
 
 DSL_NOTE = "dual softmax at inference (not in the official DRL code)"
 
@@ -57,7 +58,7 @@ class Evaluation:
         return self.branches[self.ranking]
 
     def to_json(self) -> dict:
-        """The `tvr_demo evaluate` JSON (../shared/design/interfaces.md): the ranking branch at the top level, each
+        """The `tvr_demo evaluate` JSON, a stable interface that scripts parse: the ranking branch at the top level, each
         branch under its name for UNIFY, then the skipped videos."""
         top = self.top
         out: dict = {"t2v": top.t2v, "v2t": top.v2t}
@@ -104,9 +105,7 @@ class ScoredSplit(Protocol):
     def gallery_size(self) -> int: ...
 
     @property
-    def matrices(self) -> dict[str, np.ndarray]: ...
-
-    def direction_matrix(self, branch: str, direction: str) -> np.ndarray: ...
+    def matrices(self) -> ScoreMatrices: ...
 
     def ranking_branch(self, branch: str | None) -> str: ...
 
@@ -123,7 +122,7 @@ class Analysis:
         cv = engine.bench.caption_video
         branches = {}
         for branch, sim in engine.matrices.items():
-            v2t_sim = engine.direction_matrix(branch, "v2t")
+            v2t_sim = engine.matrices.direction(branch, "v2t")
             dsl_t2v = dsl_v2t = None
             if dsl:
                 dsl_t2v = metrics.evaluate_similarity(metrics.dual_softmax(sim), cv)["t2v"]
@@ -134,7 +133,7 @@ class Analysis:
 
     def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:
         """Every query's rank, ground truth, winner and margin."""
-        sim = self.engine.direction_matrix(self.engine.ranking_branch(branch), direction)
+        sim = self.engine.matrices.direction(self.engine.ranking_branch(branch), direction)
         return metrics.query_outcomes(sim, self.engine.bench.caption_video, direction)
 
     def failures(self, direction: str = "t2v", branch: str | None = None, sort_by: str = "rank"
@@ -145,7 +144,7 @@ class Analysis:
     def ranks(self, direction: str = "t2v", branch: str | None = None) -> np.ndarray:
         """0-based rank of each query's best ground truth (pessimistic ties, metrics.gt_ranks)."""
         engine = self.engine
-        sim = engine.direction_matrix(engine.ranking_branch(branch), direction)
+        sim = engine.matrices.direction(engine.ranking_branch(branch), direction)
         if direction == "t2v":
             return metrics.text_to_video_ranks(sim, engine.bench.caption_video)
         return metrics.video_to_text_ranks(sim, engine.bench.caption_video)
@@ -214,9 +213,3 @@ def query_slices(caption_labels: list[list[str]], caption_video: np.ndarray, n_v
     for caption, video in enumerate(caption_video):
         per_video[int(video)].update(caption_labels[caption])
     return [sorted(s) for s in per_video]
-
-
-def pessimistic_rank(scores: np.ndarray, index: int) -> int:
-    """0-based rank of one item in one row of scores, ties counted against it (metrics.gt_ranks, the tie rule of
-    every rank the app shows)."""
-    return int(metrics.gt_ranks(np.asarray(scores)[None], np.array([index]))[0])

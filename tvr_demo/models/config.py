@@ -1,4 +1,5 @@
-"""Model configuration as dataclasses; every default names the paper, the official code or the design note."""
+"""Model configuration as dataclasses; every default names its source: the paper, the official code, or our UNIFY
+design (docs/unify-design.md)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ class CDCRConfig:
 
 @dataclass
 class UnifyConfig:
-    """UNIFY's lexicon branch (a documented interpretation: no official code exists; see the design note)."""
+    """UNIFY's lexicon branch (a documented interpretation: no official code exists; docs/unify-design.md)."""
 
-    top_k: int = 64  # design note: dimensions kept per item at inference (sparse gallery)
+    top_k: int = 64  # our design: dimensions kept per item at inference (sparse gallery)
     train_vocabulary: str = "captions"  # "captions": training projects onto the words of the training captions only
     # (sampled-softmax style: other words start off and nothing asks them on; a 100x cheaper step on a CPU), "full":
     # the whole vocabulary mask. Inference always uses the whole mask.
     head_bias_init: float = -1.0  # every word starts off (a scratch MLM head would light up half the vocabulary,
     # and 49k small activations make unbounded dot products); a word turns on only when training grounds it
-    latent: Interaction = "dp"  # design note: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY
+    latent: Interaction = "dp"  # our design: CLIP4Clip meanP latent branch by default; "wti" gives DRL+UNIFY
     stage1_fraction: float = 0.3  # share of training steps in stage 1 (activation); the rest is stage 2 (suppression)
     bow_weight: float = 1.0  # stage 1 bag-of-words grounding (text: its own words; video: its captions' words)
     flops_weight: float = 0.01  # stage 2 FLOPS regulariser weight, reached by a quadratic ramp (SPLADE)

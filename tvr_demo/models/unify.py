@@ -1,4 +1,4 @@
-"""UNIFY's lexicon branch (Liu et al. 2024), as the design note interprets it: a sparse, readable vector over CLIP's
+"""UNIFY's lexicon branch (Liu et al. 2024), as docs/unify-design.md interprets it: a sparse, readable vector over CLIP's
 BPE vocabulary for every text and video, scored by a dot product and fused with the latent score."""
 
 from __future__ import annotations

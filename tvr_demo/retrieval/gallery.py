@@ -21,14 +21,12 @@ from tvr_demo.data import Benchmark
 from tvr_demo.data.video import decode_videos
 from tvr_demo.errors import DatasetError
 from tvr_demo.models.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
-from tvr_demo.models.unify import topk_sparsify
 from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
 
 CACHE_VERSION = 1
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
-# captions encoded (and their lexicons cut to top-k) at a time, one encode batch: a UNIFY batch holds its valid tokens'
-# logits over the vocabulary, so the peak grows with it (bundled unify, 512 captions: +1,073 MB RSS at 256, +162 MB
-# at 32)
+# captions encoded (and their lexicons cut to top-k) at a time: a UNIFY batch holds its valid tokens' logits over the
+# whole vocabulary, so the peak grows with the batch (bench/notes/text_chunk.md)
 TEXT_CHUNK = 32
 BANK_FILES = ("videos.safetensors", "texts.safetensors")
 MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
@@ -59,10 +57,10 @@ def gallery_fingerprint(checkpoint: Checkpoint, bench: Benchmark) -> str:
     return h.hexdigest()[:24]
 
 
-def _sparse_lexicon(bank, top_k: int):
-    """Keep only the top-k lexicon dimensions per item, as a scipy CSR matrix: the inverted index's rows."""
+def _sparse_lexicon(bank):
+    """The bank's top-k lexicon as a scipy CSR matrix: the inverted index's rows, stored without the zeros."""
     if bank.lexicon is not None:
-        bank.lexicon = scipy.sparse.csr_matrix(topk_sparsify(bank.lexicon, top_k).float().cpu().numpy())
+        bank.lexicon = scipy.sparse.csr_matrix(bank.lexicon.float().cpu().numpy())
     return bank
 
 
@@ -166,7 +164,6 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         raise DatasetError(f"the gallery {bench.name}/{bench.split} has {bench.num_videos} videos and "
                            f"{bench.num_captions} captions: it needs at least one of each")
     model, config = checkpoint.model, checkpoint.config
-    top_k = config.unify.top_k if config.unify is not None else 0
     key = gallery_fingerprint(checkpoint, bench)
     final = Path(cache_root) / "gallery" / key
     if final.exists() and not verify_cache(final, key):
@@ -188,7 +185,7 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
                 paths = bench.video_paths[start:start + CHUNK]
                 decoded = decode_videos(paths, sampling, config.image_size, num_workers=num_workers, progress=False)
                 bank = _sparse_lexicon(encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
-                                                           torch.as_tensor(np.asarray(decoded.masks))), top_k)
+                                                           torch.as_tensor(np.asarray(decoded.masks))))
                 tensors = _bank_tensors(bank)
                 tensors["decoded_ok"] = torch.as_tensor(np.asarray(decoded.ok))
                 done = tensors, [(str(p), r) for p, r in decoded.failures]
@@ -214,8 +211,8 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         bar.close()
         videos = _concat(VideoBank, parts)
         # captions in chunks, each sparsified at once: a dense (captions, vocabulary) lexicon for a training split
-        # would be 25k x 49k floats (5 GB) before its top-k cut
-        texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, bench.captions[i:i + TEXT_CHUNK]), top_k)
+        # would be 25k x 49k floats before its top-k cut
+        texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, bench.captions[i:i + TEXT_CHUNK]))
                                    for i in range(0, bench.num_captions, TEXT_CHUNK)])
         tmp = final.with_name(key + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

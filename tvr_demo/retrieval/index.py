@@ -55,7 +55,7 @@ class TwoStageIndex:
             self.index.cp.seed = self.config.seed
             sample = np.random.default_rng(self.config.seed).permutation(len(vectors))[:64 * lists]
             # centred: a query's ranking is unchanged (<q, x - m> = <q, x> - const), but the lists no longer all sit
-            # on the direction every video shares, so a query picks them better (it doubled the IVF recall in a trial)
+            # on the direction every video shares, so a query picks them better (a higher IVF recall)
             vectors = vectors - vectors.mean(0)
             self.index.train(vectors[np.sort(sample)])
             self.index.nprobe = min(self.config.nprobe, lists)

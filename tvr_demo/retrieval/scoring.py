@@ -14,6 +14,7 @@ from tvr_demo.devices import default_device as default_device  # re-exported: en
 from tvr_demo.evaluation.metrics import standardize_rows
 from tvr_demo.models import TextFeatures, TVRModel, VideoFeatures, drl
 from tvr_demo.models.backbone import get_tokenizer
+from tvr_demo.models.unify import topk_sparsify
 
 
 @dataclass
@@ -25,7 +26,7 @@ class TextBank:
     weights: torch.Tensor  # (N, T) WTI softmax weights (uniform over valid tokens without a weight head)
     pooled: torch.Tensor  # (N, D) L2-normalised EOT feature (DP)
     ids: torch.Tensor  # (N, T)
-    lexicon: torch.Tensor | None  # (N, Vocab) dense non-negative lexicon (UNIFY), or None
+    lexicon: torch.Tensor | None  # (N, Vocab) non-negative lexicon, top-k words kept (UNIFY), or None
 
 
 @dataclass
@@ -37,17 +38,39 @@ class VideoBank:
     lexicon: torch.Tensor | None
 
 
+def _lexicon(model: TVRModel, feats: TextFeatures | VideoFeatures) -> torch.Tensor | None:
+    """UNIFY's lexicon vector cut to the model's top-k words: every bank (gallery, typed query, uploaded clip) is
+    sparsified here and nowhere else."""
+    if feats.lexicon_logits is None:
+        return None
+    return topk_sparsify(model.lexicon(feats), model.config.unify.top_k)
+
+
 def text_bank(model: TVRModel, feats: TextFeatures) -> TextBank:
     return TextBank(drl.l2_normalize(feats.tokens), feats.mask, drl.interaction_weights(feats.weight_logits, feats.mask),
-                    drl.l2_normalize(drl.eot_features(feats.tokens, feats.mask)), feats.ids,
-                    model.lexicon(feats) if feats.lexicon_logits is not None else None)
+                    drl.l2_normalize(drl.eot_features(feats.tokens, feats.mask)), feats.ids, _lexicon(model, feats))
 
 
 def video_bank(model: TVRModel, feats: VideoFeatures) -> VideoBank:
     return VideoBank(drl.l2_normalize(feats.frames), feats.mask,
                      drl.interaction_weights(feats.weight_logits, feats.mask),
-                     drl.mean_pooled_frames(feats.frames, feats.mask),
-                     model.lexicon(feats) if feats.lexicon_logits is not None else None)
+                     drl.mean_pooled_frames(feats.frames, feats.mask), _lexicon(model, feats))
+
+
+def rows_of(bank: TextBank | VideoBank, index: slice | Sequence[int]) -> TextBank | VideoBank:
+    """Some rows of a bank: a slice as views (a stored sparse lexicon stays sparse: blocks of the split's matrices),
+    a list of rows gathered (a sparse lexicon made dense: the pairs an explanation takes apart)."""
+    import scipy.sparse
+
+    out = {}
+    for name, value in bank.__dict__.items():
+        if value is None or isinstance(index, slice):
+            out[name] = None if value is None else value[index]
+        elif scipy.sparse.issparse(value):
+            out[name] = torch.from_numpy(value[np.asarray(index)].toarray())
+        else:
+            out[name] = value[torch.as_tensor(index, device=value.device)]
+    return type(bank)(**out)
 
 
 def _cat(parts: list, cls):
@@ -118,15 +141,6 @@ def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, bloc
             continue
         start += rows[-1].shape[0]
     return torch.cat(rows)
-
-
-def lexicon_matrix(texts: TextBank, videos: VideoBank, top_k: int | None = None) -> torch.Tensor:
-    from tvr_demo.models.unify import lexicon_similarity, topk_sparsify
-
-    t, v = texts.lexicon, videos.lexicon
-    if top_k:
-        t, v = topk_sparsify(t, top_k), topk_sparsify(v, top_k)
-    return lexicon_similarity(t, v)
 
 
 def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float, query_axis: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """`python -m tvr_demo train`: DRL's training recipe for every configuration; runs unchanged under torchrun (DDP).
 
-The official recipe (design note, "Training as the official code does it"): CLIP's weights from a local file, DRL's
+The official recipe (the DRL repository, foolwood/DRL): CLIP's weights from a local file, DRL's
 initialisation of the modules it adds, an epoch over every (video, caption) pair, symmetric InfoNCE on S scaled by
 exp(logit_scale) (capped at 100), BertAdam with warmup_cosine (tvr_demo.training.optimization), features gathered over ranks
 with DRL's backward, bf16 autocast on GPU, a checkpoint every epoch in our format, and resumption after the last
@@ -33,7 +33,7 @@ from tvr_demo.models.checkpoints import (
     save_checkpoint,
     sha256_of,
 )
-from tvr_demo.models.unify import bag_of_words
+from tvr_demo.models.unify import bag_of_words, lexicon_similarity
 from tvr_demo.paths import ASSETS_DIR, BUNDLED_CHECKPOINT_DIR, default_dataset_dir
 from tvr_demo.training.framecache import cached_frames
 from tvr_demo.training.objective import training_loss
@@ -227,7 +227,6 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     from tvr_demo.retrieval.scoring import (
         encode_video_frames,
         fuse_scores,
-        lexicon_matrix,
         similarity_matrix,
         text_bank,
     )
@@ -242,14 +241,14 @@ def validate(model: TVRModel, data: TrainData) -> dict[str, float]:
     latent = similarity_matrix(texts, videos, model.config.latent_interaction).cpu().numpy()
     gt = np.arange(len(rows))
     out = {"R@1": evaluate_similarity(latent, gt)["t2v"]["R@1"]}
-    if model.config.latent_interaction == "wti":  # where the text weight goes (the <eot> collapse, issue 13)
+    if model.config.latent_interaction == "wti":  # where the text weight goes (does it collapse onto <eot>?)
         from tvr_demo.evaluation.token_weights import text_weight_stats
 
         stats = text_weight_stats(model, data.caption_ids[rows], data.caption_mask[rows])
         out["median_eot"] = round(stats.median_eot, 4)
         out["content_over_fillers"] = round(stats.share_content_over_fillers, 1)
     if model.config.unify is not None:
-        lex = lexicon_matrix(texts, videos, model.config.unify.top_k).cpu().numpy()
+        lex = lexicon_similarity(texts.lexicon, videos.lexicon).cpu().numpy()
         out["lexicon_R@1"] = evaluate_similarity(lex, gt)["t2v"]["R@1"]
         out["latent_R@1"] = out["R@1"]
         fused = fuse_scores(latent, lex, model.config.unify.fusion_lambda)

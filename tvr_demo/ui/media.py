@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tvr_demo.data.video import FrameSampling, sample_video
+from tvr_demo import FrameSampling, sample_video
 from tvr_demo.errors import TVRError
 
 

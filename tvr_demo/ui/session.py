@@ -11,25 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tvr_demo
+from tvr_demo import Engine
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
 from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
 from tvr_demo.paths import data_dir, default_dataset_dir
-from tvr_demo.retrieval.engine import (
-    Engine,
-    bundled_benchmark_dir,
-    gallery_cached,
-    open_benchmark,
-    open_checkpoint,
-    registered_checkpoints,
-    scoring_path,
-    serving_device,
-)
 from tvr_demo.safety import UnsafePathError, resolve_within, within
 from tvr_demo.ui.media import video_thumbnail
 
 if TYPE_CHECKING:
-    from tvr_demo.data import Benchmark
-    from tvr_demo.kernels import ScoringPath
+    from tvr_demo import Benchmark, ScoringPath
 
 Progress = Callable[..., object] | None  # gr.Progress or None
 SEARCH_BUILD_WAIT_S = 5.0  # how long a search waits for another request's build of its engine before it is told so
@@ -45,16 +36,6 @@ def _label(spec: str, taken: set[str]) -> str:
     return label
 
 
-def model_summary(config) -> str:
-    """One line on what a model computes, for headers and tables."""
-    if config.unify is not None:
-        return f"UNIFY: latent {config.unify.latent} + lexicon (top-{config.unify.top_k} words), fused"
-    parts = [config.interaction.upper(), config.temporal]
-    if config.cdcr.variant:
-        parts.append(f"CDCR v{config.cdcr.variant} (α1={config.cdcr.alpha1:g}, α2={config.cdcr.alpha2:g})")
-    return " + ".join(parts)
-
-
 class Session:
     """Checkpoint specs by display name, the gallery given at start, and the engines built so far: the most recently
     used of them, as many as fit in `memory_budget` bytes together (each holds its gallery's features and score
@@ -64,7 +45,7 @@ class Session:
     def __init__(self, checkpoints: Sequence[str] | None = None, dataset: str | Path | None = None,
                  split: str = "test", device: str | None = None, cache_root: Path | None = None,
                  max_engines: int | None = None, memory_budget_bytes: int | None = None) -> None:
-        specs = list(checkpoints) if checkpoints else registered_checkpoints()
+        specs = list(checkpoints) if checkpoints else [entry["name"] for entry in tvr_demo.list_checkpoints()]
         if not specs:
             raise CheckpointError("no checkpoints: checkpoints/registry.json lists none and no --checkpoint was "
                                   "given; pass --checkpoint NAME_OR_PATH")
@@ -74,7 +55,7 @@ class Session:
         # "" = the bundled benchmark, generated on first use; a path is made absolute, as clients send it back
         self.dataset = str(Path(dataset).expanduser().resolve()) if dataset else ""
         self.split = split
-        self.device = serving_device(device)
+        self.device = str(tvr_demo.default_device(device))
         self.cache_root = cache_root
         self.max_engines = max(1, max_engines or int(os.environ.get("TVR_DEMO_MAX_ENGINES", 8)))
         self._engines: OrderedDict[tuple[str, str, str], Engine] = OrderedDict()  # least recently used first
@@ -97,7 +78,7 @@ class Session:
     @property
     def scorer(self) -> ScoringPath:
         """The token-wise scoring path on this device, and why (on CUDA the Triton kernel is checked on first use)."""
-        return scoring_path(self.device)
+        return tvr_demo.serving_path(self.device)
 
     @property
     def data_roots(self) -> list[Path]:
@@ -118,7 +99,7 @@ class Session:
             return path
         if progress is not None:
             progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
-        return bundled_benchmark_dir(split or self.split)
+        return tvr_demo.ensure_default_dataset(progress=True, splits=(split or self.split,))
 
     def benchmark(self, dataset: str | None = None, split: str | None = None, progress: Progress = None) -> Benchmark:
         split = split or self.split
@@ -131,7 +112,7 @@ class Session:
                 trusted = self._is_start_gallery(root)
                 if not trusted:
                     self._check_annotations(root)
-                bench = open_benchmark(root, split)
+                bench = tvr_demo.load_benchmark(root, split)
                 if not trusted:
                     self._check_videos(bench)
                 self._benchmarks[key] = bench
@@ -192,9 +173,9 @@ class Session:
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
                searching: bool) -> Engine:
         """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
-        checkpoint = open_checkpoint(self.models[model], self.device)
+        checkpoint = tvr_demo.load_checkpoint(self.models[model], self.device)
         where = f"{bench.name}/{bench.split}"
-        if gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None):
+        if Engine.is_cached(checkpoint, bench, self.cache_root):
             return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
         if searching and not self._search_encode.acquire(blocking=False):
             raise QueryError(f"{model} on {where} has not been encoded yet and another search already waits for an "
@@ -218,7 +199,7 @@ class Session:
 
     def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
         """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
-        built.reserve = lambda n: self._make_room(key, n, where)
+        built.matrices.reserve = lambda n: self._make_room(key, n, where)
         self._make_room(key, built.nbytes, where)
         with self._engines_lock:
             self._engines[key] = built
@@ -239,12 +220,6 @@ class Session:
             while others and own + need + sum(self._engines[k].nbytes for k in others) > self.memory_budget:
                 self._engines.pop(others.pop(0))
 
-    @property
-    def held_bytes(self) -> int:
-        """Bytes the engines in memory hold together (what the budget bounds)."""
-        with self._engines_lock:
-            return sum(engine.nbytes for engine in self._engines.values())
-
     def _recent_engine(self, key: tuple[str, str, str]) -> Engine | None:
         """A built engine, marked as the most recently used; None when not built (or evicted)."""
         with self._engines_lock:
@@ -253,16 +228,10 @@ class Session:
                 self._engines.move_to_end(key)
             return engine
 
-    @property
-    def engines_held(self) -> list[tuple[str, str, str]]:
-        """(model, gallery root, split) of the engines in memory, least recently used first."""
-        with self._engines_lock:
-            return list(self._engines)
-
     def warm(self, model: str | None = None) -> Engine:
         """Build a model's engine and score every caption once, so the first request does not wait for either."""
         engine = self.engine(model)
-        _ = engine.matrices
+        engine.matrices.compute()
         return engine
 
     def display_path(self, path: str | Path) -> str:

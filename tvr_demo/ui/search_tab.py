@@ -1,0 +1,214 @@
+"""The Search tab: text -> ranked videos and video -> ranked captions, with the ground truth marked and ranked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import gradio as gr
+import pandas as pd
+
+from tvr_demo.errors import QueryError
+from tvr_demo.safety import resolve_within
+from tvr_demo.ui.explain_tab import ExplainFields, open_pair, pick
+from tvr_demo.ui.inputs import BRANCHES, checked_number, ranking_branch, resolve_video
+from tvr_demo.ui.labels import score_kind
+from tvr_demo.ui.listeners import MODEL, PROGRESS, UPLOAD, listener, wire
+
+if TYPE_CHECKING:
+    from tvr_demo import Clip, Engine, ModelConfig, SearchResult
+    from tvr_demo.ui.page import Page
+    from tvr_demo.ui.session import Session
+
+
+def _score_columns(result: SearchResult, scores: dict[str, float], config: ModelConfig) -> dict[str, float]:
+    """The ranking score first, named by its kind ("score (WTI)"); UNIFY's other branches beside it."""
+    cols = {f"score ({score_kind(config, result.branch)})": round(scores[result.branch], 4)}
+    cols.update({score_kind(config, b): round(s, 4) for b, s in scores.items() if b != result.branch})
+    return cols
+
+
+def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int) -> str:
+    """Where the ground truth landed, whether or not it made the top k (ranks shown 1-based)."""
+    if not result.ground_truth:
+        return "Free-text query: the benchmark has no ground truth for it."
+    rank = result.ground_truth_rank + 1
+    gt = ", ".join(names[g] for g in result.ground_truth)
+    where = f"in the top {k}" if rank <= k else f"**outside the top {k}**, shown last"
+    mark = "✓" if rank == 1 else "✗"
+    return f"{mark} Ground truth **{gt}** is at **rank {rank}** of {total} ({where})."
+
+
+def text_results(engine: Engine, query: str, k: int, branch: str | None
+                 ) -> tuple[list[tuple[str, str]], str, pd.DataFrame, list[int], str | None]:
+    """Top-k videos as (clip, caption) gallery items, a summary, a table, the video index of each gallery item
+    (for click-to-explain) and the engine's notice (e.g. a truncated query)."""
+    result = engine.search_text(query, k=int(k), branch=branch)
+    bench, kind = engine.bench, score_kind(engine.config, result.branch)
+    rows, items, order = [], [], []
+    for h in result.hits + result.missed:  # the ground truth outside the top k comes last, at its own rank
+        gt = " ✓ ground truth" if h.is_ground_truth else ""
+        items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
+                                                       f"{kind} {h.score:.4f}{gt}"))
+        rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
+                     **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""})
+        order.append(h.index)
+    summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
+    if result.notice:
+        summary += f"\n\n⚠ {result.notice}"
+    return items, summary, pd.DataFrame(rows), order, result.notice
+
+
+def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: int, branch: str | None
+                    ) -> tuple[str, pd.DataFrame, list[int], int | None]:
+    """Top-k captions for a gallery video or an uploaded clip: a summary, a table, the caption index of each row and
+    the gallery video index (None for an upload, which the explain view cannot use)."""
+    index = None if upload else resolve_video(engine, video)
+    if upload is None and index is None:
+        raise QueryError("choose a gallery video or upload a clip")
+    result = engine.search_video(upload if upload else index, k=int(k), branch=branch)
+    bench = engine.bench
+    hits = result.hits + result.missed
+    rows = [{"rank": h.rank + 1, "caption": bench.captions[h.index], "caption #": h.index,
+             **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""}
+            for h in hits]
+    if upload:
+        summary = f"Uploaded clip `{upload.name}`: the {int(k)} best-matching benchmark captions."
+    else:
+        names = [f"caption {i}" for i in range(engine.num_captions)]
+        summary = ground_truth_line(result, names, int(k), engine.num_captions).replace(
+            "Ground truth", f"Best ground-truth caption of {bench.video_ids[index]}")
+    return summary, pd.DataFrame(rows), [h.index for h in hits], index
+
+
+class SearchTab:
+    """Type a query (or pick a benchmark caption) and see the top k videos; or find the captions of a clip."""
+
+    title, id = "Search", "search"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def layout(self, page: Page) -> None:
+        with gr.Row(equal_height=True):
+            self.query = gr.Textbox(label="Text query", placeholder="e.g. a small red circle moves to the left",
+                                    scale=4, submit_btn=True)
+            self.k = checked_number(gr.Slider(1, 50, value=10, step=1, label="top k", scale=1), "top k")
+            self.branch = gr.Dropdown(BRANCHES, value="auto", label="Ranking branch (UNIFY)", scale=1)
+        self.examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
+                                    allow_custom_value=False)
+        self.summary = gr.Markdown(elem_id="search-summary")
+        self.results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=6, height="auto",
+                                  object_fit="contain", elem_id="search-results")
+        with gr.Row():
+            self.selected_md = gr.Markdown()
+            self.explain_btn = gr.Button("Explain the selected (or top) result", variant="primary")
+        self.table = gr.Dataframe(label="Ranking (click a row to explain it)", interactive=False,
+                                  headers=["rank", "video", "index", "score", "ground truth"], elem_id="search-table")
+        self.order, self.selected = gr.State([]), gr.State(None)
+        with gr.Accordion("Video → text: the captions that match a clip", open=False):
+            with gr.Row():
+                self.video_pick = gr.Dropdown([], label="Gallery video (id or index)", allow_custom_value=True)
+                self.upload = gr.File(label="…or upload a clip", file_types=["video"], type="filepath")
+            self.vsearch_btn = gr.Button("Find captions")
+            self.vsummary = gr.Markdown()
+            with gr.Row():
+                self.vpreview = gr.Video(label="Query clip", interactive=False, height=240)
+                self.vtable = gr.Dataframe(label="Top-k captions (click a row to explain it)", interactive=False,
+                                           wrap=True, headers=["rank", "caption", "caption #", "score", "ground truth"])
+            self.vcaptions, self.vindex = gr.State([]), gr.State(None)
+
+    @property
+    def load_outputs(self) -> list:
+        return [self.examples, self.video_pick]
+
+    def loaded(self, engine: Engine) -> tuple:
+        """The benchmark captions and video ids to pick from."""
+        bench = engine.bench
+        return gr.Dropdown(choices=list(dict.fromkeys(bench.captions))[:500]), gr.Dropdown(choices=bench.video_ids)
+
+    def wire(self, page: Page) -> None:
+        ctx = page.context
+        search_in = [self.query, self.k, self.branch, *ctx]
+        search_out = [self.results, self.summary, self.table, self.order, self.selected, self.selected_md]
+        wire([self.query.submit], self.run_search, search_in, search_out, api_name="search")
+        picked = self.examples.input(lambda caption: caption, self.examples, self.query, api_visibility="private")
+        wire(picked.then, self.run_search, search_in, search_out, api_visibility="private")
+        self.results.select(self.open_result, [self.order, *ctx], [self.selected, self.selected_md],
+                            api_visibility="private")
+        explain = page.explain
+        explain.opens(self.explain_btn.click, self.explain_selected, [self.query, self.selected, self.order, *ctx])
+        explain.opens(self.table.select, self.open_table_row, [self.order, self.query, *ctx])
+        wire(self.vsearch_btn.click, self.run_search_video, [self.video_pick, self.upload, self.k, self.branch, *ctx],
+             [self.vsummary, self.vpreview, self.vtable, self.vcaptions, self.vindex], api_name="search_video")
+        explain.opens(self.vtable.select, self.open_caption_row, [self.vcaptions, self.vindex, *ctx])
+
+    # ------------------------------------------------------------------ listeners
+
+    @listener(gpu_seconds=60, guarded=False)
+    def search_text(self, query: str, k: float, branch: str | None, model: str, dataset: str, split: str,
+                    progress: gr.Progress | None) -> tuple:
+        """Text to video, the GPU part: gallery items, summary, table, order and a notice."""
+        engine = self.session.engine(model, dataset, split, progress, searching=True)
+        return text_results(engine, query, k, ranking_branch(branch))
+
+    @listener(MODEL)
+    def run_search(self, query: str, k: float, branch: str | None, model: str, dataset: str, split: str,
+                   progress: gr.Progress = PROGRESS) -> tuple:
+        """A typed query's top k videos; a new ranking clears the selection."""
+        items, summary, table, order, notice = self.search_text(query, k, branch, model, dataset, split, progress)
+        if notice:
+            gr.Warning(notice)
+        return items, summary, table, order, None, ""  # a new ranking: nothing selected yet
+
+    @listener(gpu_seconds=60, guarded=False)
+    def search_video(self, video: str | None, clip: Clip | None, k: float, branch: str | None, model: str,
+                     dataset: str, split: str, progress: gr.Progress | None) -> tuple:
+        """Video to text, the GPU part, for a gallery video or a decoded upload."""
+        engine = self.session.engine(model, dataset, split, progress, searching=True)
+        return caption_results(engine, video, clip, k, ranking_branch(branch))
+
+    @listener(UPLOAD)
+    def run_search_video(self, video: str | None, upload: str | None, k: float, branch: str | None, model: str,
+                         dataset: str, split: str, progress: gr.Progress = PROGRESS) -> tuple:
+        """A gallery video's or an uploaded clip's top k captions (the upload decoded on the CPU first, in a worker
+        process that a malformed file can crash or hang without taking the server along)."""
+        clip = None
+        if upload:  # gradio hands over only files it received; the path policy holds whoever the caller is
+            upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
+            engine = self.session.engine(model, dataset, split, progress, searching=True)
+            clip = engine.read_clip(Path(upload), untrusted=True)
+        summary, table, captions, index = self.search_video(video, clip, k, branch, model, dataset, split, progress)
+        preview = upload if upload else str(self.session.benchmark(dataset, split).video_paths[index])
+        return summary, preview, table, captions, index
+
+    @listener()
+    def open_result(self, order: list[int], model: str, dataset: str, split: str, evt: gr.SelectData
+                    ) -> tuple[int, str]:
+        """Select a clicked result (explained on demand)."""
+        video = pick(order, evt.index, "result")
+        ids = self.session.benchmark(dataset, split).video_ids
+        return video, f"Selected **{ids[video]}** (result {evt.index + 1})"
+
+    @listener()
+    def explain_selected(self, query: str, selected: int | None, order: list[int], model: str, dataset: str,
+                         split: str) -> ExplainFields:
+        """The clicked result, or the top one when none was clicked."""
+        if selected is None and not order:
+            raise gr.Error("search first, then click a result to explain it", print_exception=False)
+        return open_pair(self.session.benchmark(dataset, split), query, order[0] if selected is None else selected)
+
+    @listener()
+    def open_table_row(self, order: list[int], query: str, model: str, dataset: str, split: str,
+                       evt: gr.SelectData) -> ExplainFields:
+        """A row of the ranking table, explained."""
+        return open_pair(self.session.benchmark(dataset, split), query, pick(order, evt.index, "row"))
+
+    @listener()
+    def open_caption_row(self, captions: list[int], video_index: int | None, model: str, dataset: str, split: str,
+                         evt: gr.SelectData) -> ExplainFields:
+        """A caption of a video search's table, explained against its video."""
+        if video_index is None:
+            raise gr.Error("an uploaded clip is not in the gallery, so it cannot be explained", print_exception=False)
+        bench = self.session.benchmark(dataset, split)
+        return open_pair(bench, bench.captions[pick(captions, evt.index, "row")], video_index)
