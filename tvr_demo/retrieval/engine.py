@@ -48,6 +48,8 @@ class Engine:
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None,
                  progress: bool = True) -> None:
         self.checkpoint, self.bench = checkpoint, bench
+        self.model, self.config = checkpoint.model, checkpoint.config
+        self.gallery_size, self.num_captions = bench.num_videos, bench.num_captions
         self.gallery: EncodedGallery = encode_gallery(checkpoint, bench, Path(cache_root or cache_dir()), progress)
         self.matrices = ScoreMatrices(self.gallery, checkpoint.config)
 
@@ -70,28 +72,12 @@ class Engine:
     # ------------------------------------------------------------ what it holds
 
     @property
-    def model(self):
-        return self.checkpoint.model
-
-    @property
-    def config(self):
-        return self.checkpoint.config
-
-    @property
     def is_unify(self) -> bool:
         return self.config.unify is not None
 
     @property
     def branches(self) -> tuple[str, ...]:
         return self.matrices.branches
-
-    @property
-    def gallery_size(self) -> int:
-        return self.bench.num_videos
-
-    @property
-    def num_captions(self) -> int:
-        return self.bench.num_captions
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

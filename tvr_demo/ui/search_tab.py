@@ -16,16 +16,16 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.listeners import MODEL, PROGRESS, UPLOAD, listener, wire
 
 if TYPE_CHECKING:
-    from tvr_demo import Clip, Engine, ModelConfig, SearchResult
+    from tvr_demo import Clip, Engine, SearchResult
     from tvr_demo.ui.page import Page
     from tvr_demo.ui.session import Session
 
 
-def _score_columns(result: SearchResult, scores: dict[str, float], config: ModelConfig) -> dict[str, float]:
-    """The ranking score first, named by its kind ("score (WTI)"); UNIFY's other branches beside it."""
-    cols = {f"score ({score_kind(config, result.branch)})": round(scores[result.branch], 4)}
-    cols.update({score_kind(config, b): round(s, 4) for b, s in scores.items() if b != result.branch})
-    return cols
+def _score_columns(engine: Engine, result: SearchResult) -> dict[str, str]:
+    """Each branch's column: the ranking score first, named by its kind ("score (WTI)"); UNIFY's others beside it."""
+    columns = {result.branch: f"score ({score_kind(engine.config, result.branch)})"}
+    columns.update({b: score_kind(engine.config, b) for b in engine.branches if b != result.branch})
+    return columns
 
 
 def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int) -> str:
@@ -46,12 +46,14 @@ def text_results(engine: Engine, query: str, k: int, branch: str | None
     result = engine.search_text(query, k=int(k), branch=branch)
     bench, kind = engine.bench, score_kind(engine.config, result.branch)
     rows, items, order = [], [], []
+    columns = _score_columns(engine, result)
     for h in result.hits + result.missed:  # the ground truth outside the top k comes last, at its own rank
         gt = " ✓ ground truth" if h.is_ground_truth else ""
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
                                                        f"{kind} {h.score:.4f}{gt}"))
         rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
-                     **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""})
+                     **{name: round(h.scores[b], 4) for b, name in columns.items()},
+                     "ground truth": "✓" if h.is_ground_truth else ""})
         order.append(h.index)
     summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
     if result.notice:
@@ -69,8 +71,9 @@ def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: i
     result = engine.search_video(upload if upload else index, k=int(k), branch=branch)
     bench = engine.bench
     hits = result.hits + result.missed
+    columns = _score_columns(engine, result)
     rows = [{"rank": h.rank + 1, "caption": bench.captions[h.index], "caption #": h.index,
-             **_score_columns(result, h.scores, engine.config), "ground truth": "✓" if h.is_ground_truth else ""}
+             **{name: round(h.scores[b], 4) for b, name in columns.items()}, "ground truth": "✓" if h.is_ground_truth else ""}
             for h in hits]
     if upload:
         summary = f"Uploaded clip `{upload.name}`: the {int(k)} best-matching benchmark captions."
