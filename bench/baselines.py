@@ -1,4 +1,4 @@
-"""The two ways of scoring WTI that the fused scorer is measured against, written from the design note.
+"""The two ways of scoring WTI that the fused scorer is measured against, written from the official DRL code's evaluation.
 
 (a) `official_loop`: what the official DRL evaluation does: 32 x 32 blocks of (texts, videos), the weight heads and the
     L2 normalisation re-run inside every block, the (32, 32, T, V) cosines masked by two einsums, and a host copy of

@@ -1,4 +1,4 @@
-"""The hostile heavy mix of issue 16 on loopback: while two first-time training-split builds (/metrics) and crafted
+"""The hostile heavy mix on loopback: while two first-time training-split builds (/metrics) and crafted
 uploads (an mp4 of millions of empty boxes, a valid 4K clip of 590 s) run, a client keeps searching (until
 the last heavy request ends, at least --searches times, 0.5 s apart); reports the
 search latencies and the server's resident memory (peak and over time), for one or more checkouts in the same run.

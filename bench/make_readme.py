@@ -42,7 +42,7 @@ meant for this file is saved as `bench/results/<date>-<quick|full>.json` and com
 | file | what it measures |
 | --- | --- |
 | `scoring_bench.py` | score matrices (1k x 1k, 10k x 10k) and one query against 1e4 / 1e5 / 1e6 clips, by (a), (a'), (b), (c) in the same run on the same features; roofline and peak memory per row; a block-size sweep of (c) |
-| `baselines.py` | (a) the official evaluation loop, (a') the same loop over the prepared gallery and (b) the straightforward batched version, written from `shared/design/drl.md` |
+| `baselines.py` | (a) the official evaluation loop, (a') the same loop over the prepared gallery and (b) the straightforward batched version, written from the official DRL code's evaluation |
 | `search_bench.py` | two-stage search (`tvr_demo/retrieval/index.py`) vs exact on 10k / 100k synthetic clips; `Engine.search_text` latency on the bundled test split |
 | `threads_bench.py` | one query vs 1,000 clips in child processes started with different OpenMP settings (full suite only) |
 | `encode_bench.py` | clips per second decoding / encoding `shared/reference/msrvtt/video7500.mp4` replicated; one text query's encoding |
@@ -64,7 +64,7 @@ meant for this file is saved as `bench/results/<date>-<quick|full>.json` and com
   kernel on CUDA, else the blocked torch path (`kernels/wti_torch.py`): queries sorted by length, token positions
   masked for a whole block dropped before the product, cosines laid out (videos, frames, tokens, queries) in 4 MB
   blocks so both maxima are element-wise maxima of contiguous rows; the (A, B, T, V) tensor never exists.
-  `tests/test_kernels.py` pins it to a loop written from the design note; every row below also checks that (a),
+  `tests/test_kernels.py` pins it to a loop written from DRL's formula; every row below also checks that (a),
   (a'), (b), (c) agree (JSON `max_abs_diff_vs_fused`, `same_top10`).
 
 Matrix rows time the gallery's weights once in (a'), (b) and (c) (`gallery_prepare_ms`); query rows take the

@@ -1,4 +1,4 @@
-"""Evaluate training runs for issue 13's WTI probes: each run's validation per epoch (its log.jsonl), and for the
+"""Evaluate training runs for the WTI-weight probes (docs/wti-weights.md): each run's validation per epoch (its log.jsonl), and for the
 checkpoints named, test R@1 both ways and where the text weight sits over the test captions (the weight table's
 columns). JSON out, for bench/notes.
 

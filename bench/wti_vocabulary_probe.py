@@ -1,4 +1,4 @@
-"""Issue 13's vocabulary probe: the synthetic benchmark with 21 colour names instead of 7, everything else as the
+"""The WTI-weight vocabulary probe (docs/wti-weights.md): the synthetic benchmark with 21 colour names instead of 7, everything else as the
 defaults, so that a caption's colour word names a third as many clips (bench/notes/wti_vocabulary_probe.json).
 
     python bench/wti_vocabulary_probe.py --out data/synthetic-21c

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MSR-VTT reference files (skipped with a reason when ../shared is absent)."""
+"""Shared fixtures: the real MSR-VTT reference files (skipped with a reason when they are absent)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ REFERENCE_DIR = PROJECT_ROOT.parent / "shared" / "reference" / "msrvtt"
 def msrvtt_reference() -> Path:
     """The real MSR-VTT 1k-A annotations and clip video7500.mp4."""
     if not (REFERENCE_DIR / "MSRVTT_JSFUSION_test.csv").exists():
-        pytest.skip(f"real MSR-VTT reference files not found at {REFERENCE_DIR} (../shared is absent)")
+        pytest.skip(f"real MSR-VTT reference files not found at {REFERENCE_DIR} (the reference folder beside the checkout is absent)")
     return REFERENCE_DIR
 
 

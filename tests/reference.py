@@ -1,4 +1,4 @@
-"""Independent references for the tests, written from shared/design/drl.md and unify.md (never calling tvr_demo's
+"""Independent references for the tests, written from the official DRL code and docs/unify-design.md (never calling tvr_demo's
 formulas): plain loops over tokens and frames, and numpy float64 versions of the same definitions for sizes where a
 Python loop is too slow."""
 
@@ -78,7 +78,7 @@ def random_masks(n: int, length: int, lengths: list[int]) -> torch.Tensor:
 
 
 def loop_similarity(tokens, tmask, frames, vmask, interaction, t_logits=None, v_logits=None) -> torch.Tensor:
-    """S (A, B) of unnormalised features by the design note: DP = cos(EOT, normalise(mean of normalised valid frames));
+    """S (A, B) of unnormalised features as the official DRL code computes it: DP = cos(EOT, normalise(mean of normalised valid frames));
     WTI = (sum_t w_t max_v s + sum_v w_v max_t s) / 2 with softmax weights over valid positions; TI the same with
     uniform weights."""
     tn, vn = loop_normalize(tokens), loop_normalize(frames)

@@ -1,4 +1,4 @@
-"""Heavy listeners run at the lowest CPU priority, so a search gets the cores first (issue 16). Nice values are read
+"""Heavy listeners run at the lowest CPU priority, so a search gets the cores first. Nice values are read
 from /proc, not through the code under test."""
 
 from __future__ import annotations

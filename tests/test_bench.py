@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("weighted", [True, False], ids=["wti", "ti"])
 def test_baselines_give_the_definition(weighted: bool) -> None:
-    """(a), (a') and (b) against S computed in float64 numpy from the design note (tests/reference.py): raw features
+    """(a), (a') and (b) against S computed in float64 numpy from DRL's formula (tests/reference.py): raw features
     normalised here, weights the softmax of the heads' logits over valid positions (uniform for TI)."""
     w = world(70)
     texts = w.generator.queries(40)

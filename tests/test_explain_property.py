@@ -1,4 +1,4 @@
-"""The explain view on any query against clips with few frames (issue 16, item 3): it never crashes, and the score it
+"""The explain view on any query against clips with few frames: it never crashes, and the score it
 explains is the score the engine ranks with, for every interaction (WTI, TI, DP) and UNIFY's branches."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 16 replayed as a hostile client would: through gradio_client against a live app (and, for the private
+"""A hostile client's attacks replayed: through gradio_client against a live app (and, for the private
 browser events, through their callbacks), every item must end in bounded memory, a search that does not queue
 behind heavy work, no crash, no disk left behind, and one clear sentence without a server path."""
 

@@ -2,7 +2,7 @@
 match falls back to the torch path with one warning, for good; the check's input catches the masking bugs it is
 there for; and a --device this machine lacks is a one-line error.
 
-References are written here from /work/shared/design/drl.md's WTI formula, never taken from the scorers under test.
+References are written here from the official DRL code's WTI formula, never taken from the scorers under test.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The fused WTI / TI scorers (tvr_demo/kernels) against the definition in float64 numpy, written in the test
-(tests/reference.np_wti, from shared/design/drl.md), never against another of the project's scorers.
+(tests/reference.np_wti, from the official DRL code's formula), never against another of the project's scorers.
 
 Tolerance 1e-3 (the issue's bound; fp32 paths agree to ~1e-6) and identical top-10 rankings, with masked tokens
 and frames, negative cosines (where a masked entry's 0 wins the max) and blocks that end mid-way.

@@ -1,5 +1,5 @@
 """Multi-caption evaluation as DRL's main.py ranks it, against a re-implementation of the official reshaping written
-here from the design note: captions grouped per video and padded with -inf into (videos, max captions, videos);
+here from the official DRL code: captions grouped per video and padded with -inf into (videos, max captions, videos);
 text-to-video by a double argsort over each caption's row; video-to-text on each group's best caption."""
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ def write_clip(path: Path, size: tuple[int, int], fps: Fraction, num_frames: int
 @pytest.fixture(scope="module")
 def small_videos(tmp_path_factory) -> list[Path]:
     """A 4.5 s landscape clip at 10 fps (5 frames: padded), a 20 s portrait clip at 7.5 fps (thinned by linspace),
-    and the real MSR-VTT clip when ../shared is there."""
+    and the real MSR-VTT clip when the reference folder is there."""
     d = tmp_path_factory.mktemp("videos")
     videos = [
         write_clip(d / "landscape.mp4", (80, 60), Fraction(10), 45),

@@ -1,5 +1,5 @@
 """DRL's optimiser and schedule: `build_optimizer` against a re-implementation of the official BertAdam,
-warmup_cosine and prep_optimizer written here from the design note ("Training as the official code does it")."""
+warmup_cosine and prep_optimizer written here from the official DRL code (its training loop and optimization.py)."""
 
 from __future__ import annotations
 

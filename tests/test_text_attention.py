@@ -1,4 +1,4 @@
-"""The text tower's attention (ModelConfig.text_attention, issue 13): causal as in CLIP and DRL by default; the
+"""The text tower's attention (ModelConfig.text_attention): causal as in CLIP and DRL by default; the
 bidirectional departure lets every token read its whole caption and never the padding."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from tvr_demo.data.video import (
 from tvr_demo.errors import TVRError, VideoDecodeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-VIDEO7500_INDICES = [0, 3, 6, 12, 15, 21, 24, 30, 33, 39, 42, 48]  # the design note's check on the real clip
+VIDEO7500_INDICES = [0, 3, 6, 12, 15, 21, 24, 30, 33, 39, 42, 48]  # DRL's sampling of the real clip, worked out by hand
 
 
 def _write_clip(path: Path, num_frames: int = 20, fps: int = 5, size: tuple[int, int] = (96, 64)) -> Path:
@@ -50,7 +50,7 @@ def clip(tmp_path_factory) -> Path:
     return _write_clip(tmp_path_factory.mktemp("clips") / "clip.mp4")
 
 
-# (num_frames, fps, sampling, expected): worked out by hand from the rule in the design note
+# (num_frames, fps, sampling, expected): worked out by hand from DRL's sampling rule
 SAMPLING_CASES = [
     (50, 3.0, FrameSampling(), VIDEO7500_INDICES),  # 17 candidates every 3rd frame -> linspace picks 12
     (5, 0.4, FrameSampling(), [0, 1, 2, 3, 4]),  # stride round(0.4) = 0, clamped to 1

@@ -58,7 +58,7 @@ class ModelConfig:
     interaction: Interaction = "wti"
     wti_arch: int = 2  # DRL: weight head Linear-ReLU-Linear
     text_attention: TextAttention = "causal"  # CLIP's and DRL's: a token reads only the words before it, so only
-    # <eot> has read the whole caption. "bidirectional" (a departure, README) lets every token read all of it
+    # <eot> has read the whole caption. "bidirectional" (a departure, docs/wti-weights.md) lets every token read all of it
     cdcr: CDCRConfig = field(default_factory=CDCRConfig)
     unify: UnifyConfig | None = None
 
