@@ -57,13 +57,16 @@ def reference_latent(engine: Engine, q: int, v: int) -> float:
 def test_latent_explanation_is_the_score_the_engine_ranks_by(engines, name):
     engine = engines[name]
     q = 3
+    # DP's pooled vector is the mean the encoder took in float32, before the store rounded the frames to fp16: the
+    # mean recomputed here from the stored frames agrees to fp16's precision (WTI and TI read the stored frames)
+    tolerance = 1e-4 if engine.config.latent_interaction == "dp" else 1e-5
     for v in range(engine.gallery_size):
         want = reference_latent(engine, q, v)
-        assert engine.matrices["latent"][q, v] == pytest.approx(want, abs=1e-5)
+        assert engine.matrices["latent"][q, v] == pytest.approx(want, abs=tolerance)
         pair = engine.explain(q, v)
-        assert pair.scores["latent"] == pytest.approx(want, abs=1e-5)
+        assert pair.scores["latent"] == pytest.approx(want, abs=tolerance)
         latent = pair.latent
-        assert latent.score == pytest.approx(want, abs=1e-5)
+        assert latent.score == pytest.approx(want, abs=tolerance)
         if name == "unify":  # DP: one cosine, no per-token pieces
             continue
         # the figure's pieces, re-added by a loop over what the view draws: w_t * (row max), w_v * (column max); a

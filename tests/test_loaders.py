@@ -17,7 +17,7 @@ from tvr_demo.data import Benchmark, detect_kind, load_benchmark
 from tvr_demo.data.video import FrameSampling, load_video, sample_video
 from tvr_demo.errors import DatasetError
 from tvr_demo.models.checkpoints import Checkpoint, save_checkpoint
-from tvr_demo.retrieval.gallery import gallery_fingerprint
+from tvr_demo.retrieval.gallery import GalleryEncoder, encode_gallery
 from tvr_demo.training.framecache import cached_frames
 
 
@@ -219,12 +219,14 @@ def test_didemo_training_frames_stop_at_31_seconds(same_clip_twice, tmp_path, mo
 
 
 def test_didemo_window_is_part_of_the_gallery_key(same_clip_twice, tmp_path):
-    """A gallery encoded before the window (whole clips) is not read back for DiDeMo."""
+    """A clip encoded whole (before the window) is not read back for DiDeMo: the feature store keys the sampling."""
     didemo, _, _ = same_clip_twice
     model = build_model(tiny_config())
     checkpoint = Checkpoint(model, "tiny", "path", save_checkpoint(model, tmp_path / "tiny"))
     whole_clip = dataclasses.replace(didemo, end_s=None)
-    assert gallery_fingerprint(checkpoint, didemo) != gallery_fingerprint(checkpoint, whole_clip)
+    encode_gallery(checkpoint, whole_clip, tmp_path / "cache", progress=False)
+    assert GalleryEncoder(checkpoint, whole_clip, tmp_path / "cache", progress=False).missing == 0
+    assert GalleryEncoder(checkpoint, didemo, tmp_path / "cache", progress=False).missing == 1
 
 def test_lsmdc_layout(tmp_path):
     lines = [

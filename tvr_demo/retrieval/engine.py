@@ -7,7 +7,8 @@ serve the whole-benchmark views. The UI, the CLI and the tests all call this cla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,11 +19,11 @@ import torch
 from tvr_demo.data import Benchmark, load_benchmark
 from tvr_demo.errors import QueryError
 from tvr_demo.evaluation.analysis import Analysis
-from tvr_demo.memory import nbytes
 from tvr_demo.models.checkpoints import Checkpoint, load_checkpoint
 from tvr_demo.paths import cache_dir
+from tvr_demo.retrieval.encoding import Encoding
 from tvr_demo.retrieval.explanation import PairExplanation, explain_pair
-from tvr_demo.retrieval.gallery import EncodedGallery, encode_gallery, gallery_fingerprint
+from tvr_demo.retrieval.gallery import Coverage, EncodedGallery, GalleryEncoder
 from tvr_demo.retrieval.matrices import ScoreMatrices
 from tvr_demo.retrieval.queries import Query, clean_query
 from tvr_demo.retrieval.ranking import ScoreRow, SearchResult
@@ -46,11 +47,17 @@ class Engine:
     two_stage_above: int = 50000
 
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, encode_in_background: bool = False) -> None:
+        """Encodes what the feature store lacks of the gallery first; with `encode_in_background` it returns at once
+        and encodes in a thread, typed searches covering the clips encoded so far (`coverage`)."""
         self.checkpoint, self.bench = checkpoint, bench
         self.model, self.config = checkpoint.model, checkpoint.config
         self.gallery_size, self.num_captions = bench.num_videos, bench.num_captions
-        self.gallery: EncodedGallery = encode_gallery(checkpoint, bench, Path(cache_root or cache_dir()), progress)
+        encoder = GalleryEncoder(checkpoint, bench, Path(cache_root or cache_dir()), progress)
+        self.gallery: EncodedGallery = encoder.gallery
+        if self.gallery_size <= self.two_stage_above:
+            _ = self.gallery.videos  # held in memory, where the whole-split views score it; larger: memory-mapped
+        self.encoding = Encoding(encoder, in_background=encode_in_background, progress=progress)
         self.matrices = ScoreMatrices(self.gallery, checkpoint.config)
 
     @classmethod
@@ -66,8 +73,8 @@ class Engine:
 
     @staticmethod
     def is_cached(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None) -> bool:
-        """Whether this checkpoint's encoding of this gallery is on disk (an engine then builds in a second)."""
-        return (Path(cache_root or cache_dir()) / "gallery" / gallery_fingerprint(checkpoint, bench)).is_dir()
+        """Whether the feature store holds every clip of this gallery (an engine then builds in seconds)."""
+        return GalleryEncoder(checkpoint, bench, Path(cache_root or cache_dir()), progress=False).missing == 0
 
     # ------------------------------------------------------------ what it holds
 
@@ -90,7 +97,17 @@ class Engine:
     @property
     def nbytes(self) -> int:
         """Bytes this engine holds: the encoded gallery and the score matrices computed so far."""
-        return nbytes(self.gallery.texts) + nbytes(self.gallery.videos) + self.matrices.nbytes
+        return self.gallery.nbytes + self.matrices.nbytes
+
+    @property
+    def coverage(self) -> Coverage:
+        """How many of the gallery's clips are encoded (all of them unless an encode runs in the background)."""
+        return self.gallery.coverage
+
+    def wait_encoded(self, report: Callable[[str, float], None] | None = None) -> None:
+        """Block until the background encode is done, telling `report(message, fraction)` how it goes (clips/s
+        and the time left) about once a second; re-raises its error."""
+        self.encoding.wait(report)
 
     @cached_property
     def analysis(self) -> Analysis:
@@ -109,6 +126,9 @@ class Engine:
     def check_video(self, index: int) -> int:
         if not 0 <= int(index) < self.gallery_size:
             raise QueryError(f"video index {index} is outside the gallery (0..{self.gallery_size - 1})")
+        if not self.gallery.encoded[int(index)]:
+            raise QueryError(f"video {index} is not encoded yet ({self.coverage.encoded:,} of {self.gallery_size:,} "
+                             "clips are): try again when the encode has reached it")
         return int(index)
 
     @cached_property
@@ -134,6 +154,7 @@ class Engine:
         if isinstance(query, Query) and self._use_two_stage(mode):
             text = encode_texts(self.model, [query.text])
             scores = {"latent": self.two_stage_index.row_scores(text)[0]}
+            self.gallery.store.release()
             return ScoreRow(scores, branch, query=query.text, notice=query.notice, text=text)
         return self.score_texts([query], branch)[0]
 
@@ -143,11 +164,13 @@ class Engine:
         known = [self._caption_or_query(q) for q in queries]
         typed = [q for q in known if isinstance(q, Query)]
         texts = encode_texts(self.model, [q.text for q in typed]) if typed else None
+        partly = self.coverage.notice()  # before scoring: clips encoded meanwhile are not counted as searched
         scores = self.matrices.score(texts) if typed else {}
         rows, j = [], 0
         for q in known:
             if isinstance(q, Query):
-                rows.append(ScoreRow({b: m[j] for b, m in scores.items()}, branch, query=q.text, notice=q.notice,
+                notice = "; ".join(n for n in (q.notice, partly) if n) or None
+                rows.append(ScoreRow({b: m[j] for b, m in scores.items()}, branch, query=q.text, notice=notice,
                                      text=rows_of(texts, [j])))
                 j += 1
             else:
@@ -160,10 +183,17 @@ class Engine:
         if isinstance(query, (int, np.integer)):
             if not 0 <= int(query) < self.num_captions:
                 raise QueryError(f"caption index {query} is outside the benchmark (0..{self.num_captions - 1})")
+            self._check_complete("a benchmark caption's ranking")
             return int(query)
         cleaned = query if isinstance(query, Query) else clean_query(query, self.config.max_words)
-        caption = self.caption_index(cleaned.text)
+        caption = self.caption_index(cleaned.text) if self.gallery.complete else None  # meanwhile: a typed query
         return cleaned if caption is None else caption
+
+    def _check_complete(self, what: str) -> None:
+        if not self.gallery.complete:
+            coverage = self.coverage
+            raise QueryError(f"{what} needs the whole gallery, and {coverage.encoded:,} of {coverage.total:,} clips "
+                             "are encoded so far: typed searches work meanwhile")
 
     def score_video(self, video: int | Clip | Path, branch: str | None = None) -> ScoreRow:
         """Every branch's scores of a video query over the captions: a gallery video (its column of the matrices,
@@ -171,6 +201,7 @@ class Engine:
         branch = self.ranking_branch(branch)  # before decoding a file: a wrong branch should not cost a decode
         if isinstance(video, (int, np.integer)):
             index = self.check_video(video)
+            self._check_complete("a gallery video's ranking of the captions")
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}
             return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)))
         clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
@@ -203,7 +234,7 @@ class Engine:
         row = query if isinstance(query, ScoreRow) else self.score_text(query, mode="exact")
         video = self.check_video(video_index)
         text = row.text if row.text is not None else rows_of(self.gallery.texts, [row.caption])
-        return explain_pair(text, rows_of(self.gallery.videos, [video]), row.query, video,
+        return explain_pair(text, self.gallery.rows(np.array([video])), row.query, video,
                             self.config.latent_interaction, self.is_unify,
                             {b: float(s[video]) for b, s in row.scores.items()})
 
@@ -215,14 +246,25 @@ class Engine:
 
     @cached_property
     def two_stage_index(self):
-        """retrieval.index.TwoStageIndex over the gallery's latent branch, built on first use."""
-        from tvr_demo.retrieval.index import TwoStageIndex
+        """retrieval.index.TwoStageIndex over the gallery's latent branch, built on first use: over the clips held in
+        memory, or (a larger gallery) over the store's rows, re-ranked from its memory map, the index kept on disk
+        beside the store so the next engine reads it back."""
+        from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
 
-        return TwoStageIndex(self.gallery.videos, self.config.latent_interaction, self.gallery.decoded_ok)
+        gallery, ok = self.gallery, self.gallery.decoded_ok
+        if gallery.held:
+            return TwoStageIndex(gallery.videos, self.config.latent_interaction, ok)
+        config = TwoStageConfig()
+        key = hashlib.sha256(gallery.locations[ok].tobytes() + repr(config).encode()).hexdigest()[:24]
+        return TwoStageIndex(gallery.stored_rows(), self.config.latent_interaction, ok, config,
+                             path=gallery.path / "index" / f"{key}.faiss", progress=True)
 
     def _use_two_stage(self, mode: str | None) -> bool:
         if mode not in (None, "exact", "two_stage"):
             raise QueryError(f"search mode {mode!r} is not one of: exact, two_stage")
         if mode == "two_stage" and self.is_unify:
             raise QueryError("two-stage search covers the latent score of DRL models only; use mode='exact'")
-        return mode == "two_stage" or (mode is None and not self.is_unify and self.gallery_size > self.two_stage_above)
+        if mode == "two_stage":
+            self._check_complete("two-stage search")
+        return mode == "two_stage" or (mode is None and not self.is_unify and self.gallery.complete
+                                       and self.gallery_size > self.two_stage_above)

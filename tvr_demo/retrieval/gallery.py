@@ -1,13 +1,13 @@
-"""Encoded galleries on disk: a benchmark split's text and video banks, keyed by a fingerprint of the checkpoint,
-the preprocessing and the video files; written atomically, resumable chunk by chunk, checksummed by a manifest."""
+"""Encoded galleries: a split's clips as rows of the feature store (encoded only where the store lacks them, chunk by
+chunk, each chunk committed before the next), and its captions' bank, cached beside the store."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -20,41 +20,281 @@ from tqdm import tqdm
 from tvr_demo.data import Benchmark
 from tvr_demo.data.video import decode_videos
 from tvr_demo.errors import DatasetError
-from tvr_demo.models.checkpoints import WEIGHTS_FILE, Checkpoint, sha256_of
-from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode_video_frames
+from tvr_demo.memory import nbytes
+from tvr_demo.models.checkpoints import Checkpoint
+from tvr_demo.models.config import ModelConfig
+from tvr_demo.retrieval.fingerprints import ContentKeys, captions_key, store_key
+from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode_video_frames, rows_of
+from tvr_demo.retrieval.store import FeatureStore, Layout, ShardWriter, StoreRows, lexicon_matrix
 
-CACHE_VERSION = 1
-CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # videos per resumable part (and per rank share)
+CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # clips encoded and committed at a time
 # captions encoded (and their lexicons cut to top-k) at a time: a UNIFY batch holds its valid tokens' logits over the
 # whole vocabulary, so the peak grows with the batch (bench/notes/text_chunk.md)
 TEXT_CHUNK = 32
-BANK_FILES = ("videos.safetensors", "texts.safetensors")
-MANIFEST = "manifest.json"  # written last: the key and each bank file's sha256; a cache without a valid one is rebuilt
+Progress = Callable[[int, int, float], None]  # (clips encoded, clips to encode, seconds elapsed)
 
 
-def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
-    """sha256 of the weights file (ours or official) and of the config the model runs with."""
-    weights = checkpoint.path / WEIGHTS_FILE if checkpoint.path.is_dir() else checkpoint.path
-    h = hashlib.sha256(sha256_of(weights).encode())
-    h.update(json.dumps(checkpoint.config.to_dict(), sort_keys=True).encode())
-    return h.hexdigest()
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a gallery a search covers while it is still being encoded."""
+
+    encoded: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.encoded == self.total
+
+    def notice(self) -> str | None:
+        """The sentence a search over a part of the gallery carries; None once all of it is encoded."""
+        if self.complete:
+            return None
+        return (f"searched the {self.encoded:,} of {self.total:,} clips encoded so far "
+                f"({100 * self.encoded / self.total:.0f}%); encoding continues")
 
 
-def gallery_fingerprint(checkpoint: Checkpoint, bench: Benchmark) -> str:
-    """Checkpoint + preprocessing (frame sampling, its window included) + the video files (name, size, mtime) + the
-    captions."""
-    config = checkpoint.config
-    h = hashlib.sha256(f"v{CACHE_VERSION}:{checkpoint_fingerprint(checkpoint)}".encode())
-    preprocessing = [config.max_frames, config.framerate, config.image_size, config.max_words]
-    sampling = config.sampling(bench.end_s)
-    if (sampling.start_s, sampling.end_s) != (None, None):  # whole-clip galleries keep the keys they had before
-        preprocessing += [sampling.start_s, sampling.end_s]
-    h.update(json.dumps(preprocessing).encode())
-    for p in bench.video_paths:
-        st = p.stat() if p.is_file() else None
-        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}\n".encode())
-    h.update("\n".join(bench.captions).encode())
-    return h.hexdigest()[:24]
+class EncodedGallery:
+    """A split's encoded clips and captions. The clips are rows of the memory-mapped store; `videos` holds them in
+    memory as float32 for the views that score the whole split, made on first use. While an encode is under way the
+    gallery grows chunk by chunk, and a clip not encoded yet counts as not decoded (never retrieved)."""
+
+    def __init__(self, store: FeatureStore, bench: Benchmark, path: Path, device: torch.device) -> None:
+        self.store, self.path, self.bench, self.device = store, path, bench, device
+        n = bench.num_videos
+        self.locations = np.full(n, -1, dtype=np.int64)  # each clip's row in the store
+        self.encoded = np.zeros(n, dtype=bool)
+        self._decoded = np.zeros(n, dtype=bool)
+        self._reasons: dict[int, str] = {}  # clip -> why it has no features
+        self.texts: TextBank | None = None  # the captions', once encoded
+        self._videos: VideoBank | None = None
+        self._lock = threading.Lock()
+
+    def add(self, clips: np.ndarray, locations: np.ndarray) -> None:
+        """Clips whose rows are now in the store (a chunk just committed, or found there)."""
+        if not len(clips):
+            return
+        ok = self.store.gather(locations, ("ok",))["ok"]
+        with self._lock:
+            self.locations[clips] = locations
+            if self._videos is not None:
+                self._fill(clips[ok], locations[ok])
+            for clip, location, good in zip(clips, locations, ok, strict=True):
+                if not good:
+                    self._reasons[int(clip)] = self.store.failure(int(location)) or "could not be decoded"
+            self._decoded[clips] = ok
+            self.encoded[clips] = True
+
+    def fail(self, clips: np.ndarray, reason: str) -> None:
+        """Clips that have no content to encode (a missing file)."""
+        with self._lock:
+            self._reasons.update({int(c): reason for c in clips})
+            self.encoded[clips] = True
+
+    @property
+    def decoded_ok(self) -> np.ndarray:
+        """(n_videos,) bool: encoded from a decoded clip. A fresh array: a search's snapshot of what it may rank."""
+        return self._decoded & self.encoded
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(file, reason) of each clip that could not be decoded."""
+        return [(str(self.bench.video_paths[c]), self._reasons[c]) for c in sorted(self._reasons)]
+
+    @property
+    def coverage(self) -> Coverage:
+        return Coverage(int(self.encoded.sum()), len(self.encoded))
+
+    @property
+    def complete(self) -> bool:
+        return self.coverage.complete and (self.texts is not None or self.bench.num_captions == 0)
+
+    @property
+    def videos(self) -> VideoBank:
+        """Every clip's features in memory (float32; zeros where a clip has none), read from the store once."""
+        with self._lock:
+            if self._videos is None:
+                layout, n, device = self.store.layout, len(self.locations), self.device
+                self._videos = VideoBank(torch.zeros(n, layout.frames, layout.dim, device=device),
+                                         torch.zeros(n, layout.frames, dtype=torch.int64, device=device),
+                                         torch.zeros(n, layout.frames, device=device),
+                                         torch.zeros(n, layout.dim, device=device), None)
+                if layout.lexicon_k:
+                    self._lexicon = (np.zeros((n, layout.lexicon_k), np.int32),
+                                     np.zeros((n, layout.lexicon_k), np.float32))
+                ok = np.flatnonzero(self._decoded & self.encoded)
+                self._fill(ok, self.locations[ok])
+            return self._videos
+
+    def _fill(self, clips: np.ndarray, locations: np.ndarray) -> None:
+        """Copy stored rows into the in-memory bank (under the lock)."""
+        bank, index = self.store.bank(locations), torch.as_tensor(clips, device=self.device)
+        for name in ("frames", "mask", "weights", "pooled"):
+            getattr(self._videos, name)[index] = getattr(bank, name).to(self.device)
+        if self.store.layout.lexicon_k:
+            ids, values = self._lexicon
+            got = self.store.gather(locations, ("lexicon_ids", "lexicon_values"))
+            ids[clips], values[clips] = got["lexicon_ids"], got["lexicon_values"]
+            self._videos.lexicon = lexicon_matrix(ids, values, self.store.layout.vocab)
+
+    @property
+    def held(self) -> bool:
+        """Whether the clips are held in memory (`videos` was read), else scored from the store's memory map."""
+        return self._videos is not None
+
+    def rows(self, clips: np.ndarray, dtype: torch.dtype = torch.float32) -> VideoBank:
+        """Some clips' features: from memory when held there, else from the store (frames in `dtype`)."""
+        if self._videos is not None:
+            return rows_of(self._videos, list(clips))
+        bank = self.store.bank(self.locations[clips], dtype)
+        self.store.release()
+        return bank
+
+    def stored_rows(self) -> StoreRows:
+        """The clips as rows of the store, for a two-stage index over a gallery not held in memory."""
+        return StoreRows(self.store, self.locations)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory (the memory-mapped store is the page cache's, not counted)."""
+        return nbytes(self.texts) + nbytes(self._videos) + self.locations.nbytes
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def layout_of(config: ModelConfig) -> Layout:
+    """The shapes a model's clips take in the store."""
+    if config.unify is None:
+        return Layout(config.max_frames, config.embed_dim)
+    return Layout(config.max_frames, config.embed_dim, config.unify.top_k, config.clip["text_cfg"]["vocab_size"])
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _content_keys(bench: Benchmark, cache_root: Path, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every clip's content key; under torchrun each rank hashes its share of the files and all trade them."""
+    rank, world = _rank_world()
+    keys = ContentKeys(cache_root / "clip_keys.sqlite")
+    try:
+        mine = keys.keys(bench.video_paths[rank::world], progress)
+    finally:
+        keys.close()
+    if world == 1:
+        return mine
+    shares: list = [None] * world
+    dist.all_gather_object(shares, mine)
+    out_keys = np.zeros((bench.num_videos, mine[0].shape[1]), dtype=np.uint8)
+    found = np.zeros(bench.num_videos, dtype=bool)
+    for r, (k, f) in enumerate(shares):
+        out_keys[r::world], found[r::world] = k, f
+    return out_keys, found
+
+
+class GalleryEncoder:
+    """Encodes what a gallery's clips lack in the store. `gallery` is usable at once: it holds what the store had,
+    and grows as `run` commits each chunk."""
+
+    def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
+                 num_workers: int = 2) -> None:
+        if bench.num_videos == 0:
+            raise DatasetError(f"the gallery {bench.name}/{bench.split} has no videos: it needs at least one")
+        self.checkpoint, self.bench, self.cache_root = checkpoint, bench, Path(cache_root)
+        self.num_workers = num_workers
+        self.sampling = checkpoint.config.sampling(bench.end_s)
+        self.directory = self.cache_root / "store" / store_key(checkpoint, self.sampling)
+        self.keys, found = _content_keys(bench, self.cache_root, progress)
+        self.layout = layout_of(checkpoint.config)
+        self.gallery = EncodedGallery(FeatureStore(self.directory, self.layout), bench, self.directory,
+                                      checkpoint.model.device)
+        self.gallery.fail(np.flatnonzero(~found), "video file not found")
+        with_file = np.flatnonzero(found)
+        _, first, inverse = np.unique(self.keys[with_file], axis=0, return_index=True, return_inverse=True)
+        self.content = np.full(bench.num_videos, -1, dtype=np.int64)  # clips with the same bytes share an id
+        self.content[with_file] = inverse.ravel()
+        self._take_in(with_file)
+        distinct = with_file[first]  # one clip per content, the first in gallery order
+        self.todo = np.sort(distinct[self.gallery.locations[distinct] < 0])
+
+    def _take_in(self, clips: np.ndarray) -> None:
+        """Clips whose keys the store holds now join the gallery."""
+        locations = self.gallery.store.locate(self.keys[clips])
+        have = locations >= 0
+        self.gallery.add(clips[have], locations[have])
+
+    @property
+    def missing(self) -> int:
+        """Clips to encode (distinct contents the store lacks)."""
+        return len(self.todo)
+
+    def run(self, progress: bool = True, report: Progress | None = None, stop: threading.Event | None = None
+            ) -> EncodedGallery:
+        """Encode the missing clips (under torchrun, this rank's share), then the captions; returns the gallery."""
+        rank, world = _rank_world()
+        mine = self.todo[rank::world]
+        writer = ShardWriter(self.directory, self.layout, f"r{rank}" if world > 1 else "w")
+        start, done = time.monotonic(), 0
+        bar = tqdm(total=len(mine), desc="encoding clips" + (f" (rank {rank})" if world > 1 else ""), unit="clip",
+                   file=sys.stderr, disable=not progress or not len(mine))
+        try:
+            for at in range(0, len(mine), CHUNK):
+                if stop is not None and stop.is_set():
+                    return self.gallery
+                clips = mine[at:at + CHUNK]
+                self._encode_chunk(writer, clips)
+                self.gallery.store.refresh()
+                self._take_in(np.flatnonzero(np.isin(self.content, self.content[clips])))
+                done += len(clips)
+                bar.update(len(clips))
+                if report is not None:
+                    report(done, len(mine), time.monotonic() - start)
+        finally:
+            bar.close()
+            writer.close()
+        if world > 1:
+            dist.barrier()  # every rank's shards are committed: take them all in
+            self.gallery.store.refresh()
+            self._take_in(np.flatnonzero(~self.gallery.encoded))
+        self.gallery.texts = self._texts() if self.bench.num_captions else None
+        return self.gallery
+
+    def _encode_chunk(self, writer: ShardWriter, clips: np.ndarray) -> None:
+        model, paths = self.checkpoint.model, [self.bench.video_paths[c] for c in clips]
+        decoded = decode_videos(paths, self.sampling, self.checkpoint.config.image_size,
+                                num_workers=self.num_workers, progress=False)
+        bank = encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
+                                   torch.as_tensor(np.asarray(decoded.masks)))
+        position = {str(p): i for i, p in enumerate(paths)}
+        failures = {position[str(p)]: reason.replace(str(p), Path(p).name) for p, reason in decoded.failures}
+        writer.append(self.keys[clips], np.asarray(decoded.ok), bank, failures)
+
+    def _texts(self) -> TextBank:
+        """The captions' bank, read from its cache file or encoded and written there (by rank 0 under torchrun)."""
+        path = self.cache_root / "texts" / f"{captions_key(self.checkpoint, self.bench.captions)}.safetensors"
+        rank, world = _rank_world()
+        texts = _read_texts(path)
+        if texts is None and rank == 0:
+            model, captions = self.checkpoint.model, self.bench.captions
+            texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, captions[i:i + TEXT_CHUNK]))
+                                       for i in range(0, len(captions), TEXT_CHUNK)])
+            _write_texts(path, texts)
+        if world > 1:
+            dist.barrier()
+            texts = texts or _read_texts(path)
+        return _to_device(texts, self.checkpoint.model.device)
+
+
+def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
+                   num_workers: int = 2) -> EncodedGallery:
+    """Encode (or read back) a split: only the clips whose content the store lacks are encoded, so a second call
+    encodes nothing, a folder with ten new clips encodes ten, and a killed encode resumes at its last chunk."""
+    return GalleryEncoder(checkpoint, bench, cache_root, progress, num_workers).run(progress)
+
+
+# ---------------------------------------------------------------- the captions' bank on disk
 
 
 def _sparse_lexicon(bank):
@@ -62,45 +302,6 @@ def _sparse_lexicon(bank):
     if bank.lexicon is not None:
         bank.lexicon = scipy.sparse.csr_matrix(bank.lexicon.float().cpu().numpy())
     return bank
-
-
-def _bank_tensors(bank) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in fields(bank):
-        value = getattr(bank, f.name)
-        if value is None:
-            continue
-        if f.name == "lexicon":
-            out["lexicon_data"] = torch.from_numpy(value.data.astype(np.float32))
-            out["lexicon_indices"] = torch.from_numpy(value.indices.astype(np.int64))
-            out["lexicon_indptr"] = torch.from_numpy(value.indptr.astype(np.int64))
-            out["lexicon_shape"] = torch.tensor(value.shape)
-        else:
-            out[f.name] = value.detach().cpu().contiguous()
-    return out
-
-
-def _bank_from_tensors(cls, tensors: dict[str, torch.Tensor]):
-    values = {f.name: tensors.get(f.name) for f in fields(cls)}
-    if "lexicon_data" in tensors:
-        values["lexicon"] = scipy.sparse.csr_matrix(
-            (tensors["lexicon_data"].numpy(), tensors["lexicon_indices"].numpy(), tensors["lexicon_indptr"].numpy()),
-            shape=tuple(tensors["lexicon_shape"].tolist()))
-    return cls(**values)
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta or {})})
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def _concat(cls, parts: list):
@@ -116,132 +317,47 @@ def _concat(cls, parts: list):
     return cls(**out)
 
 
-def _write_manifest(directory: Path, key: str) -> None:
-    manifest = {"key": key, "sha256": {name: sha256_of(directory / name) for name in BANK_FILES}}
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+def _write_texts(path: Path, bank: TextBank) -> None:
+    from safetensors.torch import save_file
+
+    out = {}
+    for f in fields(bank):
+        value = getattr(bank, f.name)
+        if value is None:
+            continue
+        if f.name == "lexicon":
+            out["lexicon_data"] = torch.from_numpy(value.data.astype(np.float32))
+            out["lexicon_indices"] = torch.from_numpy(value.indices.astype(np.int64))
+            out["lexicon_indptr"] = torch.from_numpy(value.indptr.astype(np.int64))
+            out["lexicon_shape"] = torch.tensor(value.shape)
+        else:
+            out[f.name] = value.detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(out, str(tmp))
+    os.replace(tmp, path)
 
 
-def verify_cache(directory: Path, key: str) -> bool:
-    """True when the folder's manifest names this key and every bank file still has its recorded sha256."""
+def _read_texts(path: Path) -> TextBank | None:
+    """The cached bank, or None when absent or unreadable (it is then encoded again)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-        return (manifest["key"] == key and sorted(manifest["sha256"]) == sorted(BANK_FILES)
-                and all(sha256_of(directory / name) == manifest["sha256"][name] for name in BANK_FILES))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _read_part(part: Path) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]] | None:
-    """A finished chunk's tensors and decode failures, or None when it is absent or unreadable."""
-    from safetensors import SafetensorError, safe_open
-
-    if not part.is_file():
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError):
         return None
-    try:
-        tensors = _load(part)
-        with safe_open(str(part), "pt") as f:
-            failures = [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError):
-        return None
-    return tensors, failures
+    values = {f.name: tensors.get(f.name) for f in fields(TextBank)}
+    if "lexicon_data" in tensors:
+        values["lexicon"] = scipy.sparse.csr_matrix(
+            (tensors["lexicon_data"].numpy(), tensors["lexicon_indices"].numpy(), tensors["lexicon_indptr"].numpy()),
+            shape=tuple(tensors["lexicon_shape"].tolist()))
+    return TextBank(**values)
 
 
-@dataclass
-class EncodedGallery:
-    texts: TextBank  # the split's captions
-    videos: VideoBank  # the split's videos (failed ones are zero-masked and listed in `failures`)
-    decoded_ok: np.ndarray  # (n_videos,) bool
-    failures: list[tuple[str, str]]  # (file, reason) of videos that could not be decoded
-    path: Path
-
-
-def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
-                   num_workers: int = 2) -> EncodedGallery:
-    """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache once its manifest
-    checks out (else it is rebuilt); an interrupted encode keeps its finished chunks in `<key>.partial/` and resumes
-    from them (an unreadable chunk is encoded again)."""
-    if bench.num_videos == 0 or bench.num_captions == 0:
-        raise DatasetError(f"the gallery {bench.name}/{bench.split} has {bench.num_videos} videos and "
-                           f"{bench.num_captions} captions: it needs at least one of each")
-    model, config = checkpoint.model, checkpoint.config
-    key = gallery_fingerprint(checkpoint, bench)
-    final = Path(cache_root) / "gallery" / key
-    if final.exists() and not verify_cache(final, key):
-        print(f"cached gallery {final} is incomplete or fails its checksum: encoding it again", file=sys.stderr)
-        shutil.rmtree(final, ignore_errors=True)
-    if not final.is_dir():
-        partial = final.with_name(key + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        sampling = config.sampling(bench.end_s)
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
-            else (0, 1)
-        starts = list(range(0, bench.num_videos, CHUNK))
-
-        def chunk(start: int):
-            """One chunk's tensors and failures: read back when finished before, else encoded and saved."""
-            part = partial / f"videos_{start:07d}.safetensors"
-            done = _read_part(part)
-            if done is None:
-                paths = bench.video_paths[start:start + CHUNK]
-                decoded = decode_videos(paths, sampling, config.image_size, num_workers=num_workers, progress=False)
-                bank = _sparse_lexicon(encode_video_frames(model, torch.as_tensor(np.asarray(decoded.videos)),
-                                                           torch.as_tensor(np.asarray(decoded.masks))))
-                tensors = _bank_tensors(bank)
-                tensors["decoded_ok"] = torch.as_tensor(np.asarray(decoded.ok))
-                done = tensors, [(str(p), r) for p, r in decoded.failures]
-                _save(part, tensors, {"failures": done[1]})
-            return done
-
-        if world > 1:  # under torchrun each rank encodes its share of the chunks, then rank 0 merges them
-            mine = starts[rank::world]
-            for start in tqdm(mine, desc=f"encoding gallery (rank {rank})", unit="chunk", disable=not progress):
-                chunk(start)
-            dist.barrier()
-        if rank != 0:
-            dist.barrier()  # wait for rank 0's merge
-            return read_gallery(final, checkpoint.model.device)
-        bar = tqdm(total=bench.num_videos, desc="encoding gallery", unit="clip", disable=not progress)
-        parts, ok, failures = [], [], []
-        for start in starts:
-            tensors, chunk_failures = chunk(start)
-            ok.append(tensors.pop("decoded_ok").numpy())
-            parts.append(_bank_from_tensors(VideoBank, tensors))
-            failures += chunk_failures
-            bar.update(min(CHUNK, bench.num_videos - start))
-        bar.close()
-        videos = _concat(VideoBank, parts)
-        # captions in chunks, each sparsified at once: a dense (captions, vocabulary) lexicon for a training split
-        # would be 25k x 49k floats before its top-k cut
-        texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, bench.captions[i:i + TEXT_CHUNK]))
-                                   for i in range(0, bench.num_captions, TEXT_CHUNK)])
-        tmp = final.with_name(key + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        vt = _bank_tensors(videos)
-        vt["decoded_ok"] = torch.as_tensor(np.concatenate(ok))
-        _save(tmp / "videos.safetensors", vt, {"failures": failures})
-        _save(tmp / "texts.safetensors", _bank_tensors(texts))
-        _write_manifest(tmp, key)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        shutil.rmtree(partial, ignore_errors=True)
-        if world > 1:
-            dist.barrier()
-    return read_gallery(final, checkpoint.model.device)
-
-
-def read_gallery(directory: Path, device: torch.device) -> EncodedGallery:
-    from safetensors import safe_open
-
-    vt = _load(directory / "videos.safetensors")
-    with safe_open(str(directory / "videos.safetensors"), "pt") as f:
-        failures = [tuple(x) for x in json.loads(f.metadata()["meta"])["failures"]]
-    ok = vt.pop("decoded_ok").numpy().astype(bool)
-    videos = _bank_from_tensors(VideoBank, vt)
-    texts = _bank_from_tensors(TextBank, _load(directory / "texts.safetensors"))
-    for bank in (videos, texts):
-        for f in fields(bank):
-            value = getattr(bank, f.name)
-            if isinstance(value, torch.Tensor):
-                setattr(bank, f.name, value.to(device))
-    return EncodedGallery(texts, videos, ok, failures, directory)
+def _to_device(bank: TextBank, device: torch.device) -> TextBank:
+    for f in fields(bank):
+        value = getattr(bank, f.name)
+        if isinstance(value, torch.Tensor):
+            setattr(bank, f.name, value.to(device))
+    return bank

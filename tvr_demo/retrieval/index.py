@@ -4,20 +4,26 @@ exact token-wise score (WTI / TI) of the top candidates.
 The first stage asks for the C videos whose L2-normalised pooled vector (VideoBank.pooled) is closest to the query's
 weighted mean token, sum_t w_t t_t (the vector whose inner product with a clip's mean frame bounds t2v from below:
 max_v s >= mean_v s); the second stage scores only those C with the fused scorer, which tests pin to
-drl.wti_similarity. bench/ measures recall@10 against the exact search and the latency (bench/README.md).
+drl.wti_similarity. A gallery larger than RAM is re-ranked from the feature store's memory map: only the C
+candidates' rows are read. bench/ measures recall@10 against the exact search and the latency (bench/README.md).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
-from tvr_demo.retrieval.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.scoring import TextBank, VideoBank, rows_of
+from tvr_demo.retrieval.store import StoreRows
 
 
 @dataclass
@@ -30,37 +36,75 @@ class TwoStageConfig:
     seed: int = 0
 
 
+ADD_BLOCK = 65536  # pooled vectors read from the store and added to the index at a time
+
+
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
 
 
-class TwoStageIndex:
-    """Build once per gallery, then `search` any number of encoded queries."""
+class _BankRows:
+    """An in-memory VideoBank seen as StoreRows is: pooled vectors and candidate rows by clip."""
 
-    def __init__(self, videos: VideoBank, interaction: str, valid: np.ndarray | None = None,
-                 config: TwoStageConfig | None = None) -> None:
-        self.videos, self.interaction = videos, interaction
+    def __init__(self, videos: VideoBank) -> None:
+        self.videos = videos
+
+    def __len__(self) -> int:
+        return self.videos.pooled.shape[0]
+
+    def pooled(self, clips: np.ndarray) -> np.ndarray:
+        return _numpy(self.videos.pooled[torch.as_tensor(clips, device=self.videos.pooled.device)])
+
+    def rows(self, clips: np.ndarray) -> VideoBank:
+        return rows_of(self.videos, list(clips))
+
+
+class TwoStageIndex:
+    """Build once per gallery (or read back from `path`), then `search` any number of encoded queries. The gallery
+    is an in-memory VideoBank or a store's rows (StoreRows), re-ranked from the memory map."""
+
+    def __init__(self, videos: VideoBank | StoreRows, interaction: str, valid: np.ndarray | None = None,
+                 config: TwoStageConfig | None = None, path: Path | None = None, progress: bool = False) -> None:
+        self.rows = videos if isinstance(videos, StoreRows) else _BankRows(videos)
+        self.interaction = interaction
         self.config = config or TwoStageConfig()
-        n = videos.pooled.shape[0]
-        self.ids = np.arange(n) if valid is None else np.flatnonzero(valid)  # index row -> gallery position
-        vectors = _numpy(videos.pooled[torch.as_tensor(self.ids, device=videos.pooled.device)])
-        dim = vectors.shape[1]
+        self.size = len(self.rows)
+        self.ids = np.arange(self.size) if valid is None else np.flatnonzero(valid)  # index row -> gallery position
+        if path is not None and Path(path).is_file():
+            self.index = faiss.read_index(str(path))
+        else:
+            self.index = self._build(progress)
+            if path is not None:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
+                faiss.write_index(self.index, str(tmp))
+                os.replace(tmp, path)
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.nprobe = min(self.config.nprobe, self.index.nlist)
+
+    def _build(self, progress: bool) -> faiss.Index:
+        """A flat inner-product index up to `flat_max` clips, else an IVF trained on a sample, filled block by block
+        (a store-backed gallery's pooled vectors are read in blocks, never all at once)."""
+        blocks = [self.ids[s:s + ADD_BLOCK] for s in range(0, len(self.ids), ADD_BLOCK)]
+        dim = self.rows.pooled(self.ids[:1]).shape[1]
         if len(self.ids) <= self.config.flat_max:
-            self.index = faiss.IndexFlatIP(dim)
+            index, mean = faiss.IndexFlatIP(dim), np.zeros(dim, np.float32)
         else:
             lists = int(np.sqrt(len(self.ids)))
-            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-            self.index.cp.niter = self.config.kmeans_iterations
-            self.index.cp.spherical = True
-            self.index.cp.seed = self.config.seed
-            sample = np.random.default_rng(self.config.seed).permutation(len(vectors))[:64 * lists]
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+            index.cp.niter = self.config.kmeans_iterations
+            index.cp.spherical = True
+            index.cp.seed = self.config.seed
             # centred: a query's ranking is unchanged (<q, x - m> = <q, x> - const), but the lists no longer all sit
             # on the direction every video shares, so a query picks them better (a higher IVF recall)
-            vectors = vectors - vectors.mean(0)
-            self.index.train(vectors[np.sort(sample)])
-            self.index.nprobe = min(self.config.nprobe, lists)
-        self.index.add(vectors)
-        self.video_weights = drl.weights_for(interaction, videos.mask, videos.weights)
+            mean = sum(self.rows.pooled(b).sum(0, dtype=np.float64) for b in blocks) / len(self.ids)
+            mean = mean.astype(np.float32)
+            sample = np.random.default_rng(self.config.seed).permutation(len(self.ids))[:64 * lists]
+            index.train(self.rows.pooled(self.ids[np.sort(sample)]) - mean)
+        for block in tqdm(blocks, desc="indexing pooled vectors", unit="block", file=sys.stderr,
+                          disable=not progress or len(blocks) < 2):
+            index.add(self.rows.pooled(block) - mean)
+        return index
 
     @property
     def kind(self) -> str:
@@ -87,12 +131,14 @@ class TwoStageIndex:
         out = []
         t_w = self._text_weights(texts)
         for a, cand in enumerate(candidates):
-            pick = torch.as_tensor(cand, device=self.videos.pooled.device)
+            videos = self.rows.rows(cand)
             if self.interaction == "dp":
-                out.append(drl.dp_similarity(texts.pooled[a:a + 1], self.videos.pooled[pick])[0].float())
+                out.append(drl.dp_similarity(texts.pooled[a:a + 1], videos.pooled.to(texts.pooled))[0].float())
                 continue
-            out.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1],
-                                  self.videos.frames[pick], self.videos.mask[pick], self.video_weights[pick])[0])
+            device = texts.tokens.device
+            out.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1], videos.frames.to(device),
+                                  videos.mask.to(device),
+                                  drl.weights_for(self.interaction, videos.mask, videos.weights).to(device))[0])
         return out
 
     def search(self, texts: TextBank, k: int = 10, candidates: int | None = None
@@ -111,7 +157,7 @@ class TwoStageIndex:
         """(A, n_videos) exact scores of each query's candidates and -inf elsewhere (never retrieved): a drop-in
         for a row of the full score matrix when only the top k matter."""
         cands = self.candidates(texts, max(k, self.config.candidates))
-        out = np.full((len(cands), self.videos.pooled.shape[0]), -np.inf, dtype=np.float32)
+        out = np.full((len(cands), self.size), -np.inf, dtype=np.float32)
         for a, (cand, s) in enumerate(zip(cands, self.rerank(texts, cands), strict=True)):
             out[a, cand] = s.cpu().numpy()
         return out

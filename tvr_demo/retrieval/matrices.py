@@ -8,7 +8,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from tvr_demo.errors import QueryError
 from tvr_demo.evaluation import metrics
 from tvr_demo.memory import nbytes
 from tvr_demo.models.unify import lexicon_similarity
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from tvr_demo.retrieval.gallery import EncodedGallery
 
 BRANCHES = ("latent", "lexicon", "fused")  # UNIFY's; a DRL model has the latent branch only
+STORE_BLOCK = 16384  # clips read from the store's memory map at a time when the gallery is not held in memory
 
 
 def branches_of(config: ModelConfig) -> tuple[str, ...]:
@@ -45,7 +48,10 @@ class ScoreMatrices(Mapping[str, np.ndarray]):
         failed to decode score -inf (never retrieved). Fused standardises over whole rows for text queries
         (query_axis 0) or whole columns for video queries (1)."""
         ok = self.gallery.decoded_ok if videos is None else None
-        out = self._raw(texts, self.gallery.videos if videos is None else videos)
+        if videos is None and not self.gallery.held:
+            out = self._raw_from_store(texts, ok)
+        else:
+            out = self._raw(texts, self.gallery.videos if videos is None else videos)
         _mask_undecoded(out, ok)
         if "fused" in self.branches:
             out["fused"] = self._fuse(out["latent"], out["lexicon"], ok, query_axis)
@@ -56,6 +62,17 @@ class ScoreMatrices(Mapping[str, np.ndarray]):
         out = {"latent": similarity_matrix(texts, videos, self.config.latent_interaction).float().cpu().numpy()}
         if "lexicon" in self.branches:
             out["lexicon"] = lexicon_similarity(texts.lexicon, videos.lexicon).float().cpu().numpy()
+        return out
+
+    def _raw_from_store(self, texts: TextBank, ok: np.ndarray) -> dict[str, np.ndarray]:
+        """`_raw` against a gallery not held in memory: block by block from the store's memory map, the clips
+        without features left at -inf."""
+        n_texts, clips = texts.tokens.shape[0], np.flatnonzero(ok)
+        out = {b: np.full((n_texts, len(ok)), -np.inf, dtype=np.float32) for b in self.branches if b != "fused"}
+        for start in range(0, len(clips), STORE_BLOCK):
+            block = clips[start:start + STORE_BLOCK]
+            for branch, scores in self._raw(texts, self.gallery.rows(block, torch.float16)).items():
+                out[branch][:, block] = scores
         return out
 
     def _fuse(self, latent: np.ndarray, lexicon: np.ndarray, ok: np.ndarray | None, query_axis: int = 0
@@ -81,11 +98,15 @@ class ScoreMatrices(Mapping[str, np.ndarray]):
 
     def _reserve(self, n_matrices: int) -> None:
         if self.reserve is not None:
-            texts, videos = self.gallery.texts.tokens.shape[0], self.gallery.videos.frames.shape[0]
+            texts, videos = self.gallery.texts.tokens.shape[0], len(self.gallery.locations)
             self.reserve(n_matrices * texts * videos * 4)  # float32 (captions, videos)
 
     @cached_property
     def _text_queries(self) -> dict[str, np.ndarray]:
+        if not self.gallery.complete:
+            coverage = self.gallery.coverage
+            raise QueryError(f"this view scores every caption against the whole gallery, and {coverage.encoded:,} of "
+                             f"{coverage.total:,} clips are encoded so far: typed searches work meanwhile")
         self._reserve(len(self.branches))
         texts, videos = self.gallery.texts, self.gallery.videos
         n_captions, n_videos = texts.tokens.shape[0], videos.frames.shape[0]

@@ -1,0 +1,353 @@
+"""The feature store: every clip's encoded video features on disk, found by the clip's content key and
+memory-mapped (frames in fp16), so a gallery far larger than RAM is scored without being loaded.
+
+A store holds one checkpoint's features under one frame sampling (its folder is named by both, fingerprints.py).
+Its shards are folders of preallocated .npy files, one row per clip. Each writer (a process, or one rank under
+torchrun) appends to a shard whose lock it holds, and the shard's `committed.json` says how many rows are whole: rows
+written after the last commit (an encode killed mid-chunk) are ignored, then overwritten when a writer resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from tvr_demo.retrieval.fingerprints import KEY_BYTES
+from tvr_demo.retrieval.scoring import VideoBank
+
+SHARD_CLIPS = 65536  # rows per shard: about 800 MB of ViT-B/32 frames; each open shard maps a few files
+PAGE = 4096  # .npy headers are padded to a page, so a clip's 12 x 512 fp16 frames fill exactly 3 pages
+LAYOUT = "layout.json"
+COMMITTED = "committed.json"
+ROW_BITS = 32  # a location is shard_id << ROW_BITS | row
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shapes every clip of a store shares (from the first chunk written)."""
+
+    frames: int  # V: the model's max_frames
+    dim: int  # D: the joint embedding width
+    lexicon_k: int = 0  # UNIFY: the top-k words kept per clip (0 without a lexicon)
+    vocab: int = 0  # UNIFY: the lexicon's vocabulary size
+
+    def fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Per-clip shape and dtype of each stored array."""
+        out = {"key": ((KEY_BYTES,), np.dtype(np.uint8)), "ok": ((), np.dtype(np.bool_)),
+               "frames": ((self.frames, self.dim), np.dtype(np.float16)),
+               "mask": ((self.frames,), np.dtype(np.uint8)), "weights": ((self.frames,), np.dtype(np.float32)),
+               "pooled": ((self.dim,), np.dtype(np.float32))}
+        if self.lexicon_k:
+            out["lexicon_ids"] = ((self.lexicon_k,), np.dtype(np.int32))
+            out["lexicon_values"] = ((self.lexicon_k,), np.dtype(np.float32))
+        return out
+
+
+
+def bank_rows(bank: VideoBank, layout: Layout) -> dict[str, np.ndarray]:
+    """A bank as the store's arrays (frames rounded to fp16, the lexicon as its top-k ids and values)."""
+    out = {"frames": bank.frames.detach().cpu().numpy().astype(np.float16),
+           "mask": bank.mask.cpu().numpy().astype(np.uint8),
+           "weights": bank.weights.detach().float().cpu().numpy(),
+           "pooled": bank.pooled.detach().float().cpu().numpy()}
+    if layout.lexicon_k:
+        lexicon = bank.lexicon if scipy.sparse.issparse(bank.lexicon) else \
+            scipy.sparse.csr_matrix(bank.lexicon.float().cpu().numpy())
+        n, k = lexicon.shape[0], layout.lexicon_k
+        ids, values = np.zeros((n, k), np.int32), np.zeros((n, k), np.float32)
+        for i in range(n):
+            row = lexicon[i]
+            ids[i, :row.nnz], values[i, :row.nnz] = row.indices, row.data
+        out["lexicon_ids"], out["lexicon_values"] = ids, values
+    return out
+
+
+def lexicon_matrix(ids: np.ndarray, values: np.ndarray, vocab: int) -> scipy.sparse.csr_matrix:
+    """Stored (n, k) top-k ids and values (zeros pad rows with fewer words) as the banks' (n, vocab) CSR lexicon."""
+    keep = values != 0
+    matrix = scipy.sparse.csr_matrix((values[keep], ids[keep], np.r_[0, np.cumsum(keep.sum(1))]),
+                                     shape=(len(values), vocab))
+    matrix.sort_indices()
+    return matrix
+
+
+# ---------------------------------------------------------------- .npy files mapped into memory
+
+
+def _create_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A zero-filled (sparse) .npy file whose header is padded to a page, so its rows start on page boundaries."""
+    header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    prefix = np.lib.format.magic(1, 0)
+    length = PAGE - len(prefix) - 2  # the header, its padding and its newline
+    text = (header + " " * (length - len(header) - 1) + "\n").encode("latin1")
+    with open(path, "wb") as f:
+        f.write(prefix + length.to_bytes(2, "little") + text)
+        f.truncate(PAGE + int(np.prod(shape)) * dtype.itemsize)
+
+
+class MappedArray:
+    """A .npy file mapped into memory: pages are read on first touch, and `release` hands them back to the page
+    cache (they are no longer counted in this process's resident memory, and a later touch is a cheap minor fault)."""
+
+    def __init__(self, path: Path, writable: bool = False) -> None:
+        with open(path, "r+b" if writable else "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)(f)
+            offset = f.tell()
+            self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+        if not writable:
+            self.mm.madvise(mmap.MADV_RANDOM)  # rows are gathered, not streamed: no read-ahead around them
+        self.array = np.ndarray(shape, dtype, buffer=self.mm, offset=offset)
+
+    def release(self) -> None:
+        self.mm.madvise(mmap.MADV_DONTNEED)
+
+    def flush(self) -> None:
+        self.mm.flush()
+
+
+class _Shard:
+    def __init__(self, directory: Path, layout: Layout, writable: bool = False) -> None:
+        self.directory = directory
+        self.arrays = {name: MappedArray(directory / f"{name}.npy", writable) for name in layout.fields()}
+        self.capacity = len(self.arrays["ok"].array)
+        self.rows, self.failures = 0, {}
+        self.read_commit()
+
+    def read_commit(self) -> None:
+        try:
+            committed = json.loads((self.directory / COMMITTED).read_text())
+        except (OSError, ValueError):
+            return  # a shard being created: nothing committed yet
+        self.rows, self.failures = int(committed["rows"]), {int(k): v for k, v in committed["failures"].items()}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name].array
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Appends clips to the store, into a shard this writer holds the lock of: a shard left unfinished by an
+    earlier writer (killed, or done) is resumed; a full or locked one is passed over for a new one."""
+
+    def __init__(self, directory: Path, layout: Layout, prefix: str = "w") -> None:
+        self.directory, self.layout, self.prefix = Path(directory), layout, prefix
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not (self.directory / LAYOUT).exists():
+            _write_json(self.directory / LAYOUT, asdict(layout))
+        if read_layout(self.directory) != layout:
+            raise ValueError(f"the store {self.directory.name} holds features of another shape: "
+                             f"{read_layout(self.directory)}, not {layout}")
+        self.shard: _Shard | None = None
+        self._lock_fd: int | None = None
+
+    def append(self, keys: np.ndarray, ok: np.ndarray, bank: VideoBank, failures: dict[int, str]) -> None:
+        """Store n clips (keys (n, KEY_BYTES), ok (n,), the bank's n rows, the reasons of the failed ones by row);
+        durable when this returns (a FeatureStore finds them after its next `refresh`)."""
+        arrays = {"key": keys, "ok": ok, **bank_rows(bank, self.layout)}
+        start = 0
+        while start < len(keys):
+            if self.shard is None or self.shard.rows == self.shard.capacity:
+                self._open_shard()
+            shard = self.shard
+            take = min(len(keys) - start, shard.capacity - shard.rows)
+            rows = slice(shard.rows, shard.rows + take)
+            for name, values in arrays.items():
+                shard[name][rows] = values[start:start + take]
+            for mapped in shard.arrays.values():
+                mapped.flush()
+            shard.failures.update({shard.rows + i - start: failures[i] for i in failures if start <= i < start + take})
+            shard.rows += take
+            _write_json(shard.directory / COMMITTED, {"rows": shard.rows, "failures": shard.failures})
+            start += take
+
+    def _open_shard(self) -> None:
+        self.close()
+        shards = sorted(self.directory.glob(f"shard-{self.prefix}-*"))
+        for directory in shards:  # resume an unfinished shard nobody else writes
+            fd = self._try_lock(directory)
+            if fd is None:
+                continue
+            shard = _Shard(directory, self.layout, writable=True)
+            if shard.rows < shard.capacity:
+                self.shard, self._lock_fd = shard, fd
+                return
+            os.close(fd)
+        n = len(shards)
+        while True:
+            directory = self.directory / f"shard-{self.prefix}-{n:04d}"
+            try:
+                directory.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        fd = self._try_lock(directory)
+        for name, (shape, dtype) in self.layout.fields().items():
+            _create_npy(directory / f"{name}.npy", (SHARD_CLIPS, *shape), dtype)
+        _write_json(directory / COMMITTED, {"rows": 0, "failures": {}})
+        self.shard, self._lock_fd = _Shard(directory, self.layout, writable=True), fd
+
+    @staticmethod
+    def _try_lock(directory: Path) -> int | None:
+        fd = os.open(directory / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self.shard, self._lock_fd = None, None
+
+
+def read_layout(directory: Path) -> Layout | None:
+    try:
+        return Layout(**json.loads((Path(directory) / LAYOUT).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _prefix(keys: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each (n, KEY_BYTES) key as one sortable integer."""
+    return np.ascontiguousarray(keys[:, :8]).view(np.uint64).ravel()
+
+
+class FeatureStore:
+    """The read side: every committed row of every shard, found by content key, gathered as banks. A location is
+    `shard_id << ROW_BITS | row`, shard ids in the order this object first saw the shards (stable while it lives)."""
+
+    def __init__(self, directory: Path, layout: Layout | None = None) -> None:
+        self.directory = Path(directory)
+        self.layout = layout or read_layout(self.directory)
+        self.shards: list[_Shard] = []
+        self._indexed: list[int] = []  # rows of each shard already in the key index
+        self._prefixes = np.empty(0, np.uint64)  # sorted key prefixes ...
+        self._locations = np.empty(0, np.int64)  # ... and the location of each
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Take in the rows committed since the last refresh: new shards, and rows appended to known ones."""
+        self.layout = self.layout or read_layout(self.directory)
+        if self.layout is None:
+            return
+        known = {shard.directory.name for shard in self.shards}
+        for directory in sorted(self.directory.glob("shard-*")):
+            if directory.name not in known and (directory / COMMITTED).exists():
+                self.shards.append(_Shard(directory, self.layout))
+                self._indexed.append(0)
+        prefixes, locations = [self._prefixes], [self._locations]
+        for sid, shard in enumerate(self.shards):
+            shard.read_commit()
+            start = self._indexed[sid]
+            if shard.rows > start:
+                prefixes.append(_prefix(shard["key"][start:shard.rows]))
+                locations.append((sid << ROW_BITS) + np.arange(start, shard.rows, dtype=np.int64))
+                self._indexed[sid] = shard.rows
+        if len(prefixes) > 1:
+            prefixes, locations = np.concatenate(prefixes), np.concatenate(locations)
+            order = np.argsort(prefixes, kind="stable")
+            self._prefixes, self._locations = prefixes[order], locations[order]
+
+    def __len__(self) -> int:
+        return sum(shard.rows for shard in self.shards)
+
+    def locations(self) -> np.ndarray:
+        """Every committed row, shard by shard."""
+        return np.concatenate([(sid << ROW_BITS) + np.arange(shard.rows, dtype=np.int64)
+                               for sid, shard in enumerate(self.shards)] or [np.empty(0, np.int64)])
+
+    def locate(self, keys: np.ndarray) -> np.ndarray:
+        """(n,) location of each (n, KEY_BYTES) key, -1 where the store does not hold it."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not len(keys) or not len(self._prefixes):
+            return out
+        wanted = _prefix(keys)
+        first = np.searchsorted(self._prefixes, wanted, "left")
+        last = np.searchsorted(self._prefixes, wanted, "right")
+        for i in np.flatnonzero(last > first):  # the same first 8 bytes: compare the whole key
+            for location in self._locations[first[i]:last[i]]:
+                if np.array_equal(self.gather([location], ("key",))["key"][0], keys[i]):
+                    out[i] = location
+                    break
+        return out
+
+    def gather(self, locations, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The stored arrays of these rows, in the order given (rows read shard by shard, in file order)."""
+        locations = np.asarray(locations, dtype=np.int64)
+        fields = self.layout.fields()
+        names = names or tuple(fields)
+        out = {name: np.empty((len(locations), *fields[name][0]), fields[name][1]) for name in names}
+        shard_ids, rows = locations >> ROW_BITS, locations & ((1 << ROW_BITS) - 1)
+        for sid in np.unique(shard_ids):
+            picked = np.flatnonzero(shard_ids == sid)
+            picked = picked[np.argsort(rows[picked], kind="stable")]
+            shard = self.shards[int(sid)]
+            for name in names:
+                out[name][picked] = shard[name][rows[picked]]
+        return out
+
+    def bank(self, locations, dtype: torch.dtype = torch.float32) -> VideoBank:
+        """These rows as a VideoBank; frames in `dtype` (float16 keeps them as stored: the scorers read blocks of
+        them as float32, so a re-ranking reads half the bytes)."""
+        got = self.gather(locations, tuple(n for n in self.layout.fields() if n not in ("key", "ok")))
+        lexicon = None
+        if self.layout.lexicon_k:
+            lexicon = lexicon_matrix(got["lexicon_ids"], got["lexicon_values"], self.layout.vocab)
+        return VideoBank(torch.from_numpy(got["frames"]).to(dtype), torch.from_numpy(got["mask"].astype(np.int64)),
+                         torch.from_numpy(got["weights"]), torch.from_numpy(got["pooled"]), lexicon)
+
+    def failure(self, location: int) -> str | None:
+        """Why a clip stored as not decoded failed (None for a decoded one)."""
+        return self.shards[location >> ROW_BITS].failures.get(location & ((1 << ROW_BITS) - 1))
+
+    def release(self) -> None:
+        """Unmap the pages read so far (they stay in the page cache): the resident memory of a server that
+        re-ranks from a gallery larger than RAM stays what its own arrays take."""
+        for shard in self.shards:
+            for mapped in shard.arrays.values():
+                mapped.release()
+
+
+class StoreRows:
+    """A gallery's clips as rows of a store, for the two-stage index: its pooled vectors to build on, and the rows
+    of each query's candidates to re-rank (frames as stored, fp16)."""
+
+    def __init__(self, store: FeatureStore, locations: np.ndarray) -> None:
+        self.store, self.locations = store, np.asarray(locations, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def pooled(self, clips: np.ndarray) -> np.ndarray:
+        return self.store.gather(self.locations[clips], ("pooled",))["pooled"]
+
+    def rows(self, clips: np.ndarray) -> VideoBank:
+        bank = self.store.bank(self.locations[clips], torch.float16)
+        self.store.release()
+        return bank
