@@ -47,29 +47,34 @@ class Generator:
         self.topics = _unit(torch.randn(topics, dim, generator=self.g))
         self.video_topic: torch.Tensor | None = None  # (N, D) each video's own topic vector
 
-    def _randn(self, *shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.g)
-
     def videos(self, n: int, frames: int = FRAMES) -> Features:
         """n clips; valid frames = min(frames, duration in s) with durations uniform in 6..32 s (MSR-VTT-like)."""
+        features, self.video_topic = self.draw_videos(self.g, n, frames)
+        return features
+
+    def draw_videos(self, g: torch.Generator, n: int, frames: int = FRAMES) -> tuple[Features, torch.Tensor]:
+        """n clips drawn from `g` in this world, and each one's own topic vector (N, D) that its queries point at.
+        A gallery too large for memory is drawn chunk by chunk, each chunk from a generator of its own."""
+        def randn(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g)
+
         feats = torch.empty(n, frames, self.dim)
-        cluster = torch.randint(len(self.topics), (n,), generator=self.g)
+        cluster = torch.randint(len(self.topics), (n,), generator=g)
         own = torch.empty(n, self.dim)
         for s in range(0, n, CHUNK):
             e = min(n, s + CHUNK)
-            topic = _unit(self.topics[cluster[s:e]] + 0.8 * _unit(self._randn(e - s, self.dim)))  # (n, D)
+            topic = _unit(self.topics[cluster[s:e]] + 0.8 * _unit(randn(e - s, self.dim)))  # (n, D)
             own[s:e] = topic
-            noise = _unit(self._randn(e - s, frames, self.dim))
+            noise = _unit(randn(e - s, frames, self.dim))
             feats[s:e] = 0.5 * self.video_dir + 0.6 * topic[:, None] + 0.45 * noise
-        duration = torch.randint(6, 33, (n,), generator=self.g)
+        duration = torch.randint(6, 33, (n,), generator=g)
         mask = (torch.arange(frames)[None] < duration.clamp(max=frames)[:, None]).long()
         pad = (mask == 0).nonzero(as_tuple=True)
         # a zero frame through the ViT and the temporal module: a fixed direction mixed with the clip's context
         feats[pad] = 0.5 * self.video_dir + 0.6 * self.pad_frame + 0.3 * own[pad[0]] + 0.2 * _unit(
-            self._randn(len(pad[0]), self.dim))
-        feats *= torch.empty(n, frames, 1).uniform_(8.0, 12.0, generator=self.g)  # raw feature norms
-        self.video_topic = own
-        return Features(feats, mask, cluster)
+            randn(len(pad[0]), self.dim))
+        feats *= torch.empty(n, frames, 1).uniform_(8.0, 12.0, generator=g)  # raw feature norms
+        return Features(feats, mask, cluster), own
 
     def queries(self, n: int, seed: int = 0, tokens: int = TOKENS) -> Features:
         """n captions of random gallery videos (after `videos`): SOT + about 10 words + EOT, zero-padded to 32.
@@ -83,7 +88,7 @@ class Generator:
         target = torch.randint(len(self.video_topic), (n,), generator=g)
         words = (4 + torch.poisson(torch.full((n,), 6.0), generator=g).long()).clamp(max=tokens - 2)
         mask = (torch.arange(tokens)[None] < (words + 2)[:, None]).long()
-        topic = self.video_topic[target]  # (n, D)
+        topic = self.video_topic[target].float()  # (n, D)
         content = torch.rand(n, tokens, generator=g) < 0.6  # content words vs function words
         about = _unit(topic[:, None] + 1.5 * noise(n, tokens))
         feats = 0.5 * self.text_dir + 0.5 * noise(n, tokens)

@@ -23,7 +23,7 @@ from tvr_demo.models.checkpoints import Checkpoint, load_checkpoint
 from tvr_demo.paths import cache_dir
 from tvr_demo.retrieval.encoding import Encoding
 from tvr_demo.retrieval.explanation import PairExplanation, explain_pair
-from tvr_demo.retrieval.gallery import Coverage, EncodedGallery, GalleryEncoder
+from tvr_demo.retrieval.gallery import IN_MEMORY_MAX, Coverage, EncodedGallery, GalleryEncoder
 from tvr_demo.retrieval.matrices import ScoreMatrices
 from tvr_demo.retrieval.queries import Query, clean_query
 from tvr_demo.retrieval.ranking import ScoreRow, SearchResult
@@ -55,7 +55,7 @@ class Engine:
         self.gallery_size, self.num_captions = bench.num_videos, bench.num_captions
         encoder = GalleryEncoder(checkpoint, bench, Path(cache_root or cache_dir()), progress)
         self.gallery: EncodedGallery = encoder.gallery
-        if self.gallery_size <= self.two_stage_above:
+        if self.gallery_size <= IN_MEMORY_MAX:
             _ = self.gallery.videos  # held in memory, where the whole-split views score it; larger: memory-mapped
         self.encoding = Encoding(encoder, in_background=encode_in_background, progress=progress)
         self.matrices = ScoreMatrices(self.gallery, checkpoint.config)

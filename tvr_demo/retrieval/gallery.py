@@ -28,6 +28,10 @@ from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode
 from tvr_demo.retrieval.store import FeatureStore, Layout, ShardWriter, StoreRows, lexicon_matrix
 
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # clips encoded and committed at a time
+# galleries up to this size are held in memory (float32: 1.2 GB of ViT-B/32 frames at the limit), and their stored
+# rows checked against their chunks' sha256 when opened (they are read in full anyway); larger ones are scored from
+# the store's memory map
+IN_MEMORY_MAX = 50_000
 # captions encoded (and their lexicons cut to top-k) at a time: a UNIFY batch holds its valid tokens' logits over the
 # whole vocabulary, so the peak grows with the batch (bench/notes/text_chunk.md)
 TEXT_CHUNK = 32
@@ -215,9 +219,22 @@ class GalleryEncoder:
         _, first, inverse = np.unique(self.keys[with_file], axis=0, return_index=True, return_inverse=True)
         self.content = np.full(bench.num_videos, -1, dtype=np.int64)  # clips with the same bytes share an id
         self.content[with_file] = inverse.ravel()
+        if bench.num_videos <= IN_MEMORY_MAX:
+            self._drop_damaged(with_file)
         self._take_in(with_file)
         distinct = with_file[first]  # one clip per content, the first in gallery order
         self.todo = np.sort(distinct[self.gallery.locations[distinct] < 0])
+
+    def _drop_damaged(self, clips: np.ndarray) -> None:
+        """Stored rows whose bytes no longer match their commit's sha256 are not read: those clips are encoded again."""
+        store = self.gallery.store
+        locations = store.locate(self.keys[clips])
+        locations = locations[locations >= 0]
+        damaged = locations[~store.verify(locations)]
+        if len(damaged):
+            print(f"{len(damaged)} stored clip(s) of {self.bench.name}/{self.bench.split} fail their checksum in "
+                  f"{self.directory.name}: encoding them again", file=sys.stderr)
+            store.forget(damaged)
 
     def _take_in(self, clips: np.ndarray) -> None:
         """Clips whose keys the store holds now join the gallery."""

@@ -10,6 +10,7 @@ written after the last commit (an encode killed mid-chunk) are ignored, then ove
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import mmap
 import os
@@ -120,15 +121,27 @@ class _Shard:
         self.directory = directory
         self.arrays = {name: MappedArray(directory / f"{name}.npy", writable) for name in layout.fields()}
         self.capacity = len(self.arrays["ok"].array)
-        self.rows, self.failures = 0, {}
+        self.rows, self.failures, self.chunks = 0, {}, []
         self.read_commit()
 
     def read_commit(self) -> None:
         try:
             committed = json.loads((self.directory / COMMITTED).read_text())
-        except (OSError, ValueError):
-            return  # a shard being created: nothing committed yet
-        self.rows, self.failures = int(committed["rows"]), {int(k): v for k, v in committed["failures"].items()}
+            rows, failures = int(committed["rows"]), {int(k): v for k, v in committed["failures"].items()}
+            chunks = [tuple(c) for c in committed["chunks"]]  # (first row, end row, sha256 of their bytes)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # being created (nothing committed yet), or its record is damaged: its rows are not read
+        self.rows, self.failures, self.chunks = min(rows, self.capacity), failures, chunks
+
+    def commit(self) -> None:
+        _write_json(self.directory / COMMITTED, {"rows": self.rows, "failures": self.failures, "chunks": self.chunks})
+
+    def digest(self, start: int, stop: int) -> str:
+        """sha256 of the rows' bytes, array after array."""
+        h = hashlib.sha256()
+        for mapped in self.arrays.values():
+            h.update(memoryview(np.ascontiguousarray(mapped.array[start:stop])).cast("B"))
+        return h.hexdigest()
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name].array
@@ -177,8 +190,9 @@ class ShardWriter:
             for mapped in shard.arrays.values():
                 mapped.flush()
             shard.failures.update({shard.rows + i - start: failures[i] for i in failures if start <= i < start + take})
+            shard.chunks.append((rows.start, rows.stop, shard.digest(rows.start, rows.stop)))
             shard.rows += take
-            _write_json(shard.directory / COMMITTED, {"rows": shard.rows, "failures": shard.failures})
+            shard.commit()
             start += take
 
     def _open_shard(self) -> None:
@@ -204,8 +218,8 @@ class ShardWriter:
         fd = self._try_lock(directory)
         for name, (shape, dtype) in self.layout.fields().items():
             _create_npy(directory / f"{name}.npy", (SHARD_CLIPS, *shape), dtype)
-        _write_json(directory / COMMITTED, {"rows": 0, "failures": {}})
         self.shard, self._lock_fd = _Shard(directory, self.layout, writable=True), fd
+        self.shard.commit()
 
     @staticmethod
     def _try_lock(directory: Path) -> int | None:
@@ -259,7 +273,10 @@ class FeatureStore:
         known = {shard.directory.name for shard in self.shards}
         for directory in sorted(self.directory.glob("shard-*")):
             if directory.name not in known and (directory / COMMITTED).exists():
-                self.shards.append(_Shard(directory, self.layout))
+                try:
+                    self.shards.append(_Shard(directory, self.layout))
+                except (OSError, ValueError, TypeError):  # a damaged file (e.g. cut short): its clips are encoded again
+                    continue
                 self._indexed.append(0)
         prefixes, locations = [self._prefixes], [self._locations]
         for sid, shard in enumerate(self.shards):
@@ -322,6 +339,26 @@ class FeatureStore:
         return VideoBank(torch.from_numpy(got["frames"]).to(dtype), torch.from_numpy(got["mask"].astype(np.int64)),
                          torch.from_numpy(got["weights"]), torch.from_numpy(got["pooled"]), lexicon)
 
+    def verify(self, locations: np.ndarray) -> np.ndarray:
+        """(n,) bool: whether each row's chunk still has the bytes its commit recorded (checked once per chunk).
+        Reads every chunk the rows fall in: meant for galleries read into memory anyway."""
+        locations = np.asarray(locations, dtype=np.int64)
+        good = np.ones(len(locations), dtype=bool)
+        shard_ids, rows = locations >> ROW_BITS, locations & ((1 << ROW_BITS) - 1)
+        for sid in np.unique(shard_ids):
+            shard, mine = self.shards[int(sid)], shard_ids == sid
+            for start, stop, digest in shard.chunks:
+                inside = mine & (rows >= start) & (rows < stop)
+                if inside.any() and shard.digest(start, stop) != digest:
+                    good[inside] = False
+            self._release(shard)
+        return good
+
+    def forget(self, locations: np.ndarray) -> None:
+        """Leave these rows out of `locate` (damaged: their clips are encoded again, into new rows)."""
+        keep = ~np.isin(self._locations, locations)
+        self._prefixes, self._locations = self._prefixes[keep], self._locations[keep]
+
     def failure(self, location: int) -> str | None:
         """Why a clip stored as not decoded failed (None for a decoded one)."""
         return self.shards[location >> ROW_BITS].failures.get(location & ((1 << ROW_BITS) - 1))
@@ -330,8 +367,12 @@ class FeatureStore:
         """Unmap the pages read so far (they stay in the page cache): the resident memory of a server that
         re-ranks from a gallery larger than RAM stays what its own arrays take."""
         for shard in self.shards:
-            for mapped in shard.arrays.values():
-                mapped.release()
+            self._release(shard)
+
+    @staticmethod
+    def _release(shard: _Shard) -> None:
+        for mapped in shard.arrays.values():
+            mapped.release()
 
 
 class StoreRows:
