@@ -3,6 +3,8 @@ way, and galleries too small to rank (tvr_demo/retrieval/gallery.py, tvr_demo/re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -22,11 +24,14 @@ from safetensors.torch import load_file
 
 from tvr_demo import kernels
 from tvr_demo.data import load_benchmark
+from tvr_demo.data.synthetic import SyntheticConfig, generate
 from tvr_demo.models.checkpoints import load_checkpoint
 from tvr_demo.retrieval import gallery
 from tvr_demo.retrieval.engine import Engine
+from tvr_demo.retrieval.fingerprints import captions_key
 from tvr_demo.retrieval.gallery import encode_gallery
 from tvr_demo.retrieval.scoring import similarity_matrix
+from tvr_demo.retrieval.store import FeatureStore
 from tvr_demo.ui.session import Session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -55,17 +60,29 @@ def _counting_decoder(monkeypatch) -> list[int]:
     return calls
 
 
-def _same_cache(a: Path, b: Path) -> None:
-    """Two cache folders hold the same banks (CPU encodes of the same clips agree to float rounding)."""
-    for name in gallery.BANK_FILES:
-        x, y = load_file(str(a / name)), load_file(str(b / name))
-        assert x.keys() == y.keys(), name
-        for key in x:
-            assert x[key].dtype == y[key].dtype and x[key].shape == y[key].shape, (name, key)
-            if x[key].is_floating_point():
-                torch.testing.assert_close(x[key], y[key], rtol=0, atol=1e-6)
-            else:
-                assert torch.equal(x[key], y[key]), (name, key)
+def _stored_features(cache: Path, bench, checkpoint) -> dict[str, np.ndarray]:
+    """Every clip's stored arrays in gallery order, read back from the cache's feature store, and the captions'."""
+    (directory,) = (cache / "store").iterdir()
+    store = FeatureStore(directory)
+    keys = np.stack([np.frombuffer(hashlib.sha256(p.read_bytes()).digest(), np.uint8) for p in bench.video_paths])
+    locations = store.locate(keys)
+    assert (locations >= 0).all()
+    out = store.gather(locations)
+    texts = cache / "texts" / f"{captions_key(checkpoint, bench.captions)}.safetensors"
+    out |= {f"text_{k}": v.numpy() for k, v in load_file(str(texts)).items()}
+    return out
+
+
+def _same_features(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Two encodes of the same clips agree (CPU encodes of the same clips agree to float rounding)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        if np.issubdtype(a[key].dtype, np.floating):
+            np.testing.assert_allclose(a[key].astype(np.float32), b[key].astype(np.float32), rtol=0, atol=1e-3
+                                       if a[key].dtype == np.float16 else 1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 # ---------------------------------------------------------------- bad files inside a gallery
@@ -98,28 +115,35 @@ def encoded(small, checkpoint, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete the manifest", "another key"])
-def test_a_damaged_cache_is_rebuilt_not_trusted(small, checkpoint, encoded, tmp_path, monkeypatch, damage):
+def _shard(cache: Path) -> Path:
+    (shard,) = cache.glob("store/*/shard-*")
+    return shard
+
+
+@pytest.mark.parametrize("damage", ["flip a frame byte", "cut a file short", "garble the commit",
+                                    "garble the captions"])
+def test_a_damaged_cache_is_encoded_again_not_trusted(small, checkpoint, encoded, tmp_path, monkeypatch, damage):
     bench = load_benchmark(Path(small.dataset), "test")
     shutil.copytree(encoded, tmp_path / "cache")
-    (directory,) = (tmp_path / "cache" / "gallery").iterdir()
-    target = directory / "texts.safetensors"
-    if damage == "flip a byte":
-        data = bytearray(target.read_bytes())
-        data[-5] ^= 0xFF  # a tensor byte: the file still parses, only the checksum can tell
-        target.write_bytes(bytes(data))
-    elif damage == "truncate":
-        target.write_bytes(target.read_bytes()[:100])
-    elif damage == "delete the manifest":
-        (directory / gallery.MANIFEST).unlink()
+    shard = _shard(tmp_path / "cache")
+    if damage == "flip a frame byte":  # the file still parses: only the chunk's sha256 can tell
+        path = shard / "frames.npy"
+        data = bytearray(path.read_bytes())
+        data[4096 + 3] ^= 0xFF  # the first clip's first frame
+        path.write_bytes(bytes(data))
+    elif damage == "cut a file short":
+        (shard / "weights.npy").write_bytes((shard / "weights.npy").read_bytes()[:100])
+    elif damage == "garble the commit":
+        (shard / "committed.json").write_text('{"rows": "many"')
     else:
-        manifest = directory / gallery.MANIFEST
-        manifest.write_text(manifest.read_text().replace(directory.name, "0" * 24))
-    assert not gallery.verify_cache(directory, directory.name)
+        (texts,) = (tmp_path / "cache" / "texts").iterdir()
+        texts.write_bytes(texts.read_bytes()[:100])
     calls = _counting_decoder(monkeypatch)
     again = encode_gallery(checkpoint, bench, tmp_path / "cache", progress=False)
-    assert calls == [bench.num_videos] and again.path == directory and gallery.verify_cache(directory, directory.name)
-    _same_cache(directory, next((encoded / "gallery").iterdir()))
+    assert calls == ([] if damage == "garble the captions" else [bench.num_videos])
+    assert again.decoded_ok.all() and again.complete
+    _same_features(_stored_features(tmp_path / "cache", bench, checkpoint),
+                   _stored_features(encoded, bench, checkpoint))
 
 
 def test_a_sound_cache_is_read_back_without_encoding(small, checkpoint, encoded, monkeypatch):
@@ -128,54 +152,75 @@ def test_a_sound_cache_is_read_back_without_encoding(small, checkpoint, encoded,
     assert calls == []
 
 
+# ---------------------------------------------------------------- clips are cached by content: only new ones encode
+
+
+def _gallery_of(root: Path, clips: list[Path]):
+    """A benchmark of these clip files (copied under new names), one caption each."""
+    (root / "videos").mkdir(parents=True)
+    rows = ["key,vid_key,video_id,sentence"]
+    for i, clip in enumerate(clips):
+        shutil.copy(clip, root / "videos" / f"clip{i}.mp4")
+        rows.append(f"ret{i},msr{i},clip{i},caption of {clip.name}")
+    (root / "MSRVTT_JSFUSION_test.csv").write_text("\n".join(rows) + "\n")
+    return load_benchmark(root, "test")
+
+
+def test_adding_clips_encodes_only_them(small, checkpoint, encoded, tmp_path, monkeypatch):
+    """The six encoded clips copied under other names into another gallery with two more: two are encoded, and
+    every clip's features are those of an encode of the whole gallery from scratch."""
+    extra = generate(tmp_path / "extra", SyntheticConfig(seed=9, n_train=0, n_val=0, n_test=2), progress=False,
+                     num_workers=0)
+    clips = [Path(small.dataset) / "videos" / f"video{i}.mp4" for i in range(6)]
+    bench = _gallery_of(tmp_path / "grown", clips + [extra / "videos" / f"video{i}.mp4" for i in range(2)])
+    shutil.copytree(encoded, tmp_path / "cache")
+    calls = _counting_decoder(monkeypatch)
+    grown = encode_gallery(checkpoint, bench, tmp_path / "cache", progress=False)
+    assert calls == [2] and grown.decoded_ok.all()
+    encode_gallery(checkpoint, bench, tmp_path / "fresh", progress=False)
+    assert calls == [2, 8]
+    _same_features(_stored_features(tmp_path / "cache", bench, checkpoint),
+                   _stored_features(tmp_path / "fresh", bench, checkpoint))
+
+
 # ---------------------------------------------------------------- an encode killed half way loses no finished chunk
 
 
 def test_killing_an_encode_loses_no_finished_chunk(small, checkpoint, tmp_path, monkeypatch):
-    """`python -m tvr_demo encode` (chunks of 2 clips) is killed once its first chunk is on disk; the next encode
-    resumes from that chunk and writes the same cache as an encode that was never interrupted."""
+    """`python -m tvr_demo encode` (chunks of 2 clips) is killed once its first chunk is committed; the next encode
+    resumes after that chunk and stores what an encode that was never interrupted stores."""
     cache = tmp_path / "cache"
-    stall_after_first_chunk = (  # the CLI, with small chunks and a pause after each one it saves
-        "import sys, time\nimport tvr_demo.retrieval.gallery as g\ng.CHUNK = 2\nsave = g._save\n"
-        "def stall(path, *args, **kwargs):\n    save(path, *args, **kwargs)\n"
-        "    if path.name.startswith('videos_'):\n        time.sleep(120)\n"
-        "g._save = stall\nfrom tvr_demo.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    stall_after_first_chunk = (  # the CLI, with small chunks and a pause after each chunk it commits
+        "import sys, time\nimport tvr_demo.retrieval.gallery as g\ng.CHUNK = 2\nappend = g.ShardWriter.append\n"
+        "def stall(self, *args, **kwargs):\n    append(self, *args, **kwargs)\n    time.sleep(120)\n"
+        "g.ShardWriter.append = stall\nfrom tvr_demo.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     command = [sys.executable, "-c", stall_after_first_chunk, "encode", "--checkpoint", small.models["drl-wti"],
                "--dataset", small.dataset, "--device", "cpu"]
     proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, "TVR_DEMO_CACHE": str(cache)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def committed() -> int:
+        return sum(json.loads(p.read_text())["rows"] for p in cache.glob("store/*/shard-*/committed.json"))
+
     try:
         deadline = time.monotonic() + 120
-        while not list(cache.glob("gallery/*.partial/videos_*.safetensors")):
+        while committed() < 2:
             assert proc.poll() is None and time.monotonic() < deadline, "the encode ended before its first chunk"
             time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert [p.name for p in cache.glob("gallery/*.partial/*.safetensors")] == ["videos_0000000.safetensors"]
-    assert not [p for p in cache.glob("gallery/*") if not p.name.endswith(".partial")]
+    assert committed() == 2
 
     monkeypatch.setattr(gallery, "CHUNK", 2)
     calls = _counting_decoder(monkeypatch)
     bench = load_benchmark(Path(small.dataset), "test")
     resumed = encode_gallery(checkpoint, bench, cache, progress=False)
     assert calls == [2, 2]  # chunks 2 and 3 of 3: the first came from disk
-    assert not list(cache.glob("gallery/*.partial"))
-    fresh = encode_gallery(checkpoint, bench, tmp_path / "fresh", progress=False)
+    assert resumed.complete and len(list(cache.glob("store/*/shard-*"))) == 1  # the killed writer's shard resumed
+    encode_gallery(checkpoint, bench, tmp_path / "fresh", progress=False)
     assert calls == [2, 2, 2, 2, 2]
-    _same_cache(resumed.path, fresh.path)
-
-
-def test_an_unreadable_chunk_is_encoded_again(small, checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(gallery, "CHUNK", 4)
-    bench = load_benchmark(Path(small.dataset), "test")
-    key = gallery.gallery_fingerprint(checkpoint, bench)
-    partial = tmp_path / "cache" / "gallery" / f"{key}.partial"
-    partial.mkdir(parents=True)
-    (partial / "videos_0000000.safetensors").write_bytes(b"half a chunk")
-    calls = _counting_decoder(monkeypatch)
-    encoded = encode_gallery(checkpoint, bench, tmp_path / "cache", progress=False)
-    assert calls == [4, 2] and encoded.decoded_ok.all()
+    _same_features(_stored_features(cache, bench, checkpoint), _stored_features(tmp_path / "fresh", bench, checkpoint))
 
 
 # ---------------------------------------------------------------- out of memory: smaller blocks

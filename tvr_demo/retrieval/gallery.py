@@ -234,7 +234,7 @@ class GalleryEncoder:
         if len(damaged):
             print(f"{len(damaged)} stored clip(s) of {self.bench.name}/{self.bench.split} fail their checksum in "
                   f"{self.directory.name}: encoding them again", file=sys.stderr)
-            store.forget(damaged)
+            store.discard(damaged)
 
     def _take_in(self, clips: np.ndarray) -> None:
         """Clips whose keys the store holds now join the gallery."""

@@ -202,7 +202,11 @@ class ShardWriter:
             fd = self._try_lock(directory)
             if fd is None:
                 continue
-            shard = _Shard(directory, self.layout, writable=True)
+            try:
+                shard = _Shard(directory, self.layout, writable=True)
+            except (OSError, ValueError, TypeError):  # damaged: readers skip it, and so do writers
+                os.close(fd)
+                continue
             if shard.rows < shard.capacity:
                 self.shard, self._lock_fd = shard, fd
                 return
@@ -354,8 +358,15 @@ class FeatureStore:
             self._release(shard)
         return good
 
-    def forget(self, locations: np.ndarray) -> None:
-        """Leave these rows out of `locate` (damaged: their clips are encoded again, into new rows)."""
+    def discard(self, locations: np.ndarray) -> None:
+        """Damaged rows: their keys are zeroed on disk, so no reader finds them again (their clips are encoded again,
+        into new rows). Committed rows are never written by their shard's writer again, so this cannot race it."""
+        locations = np.asarray(locations, dtype=np.int64)
+        for sid in np.unique(locations >> ROW_BITS):
+            shard = self.shards[int(sid)]
+            keys = MappedArray(shard.directory / "key.npy", writable=True)
+            keys.array[locations[locations >> ROW_BITS == sid] & ((1 << ROW_BITS) - 1)] = 0
+            keys.flush()
         keep = ~np.isin(self._locations, locations)
         self._prefixes, self._locations = self._prefixes[keep], self._locations[keep]
 
