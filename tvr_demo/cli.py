@@ -46,7 +46,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    """Under torchrun each rank encodes a share of the chunks and rank 0 merges them (tvr_demo.retrieval.gallery)."""
+    """Under torchrun each rank encodes a share of the clips into shards of its own; every rank then reads them all
+    (tvr_demo.retrieval.gallery). A gallery above the engine's two-stage threshold also gets its index on disk."""
     import os
 
     from tvr_demo.retrieval.engine import Engine
@@ -61,9 +62,13 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and device != "cpu":
             device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=device, progress=True)
+    index = None
+    if rank == 0 and not engine.is_unify and engine.gallery_size > engine.two_stage_above:
+        index = engine.two_stage_index.kind  # built now and kept beside the store: the app starts without it
     if rank == 0:
         print(json.dumps({"cache": str(engine.cache_path), "videos": engine.gallery_size,
-                          "captions": engine.num_captions, "skipped": engine.skipped}))
+                          "encoded": engine.coverage.encoded - len(engine.skipped), "captions": engine.num_captions,
+                          "skipped": engine.skipped, "index": index}))
     return 0
 
 
