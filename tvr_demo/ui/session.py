@@ -152,6 +152,8 @@ class Session:
         key = (model, str(bench.root), bench.split)
         built = self._recent_engine(key)  # without waiting on a build of another engine
         if built is not None:
+            if not searching:  # the whole-split views need every clip: wait for an encode still running
+                built.wait_encoded(_reporter(progress, f"{bench.name}/{bench.split}"))
             return built
         if progress is not None:  # before the lock: a request waiting on a build (e.g. the start-up one) says so
             progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
@@ -189,13 +191,17 @@ class Session:
                 if progress is not None:
                     progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
                                      "the first time)")
-                built = Engine(checkpoint, bench, self.cache_root, progress=True)
+                # on a CPU (minutes to hours) searches are served over the clips encoded so far meanwhile
+                built = Engine(checkpoint, bench, self.cache_root, progress=True,
+                               encode_in_background=self.device == "cpu")
+                self._keep(key, built, where)
+                built.wait_encoded(_reporter(progress, where))
             finally:
                 self._encode_lane.release()
         finally:
             if searching:
                 self._search_encode.release()
-        return self._keep(key, built, where)
+        return built
 
     def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
         """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
@@ -258,6 +264,13 @@ class Session:
         if not configs:
             return ""
         return video_thumbnail(str(bench.video_paths[index]), configs[0].sampling(bench.end_s))
+
+
+def _reporter(progress: Progress, where: str) -> Callable[[str, float], None] | None:
+    """An encode's progress (clips/s and the time left) as a gr.Progress shows it."""
+    if progress is None:
+        return None
+    return lambda message, fraction: progress(fraction, desc=f"{where}: {message}")
 
 
 def gallery_key_of(bench: Benchmark) -> str:
