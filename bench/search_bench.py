@@ -66,7 +66,7 @@ def two_stage_rows(quick: bool) -> list[dict]:
             exact_top.append(top.indices.numpy())
         configs = [TwoStageConfig()]
         if n >= 100_000 and not quick:
-            configs.append(TwoStageConfig(flat_max=0))  # force the IVF first stage, for comparison
+            configs.append(TwoStageConfig(flat_max=0))  # force the 8-bit first stage, for comparison
         candidates = ((1000,) if n < 100_000 else (1000, 8000)) if quick else (500, 1000, 2000, 4000, 8000)
         for config in configs:
             with _Clock() as build:

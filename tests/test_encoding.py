@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +132,16 @@ def test_the_app_serves_searches_while_the_load_waits_for_the_encode(tmp_path, m
     _, summary, _, order, notice = app.search_text(QUERY, 6, None, "drl-wti", "", "test", None)
     assert notice == "searched the 2 of 6 clips encoded so far (33%); encoding continues"
     assert notice in summary and sorted(order[:2]) == [0, 1]
-    assert loading.is_alive()  # the Load request still waits for the rest
+    assert loading.is_alive()  # the Load request still waits for the rest, and shows how it goes
+    deadline = time.monotonic() + 30
+    while not any("clips/s" in desc for _, desc in shown):
+        assert time.monotonic() < deadline, f"no progress with clips/s shown: {shown}"
+        time.sleep(0.1)
+    assert any(re.fullmatch(r"synthetic/test: encoded 2 of 6 clips, [\d.]+ clips/s, about \d+ s left", desc)
+               and f == pytest.approx(2 / 6) for f, desc in shown)
     gates.open[1].set()
     gates.open[2].set()
     loading.join(120)
     assert not loading.is_alive() and loaded["engine"].gallery.complete
-    assert any("clips/s" in desc for _, desc in shown)
     _, _, _, _, notice = app.search_text(QUERY, 6, None, "drl-wti", "", "test", None)
     assert notice is None

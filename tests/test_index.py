@@ -61,13 +61,17 @@ def test_first_stage_ranks_by_pooled_inner_product(banks) -> None:
         assert set(got.tolist()) == set(w.tolist())
 
 
-def test_ivf_visiting_every_list_equals_flat(banks) -> None:
+def test_the_8_bit_first_stage_of_large_galleries_ranks_like_the_flat_one(banks) -> None:
+    """Above flat_max the first stage scans 8-bit codes: its candidates are (nearly) the exact inner product's, and
+    with every clip a candidate the re-ranked search is the exact one."""
     texts, videos = banks(n_videos=2000)
-    flat = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=100))
-    ivf = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=100, flat_max=0, nprobe=10_000))
-    assert ivf.kind == "ivf"
-    for a, b in zip(flat.search(texts)[0], ivf.search(texts)[0], strict=True):
+    flat = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=2000))
+    coded = TwoStageIndex(videos, "wti", config=TwoStageConfig(candidates=2000, flat_max=0))
+    assert (flat.kind, coded.kind) == ("flat", "sq8")
+    for a, b in zip(flat.search(texts)[0], coded.search(texts)[0], strict=True):
         np.testing.assert_array_equal(a, b)
+    for a, b in zip(flat.candidates(texts, 100), coded.candidates(texts, 100), strict=True):
+        assert len(set(a.tolist()) & set(b.tolist())) >= 95
 
 
 def test_undecodable_videos_are_never_candidates(banks) -> None:

@@ -1,4 +1,4 @@
-"""The feature store (tvr_demo/retrieval/store.py): what is written is read back (frames rounded to fp16, the rest
+"""The feature store (tvr_demo/retrieval/store.py, shards.py): what is written is read back (frames rounded to fp16, the rest
 exact), scores from the memory map equal scores of the same features in memory, a writer killed mid-chunk leaves
 nothing half-read, and damaged bytes are found."""
 
@@ -12,10 +12,11 @@ import pytest
 import scipy.sparse
 from reference import np_wti
 
-from tvr_demo.retrieval import store as store_module
+from tvr_demo.retrieval import shards
 from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
 from tvr_demo.retrieval.scoring import VideoBank
-from tvr_demo.retrieval.store import FeatureStore, Layout, ShardWriter, StoreRows
+from tvr_demo.retrieval.shards import Layout, ShardWriter
+from tvr_demo.retrieval.store import FeatureStore, StoreRows
 
 
 def keys_of(names) -> np.ndarray:
@@ -29,7 +30,7 @@ def rows(bank: VideoBank, start: int, stop: int) -> VideoBank:
 @pytest.fixture
 def small_shards(monkeypatch):
     """Shards of 7 rows, so a few appends cross shard boundaries."""
-    monkeypatch.setattr(store_module, "SHARD_CLIPS", 7)
+    monkeypatch.setattr(shards, "SHARD_CLIPS", 7)
 
 
 def write(directory, bank: VideoBank, layout: Layout, chunk: int = 5, prefix: str = "w") -> np.ndarray:
@@ -101,14 +102,14 @@ def test_scores_from_the_memory_map_equal_the_in_memory_scores(tmp_path, ragged_
         np.testing.assert_allclose(scores[a], want[a, order], atol=1e-5)
 
 
-def test_an_ivf_index_written_to_disk_is_read_back_and_ranks_alike(tmp_path, ragged_banks):
+def test_an_index_written_to_disk_is_read_back_and_ranks_alike(tmp_path, ragged_banks):
     texts, videos = ragged_banks(5, 400, clustered=True)
     write(tmp_path / "store", videos, Layout(5, 16), chunk=100)
     store = FeatureStore(tmp_path / "store")
-    config = TwoStageConfig(candidates=50, flat_max=0, nprobe=8)
-    built = TwoStageIndex(StoreRows(store, store.locations()), "wti", config=config, path=tmp_path / "ivf.faiss")
-    assert built.kind == "ivf" and (tmp_path / "ivf.faiss").is_file()
-    read = TwoStageIndex(StoreRows(store, store.locations()), "wti", config=config, path=tmp_path / "ivf.faiss")
+    config = TwoStageConfig(candidates=50, flat_max=0)
+    built = TwoStageIndex(StoreRows(store, store.locations()), "wti", config=config, path=tmp_path / "sq8.faiss")
+    assert built.kind == "sq8" and (tmp_path / "sq8.faiss").is_file()
+    read = TwoStageIndex(StoreRows(store, store.locations()), "wti", config=config, path=tmp_path / "sq8.faiss")
     for a, b in zip(built.search(texts)[0], read.search(texts)[0], strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -3,6 +3,7 @@ chunk, each chunk committed before the next), and its captions' bank, cached bes
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -25,7 +26,8 @@ from tvr_demo.models.checkpoints import Checkpoint
 from tvr_demo.models.config import ModelConfig
 from tvr_demo.retrieval.fingerprints import ContentKeys, captions_key, store_key
 from tvr_demo.retrieval.scoring import TextBank, VideoBank, encode_texts, encode_video_frames, rows_of
-from tvr_demo.retrieval.store import FeatureStore, Layout, ShardWriter, StoreRows, lexicon_matrix
+from tvr_demo.retrieval.shards import Layout, ShardWriter, lexicon_matrix
+from tvr_demo.retrieval.store import FeatureStore, StoreRows
 
 CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # clips encoded and committed at a time
 # galleries up to this size are held in memory (float32: 1.2 GB of ViT-B/32 frames at the limit), and their stored
@@ -212,8 +214,11 @@ class GalleryEncoder:
         self.directory = self.cache_root / "store" / store_key(checkpoint, self.sampling)
         self.keys, found = _content_keys(bench, self.cache_root, progress)
         self.layout = layout_of(checkpoint.config)
-        self.gallery = EncodedGallery(FeatureStore(self.directory, self.layout), bench, self.directory,
-                                      checkpoint.model.device)
+        # what is derived from this very gallery (its index, its map) goes in a folder of its own: its clips' contents
+        # in order, and its captions
+        key = hashlib.sha256(self.keys.tobytes() + found.tobytes() + captions_key(checkpoint, bench.captions).encode())
+        self.gallery = EncodedGallery(FeatureStore(self.directory, self.layout), bench,
+                                      self.directory / "galleries" / key.hexdigest()[:24], checkpoint.model.device)
         self.gallery.fail(np.flatnonzero(~found), "video file not found")
         with_file = np.flatnonzero(found)
         _, first, inverse = np.unique(self.keys[with_file], axis=0, return_index=True, return_inverse=True)

@@ -22,17 +22,17 @@ from tqdm import tqdm
 
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
-from tvr_demo.retrieval.scoring import TextBank, VideoBank, rows_of
+from tvr_demo.retrieval.scoring import TextBank, VideoBank
 from tvr_demo.retrieval.store import StoreRows
 
 
 @dataclass
 class TwoStageConfig:
     candidates: int = 8000  # C re-ranked per query; bench/search_bench.py measures recall@10 vs exact for each C
-    flat_max: int = 300_000  # exact first stage (IndexFlatIP) up to here; an IVF's recall depends on nprobe and the
-    # features (the full suite's forced-IVF rows measure it at 100k), so only larger galleries use it
-    nprobe: int = 64  # IVF lists visited per query (of about sqrt(N) lists)
-    kmeans_iterations: int = 10  # IVF training (coarse lists only)
+    flat_max: int = 300_000  # exact first stage (IndexFlatIP) up to here; larger galleries scan 8-bit codes instead
+    # (a quarter of the bytes, the same recall@10 at 1e6 clips: bench/store_bench.py). An IVF, which scans a part of
+    # the gallery, reached 0.76 there: a query's best WTI clips spread over most of its lists.
+    sample: int = 65536  # vectors the 8-bit ranges are trained on
     seed: int = 0
 
 
@@ -55,8 +55,9 @@ class _BankRows:
     def pooled(self, clips: np.ndarray) -> np.ndarray:
         return _numpy(self.videos.pooled[torch.as_tensor(clips, device=self.videos.pooled.device)])
 
-    def rows(self, clips: np.ndarray) -> VideoBank:
-        return rows_of(self.videos, list(clips))
+    def frames(self, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pick = torch.as_tensor(clips, device=self.videos.frames.device)
+        return self.videos.frames[pick], self.videos.mask[pick], self.videos.weights[pick]
 
 
 class TwoStageIndex:
@@ -79,27 +80,21 @@ class TwoStageIndex:
                 tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
                 faiss.write_index(self.index, str(tmp))
                 os.replace(tmp, path)
-        if isinstance(self.index, faiss.IndexIVF):
-            self.index.nprobe = min(self.config.nprobe, self.index.nlist)
 
     def _build(self, progress: bool) -> faiss.Index:
-        """A flat inner-product index up to `flat_max` clips, else an IVF trained on a sample, filled block by block
-        (a store-backed gallery's pooled vectors are read in blocks, never all at once)."""
+        """A flat inner-product index up to `flat_max` clips, else a scan of 8-bit codes (ranges trained on a
+        sample), filled block by block: a store-backed gallery's pooled vectors are read in blocks, never at once."""
         blocks = [self.ids[s:s + ADD_BLOCK] for s in range(0, len(self.ids), ADD_BLOCK)]
         dim = self.rows.pooled(self.ids[:1]).shape[1]
         if len(self.ids) <= self.config.flat_max:
             index, mean = faiss.IndexFlatIP(dim), np.zeros(dim, np.float32)
         else:
-            lists = int(np.sqrt(len(self.ids)))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-            index.cp.niter = self.config.kmeans_iterations
-            index.cp.spherical = True
-            index.cp.seed = self.config.seed
-            # centred: a query's ranking is unchanged (<q, x - m> = <q, x> - const), but the lists no longer all sit
-            # on the direction every video shares, so a query picks them better (a higher IVF recall)
+            index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+            # centred: a query's ranking is unchanged (<q, x - m> = <q, x> - const), and the 8-bit ranges are spent
+            # on what tells the clips apart, not on the direction every clip shares
             mean = sum(self.rows.pooled(b).sum(0, dtype=np.float64) for b in blocks) / len(self.ids)
             mean = mean.astype(np.float32)
-            sample = np.random.default_rng(self.config.seed).permutation(len(self.ids))[:64 * lists]
+            sample = np.random.default_rng(self.config.seed).permutation(len(self.ids))[:self.config.sample]
             index.train(self.rows.pooled(self.ids[np.sort(sample)]) - mean)
         for block in tqdm(blocks, desc="indexing pooled vectors", unit="block", file=sys.stderr,
                           disable=not progress or len(blocks) < 2):
@@ -108,7 +103,7 @@ class TwoStageIndex:
 
     @property
     def kind(self) -> str:
-        return "flat" if isinstance(self.index, faiss.IndexFlat) else "ivf"
+        return "flat" if isinstance(self.index, faiss.IndexFlat) else "sq8"
 
     def _text_weights(self, texts: TextBank) -> torch.Tensor:
         return drl.weights_for(self.interaction, texts.mask, texts.weights)
@@ -130,15 +125,15 @@ class TwoStageIndex:
         """Exact scores of each query's candidates (same numbers as the full scorer gives them)."""
         out = []
         t_w = self._text_weights(texts)
+        device = texts.tokens.device
         for a, cand in enumerate(candidates):
-            videos = self.rows.rows(cand)
             if self.interaction == "dp":
-                out.append(drl.dp_similarity(texts.pooled[a:a + 1], videos.pooled.to(texts.pooled))[0].float())
+                pooled = torch.as_tensor(self.rows.pooled(cand), device=device)
+                out.append(drl.dp_similarity(texts.pooled[a:a + 1], pooled)[0].float())
                 continue
-            device = texts.tokens.device
-            out.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1], videos.frames.to(device),
-                                  videos.mask.to(device),
-                                  drl.weights_for(self.interaction, videos.mask, videos.weights).to(device))[0])
+            frames, mask, weights = (x.to(device) for x in self.rows.frames(cand))
+            out.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1], frames, mask,
+                                  drl.weights_for(self.interaction, mask, weights))[0])
         return out
 
     def search(self, texts: TextBank, k: int = 10, candidates: int | None = None
