@@ -41,7 +41,7 @@ from tvr_demo.retrieval.shards import Layout, ShardWriter  # noqa: E402
 from tvr_demo.retrieval.store import FeatureStore, StoreRows  # noqa: E402
 
 LAYOUT = Layout(FRAMES, DIM)
-CANDIDATES = (2000, 4000, 8000, 16000, 32000)
+CANDIDATES = (4000, 8000, 12000, 16000)
 EXACT_BLOCK = 16384  # clips scored at a time in the exact scan
 
 

@@ -84,3 +84,32 @@ def format_tables(result: dict) -> str:
         out.append("\nSkipped\n" + "\n".join(f"- {s['row']}: {s['reason']}" for s in result["skipped"]))
     out.append(f"\nelapsed {result['elapsed_s']} s")
     return "\n".join(out)
+
+
+def format_store(store: dict) -> str:
+    """bench/store_bench.py's run: the build, then per candidate count the serving process's latency, recall and
+    resident memory (MB: all of it, its own pages, mapped file pages, and its peak)."""
+    build, serve, exact = store["build"], store["serve"], store["exact"]
+    load = "/".join(f"{x:.1f}" for x in store["load_average_start"])
+    out = [f"commit {store['git_commit'][:12]}{' (with uncommitted changes)' if store.get('git_dirty') else ''}, "
+           f"{store['date']}, load average (1/5/15 min) {load} at the start, "
+           f"{'/'.join(f'{x:.1f}' for x in store['load_average_end'])} at the end",
+           f"cpu: {store['machine']['name']}, {store['machine']['threads']} threads, measured fp32 matmul "
+           f"{store['machine']['peak_gflops_fp32']:.1f} GFLOP/s, read {store['machine']['read_gbs']:.1f} GB/s",
+           "",
+           f"Build: {build['clips']:,} clips, store {build['store_bytes'] / 1e9:.1f} GB on disk, written in "
+           f"{build['write_s']:,.0f} s ({build['written_now']:,} clips by this run), {build['index']} index in "
+           f"{build['index_s']:,.0f} s",
+           f"Exact scan (the reference): {exact['queries']} queries in one pass over the store, {exact['seconds']:,.0f} s "
+           f"({exact['seconds_per_query']:.1f} s a query)",
+           "",
+           f"Serving ({serve['queries']} typed queries; text encoding: ViT-B/32 text tower, random weights, "
+           f"{serve['text_encode_ms_p50']:.1f} ms p50; resident MB after loading: {serve['memory_mb_loaded']['VmRSS']:,.0f})"]
+    rows = [[r["candidates"], r["recall_at_10_vs_exact"], r["first_stage_ms_p50"], r["rerank_ms_p50"],
+             r["search_ms_p50"], r["typed_query_ms_p50"], r["typed_query_ms_p90"],
+             f"{r['memory_mb']['VmRSS']:,.0f} / {r['memory_mb']['RssAnon']:,.0f} / {r['memory_mb']['RssFile']:,.0f}",
+             f"{r['memory_mb']['VmHWM']:,.0f}"] for r in serve["rows"]]
+    out.append(_table(["C", "recall@10 vs exact", "first stage ms", "re-rank ms", "search ms p50",
+                       "typed query ms p50", "typed query ms p90", "resident MB (all / own / file)", "peak MB"],
+                      rows))
+    return "\n".join(out)
