@@ -74,7 +74,7 @@ class Engine:
     @staticmethod
     def is_cached(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path | None = None) -> bool:
         """Whether the feature store holds every clip of this gallery (an engine then builds in seconds)."""
-        return GalleryEncoder(checkpoint, bench, Path(cache_root or cache_dir()), progress=False).missing == 0
+        return GalleryEncoder(checkpoint, bench, Path(cache_root or cache_dir()), False, verify=False).missing == 0
 
     # ------------------------------------------------------------ what it holds
 

@@ -205,7 +205,9 @@ class GalleryEncoder:
     and grows as `run` commits each chunk."""
 
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
-                 num_workers: int = 2) -> None:
+                 num_workers: int = 2, verify: bool = True) -> None:
+        """`verify`: check the stored rows of a gallery held in memory against their chunks' sha256 (what is damaged
+        counts as missing); off, only to ask what is missing."""
         if bench.num_videos == 0:
             raise DatasetError(f"the gallery {bench.name}/{bench.split} has no videos: it needs at least one")
         self.checkpoint, self.bench, self.cache_root = checkpoint, bench, Path(cache_root)
@@ -224,7 +226,7 @@ class GalleryEncoder:
         _, first, inverse = np.unique(self.keys[with_file], axis=0, return_index=True, return_inverse=True)
         self.content = np.full(bench.num_videos, -1, dtype=np.int64)  # clips with the same bytes share an id
         self.content[with_file] = inverse.ravel()
-        if bench.num_videos <= IN_MEMORY_MAX:
+        if verify and bench.num_videos <= IN_MEMORY_MAX:
             self._drop_damaged(with_file)
         self._take_in(with_file)
         distinct = with_file[first]  # one clip per content, the first in gallery order
@@ -252,8 +254,7 @@ class GalleryEncoder:
         """Clips to encode (distinct contents the store lacks)."""
         return len(self.todo)
 
-    def run(self, progress: bool = True, report: Progress | None = None, stop: threading.Event | None = None
-            ) -> EncodedGallery:
+    def run(self, progress: bool = True, report: Progress | None = None) -> EncodedGallery:
         """Encode the missing clips (under torchrun, this rank's share), then the captions; returns the gallery."""
         rank, world = _rank_world()
         mine = self.todo[rank::world]
@@ -263,8 +264,6 @@ class GalleryEncoder:
                    file=sys.stderr, disable=not progress or not len(mine))
         try:
             for at in range(0, len(mine), CHUNK):
-                if stop is not None and stop.is_set():
-                    return self.gallery
                 clips = mine[at:at + CHUNK]
                 self._encode_chunk(writer, clips)
                 self.gallery.store.refresh()
