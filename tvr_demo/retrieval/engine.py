@@ -154,7 +154,6 @@ class Engine:
         if isinstance(query, Query) and self._use_two_stage(mode):
             text = encode_texts(self.model, [query.text])
             scores = {"latent": self.two_stage_index.row_scores(text)[0]}
-            self.gallery.store.release()
             return ScoreRow(scores, branch, query=query.text, notice=query.notice, text=text)
         return self.score_texts([query], branch)[0]
 
@@ -204,6 +203,7 @@ class Engine:
             self._check_complete("a gallery video's ranking of the captions")
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}
             return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)))
+        self._check_complete("a clip's ranking of the captions")
         clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
         bank = encode_video_frames(self.model, clip.frames[None], clip.mask[None])
         return ScoreRow({b: m[:, 0] for b, m in self.matrices.score(self.gallery.texts, bank, 1).items()}, branch)
