@@ -174,8 +174,8 @@ def store_findings(store: dict) -> list[str]:
     peak = max(r["memory_mb"]["VmHWM"] for r in rows)
     verdict = "met" if peak < GOAL_MB else f"missed by {peak - GOAL_MB:,.0f} MB"
     out.append(f"**Goal: the server under {GOAL_MB / 1024:.0f} GB resident**: the serving process peaked at {peak:,.0f} "
-               f"MB (the model, the 8-bit index, masks and weights in memory; the store's pages are unmapped after each "
-               f"query and stay in the page cache): {verdict}.")
+               f"MB (the model, the 8-bit index, masks and weights in memory; the store's frames stay in the page "
+               f"cache, outside it): {verdict}.")
     load, cpus = store["load_average_start"][0], store["machine"]["cpus"]
     if load > cpus:
         out.insert(0, f"**Caution**: this run started at load average {load:.1f} on {cpus} CPUs (other work held the "

@@ -55,8 +55,9 @@ def _chunk_generator(seed: int, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(1_000_003 * (seed + 1) + chunk)
 
 
-def build(directory: Path, clips: int, seed: int) -> dict:
-    """The store of `clips` synthetic clips and its two-stage index; what is on disk already is kept."""
+def build(directory: Path, clips: int, seed: int, fresh_index: bool = False) -> dict:
+    """The store of `clips` synthetic clips and its two-stage index; what is on disk already is kept (the index too,
+    unless `fresh_index`: then its build is timed again)."""
     store_dir, own_path = directory / "store", directory / "own_topics.npy"
     world, (_, video_head) = Generator(seed), weight_heads(DIM, seed)
     store = FeatureStore(store_dir, LAYOUT)
@@ -85,10 +86,12 @@ def build(directory: Path, clips: int, seed: int) -> dict:
     write_s = time.perf_counter() - start_s
     store.refresh()
     log(f"store: {len(store):,} clips ({written:,} written now) in {write_s:.0f} s; building the index")
+    if fresh_index:
+        (directory / "index.faiss").unlink(missing_ok=True)
     start_s = time.perf_counter()
     index = TwoStageIndex(StoreRows(store, store.locations()), "wti", path=directory / "index.faiss", progress=True)
     return {"clips": len(store), "written_now": written, "write_s": round(write_s, 1),
-            "index_s": round(time.perf_counter() - start_s, 1), "index": index.kind,
+            "index_s": round(time.perf_counter() - start_s, 1), "index": index.kind, "index_built_now": fresh_index,
             "store_bytes": sum(f.stat().st_blocks * 512 for f in store_dir.rglob("*") if f.is_file())}
 
 
@@ -102,6 +105,15 @@ def _queries(directory: Path, n: int, seed: int) -> TextBank:
     eot = drl.l2_normalize(drl.eot_features(raw.feats, raw.mask))
     world.video_topic = None
     return TextBank(ready.feats, ready.mask, ready.weights, eot, torch.zeros_like(ready.mask), None)
+
+
+def _store_digest(store_dir: Path) -> str:
+    """The store's contents as its shards' commit records name them (each chunk's sha256): an exact scan is reused
+    only over the same store."""
+    h = hashlib.sha256()
+    for committed in sorted(store_dir.glob("shard-*/committed.json")):
+        h.update(committed.parent.name.encode() + committed.read_bytes())
+    return h.hexdigest()
 
 
 def _query(bank: TextBank, i: int) -> TextBank:
@@ -118,6 +130,18 @@ def _memory() -> dict:
     return fields
 
 
+def _page_cached(paths: list[Path]) -> float | None:
+    """The share of these files' bytes in the page cache (util-linux fincore), None where it cannot be read: a
+    re-rank reads its candidates' frames from there or, for the rest, from the disk."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE", *map(str, paths)],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    res, size = np.array([line.split() for line in out.splitlines()], dtype=np.int64).sum(0)
+    return round(float(res / max(size, 1)), 3)
+
+
 @torch.no_grad()
 def serve(directory: Path, n_queries: int, seed: int) -> dict:
     """A server's view: the ViT-B/32 model (random weights) to encode typed text, the index, the memory-mapped store;
@@ -127,6 +151,7 @@ def serve(directory: Path, n_queries: int, seed: int) -> dict:
     from tvr_demo.retrieval.scoring import encode_texts
 
     at_start = _memory()
+    cached = _page_cached(sorted((directory / "store").glob("shard-*/frames.npy")))
     model = TVRModel(ModelConfig(clip=clip_config("ViT-B-32"))).eval()
     store = FeatureStore(directory / "store")
     index = TwoStageIndex(StoreRows(store, store.locations()), "wti", path=directory / "index.faiss")
@@ -163,7 +188,9 @@ def serve(directory: Path, n_queries: int, seed: int) -> dict:
                      "memory_mb": _memory()})
         log(f"serve C={count}: search p50 {rows[-1]['search_ms_p50']} ms, typed query p50 "
             f"{rows[-1]['typed_query_ms_p50']} ms, memory {rows[-1]['memory_mb']}")
-    return {"queries": n_queries, "index": index.kind,
+    parts = getattr(index.index, "parts", [index.index])
+    return {"queries": n_queries, "index": index.kind, "first_stage_threads": len(parts),
+            "frames_page_cached_at_start": cached,
             "text_encode_ms_p50": round(statistics.median(encode_ms), 1), "memory_mb_at_start": at_start,
             "memory_mb_loaded": loaded, "rows": rows, "tops": tops}
 
@@ -188,7 +215,8 @@ def exact(directory: Path, n_queries: int, seed: int, checked: int) -> dict:
         best_scores, pick = merged.topk(10, dim=1)  # ties: the earlier clip first, as a stable sort orders them
         best_ids = ids.gather(1, pick)
     seconds = time.perf_counter() - t0
-    return {"queries": n_queries, "drawn": drawn, "seed": seed, "seconds": round(seconds, 1),
+    return {"queries": n_queries, "drawn": drawn, "seed": seed, "store": _store_digest(directory / "store"),
+            "seconds": round(seconds, 1),
             "seconds_per_query": round(seconds / n_queries, 2), "load_average": list(os.getloadavg()),
             "tops": best_ids.tolist()}
 
@@ -204,12 +232,14 @@ def _phase(phase: str, args: argparse.Namespace) -> dict:
 
 
 def _exact_done(args: argparse.Namespace) -> dict | None:
-    """An exact scan already run for these queries (it takes minutes and its answer does not change)."""
+    """An exact scan already run for these queries over this store (it takes minutes and its answer does not
+    change): kept beside the store, in exact.json."""
     try:
         done = json.loads((args.dir / "exact.json").read_text())
     except (OSError, ValueError):
         return None
-    same = (done.get("drawn"), done.get("seed"), done.get("queries")) == (args.queries, args.seed, args.exact_queries)
+    same = (done.get("drawn"), done.get("seed"), done.get("queries"), done.get("store")) == (
+        args.queries, args.seed, args.exact_queries, _store_digest(args.dir / "store"))
     return done if same else None
 
 
@@ -221,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exact-queries", type=int, default=100, help="of those, how many the exact scan checks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument("--fresh-index", action="store_true", help="build the index again even if it is on disk")
     parser.add_argument("--build-only", action="store_true", help="write the store and its index, measure nothing")
     parser.add_argument("--phase", choices=("serve", "exact"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--phase-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -236,12 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **provenance(),
               "machine": machine_info(torch.device("cpu")), "load_average_start": list(os.getloadavg())}
-    result["build"] = build(args.dir, args.clips, args.seed)
+    result["build"] = build(args.dir, args.clips, args.seed, args.fresh_index)
     if args.build_only:
         print(json.dumps(result["build"]))
         return 0
     served = _phase("serve", args)
-    checked = _exact_done(args) or _phase("exact", args)
+    checked = _exact_done(args)
+    checked = {**checked, "reused": True} if checked else _phase("exact", args)
     for row in served["rows"]:
         got = served["tops"][str(row["candidates"])][:args.exact_queries]
         row["recall_at_10_vs_exact"] = round(float(np.mean(

@@ -97,15 +97,22 @@ def format_store(store: dict) -> str:
            f"cpu: {store['machine']['name']}, {store['machine']['threads']} threads, measured fp32 matmul "
            f"{store['machine']['peak_gflops_fp32']:.1f} GFLOP/s, read {store['machine']['read_gbs']:.1f} GB/s",
            "",
-           f"Build: {build['clips']:,} clips, store {build['store_bytes'] / 1e9:.1f} GB on disk, written in "
-           f"{build['write_s']:,.0f} s ({build['written_now']:,} clips by this run), {build['index']} index in "
+           f"Build: {build['clips']:,} clips, store {build['store_bytes'] / 1e9:.1f} GB on disk; this run wrote "
+           f"{build['written_now']:,} of them in {build['write_s']:,.0f} s (the rest were on disk, checked and kept), "
+           f"{build['index']} index {'built' if build.get('index_built_now') else 'built or read back'} in "
            f"{build['index_s']:,.0f} s",
            f"Exact scan (the reference): {exact['queries']} queries in one pass over the store, {exact['seconds']:,.0f} s "
-           f"({exact['seconds_per_query']:.1f} s a query)",
+           f"({exact['seconds_per_query']:.1f} s a query)" + (", its top 10s reused by this run (same store and "
+                                                                "queries)" if exact.get("reused") else ""),
            "",
            f"Serving ({serve['queries']} typed queries; text encoding: ViT-B/32 text tower, random weights, "
            f"{serve['text_encode_ms_p50']:.1f} ms p50; resident MB after loading: {serve['memory_mb_loaded']['VmRSS']:,.0f})"]
-    rows = [[r["candidates"], r["recall_at_10_vs_exact"], r["first_stage_ms_p50"], r["rerank_ms_p50"],
+    if "first_stage_threads" in serve:
+        cached = serve["frames_page_cached_at_start"]
+        out.append(f"First stage: {serve['index']} codes scanned in {serve['first_stage_threads']} threads; re-rank: "
+                   "the candidates' frames read with pread, 512 clips at a time; the store's frames in the page "
+                   f"cache when serving started: {'unknown' if cached is None else f'{cached:.0%}'}")
+    rows = [[r["candidates"], f"{r['recall_at_10_vs_exact']:.3f}", r["first_stage_ms_p50"], r["rerank_ms_p50"],
              r["search_ms_p50"], r["typed_query_ms_p50"], r["typed_query_ms_p90"],
              f"{r['memory_mb']['VmRSS']:,.0f} / {r['memory_mb']['RssAnon']:,.0f} / {r['memory_mb']['RssFile']:,.0f}",
              f"{r['memory_mb']['VmHWM']:,.0f}"] for r in serve["rows"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from tvr_demo.errors import QueryError
 from tvr_demo.models import drl
 from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
 from tvr_demo.retrieval.scoring import TextBank, VideoBank, similarity_matrix
+from tvr_demo.retrieval.split_scan import SplitScan
 
 
 @pytest.fixture
@@ -72,6 +74,25 @@ def test_the_8_bit_first_stage_of_large_galleries_ranks_like_the_flat_one(banks)
         np.testing.assert_array_equal(a, b)
     for a, b in zip(flat.candidates(texts, 100), coded.candidates(texts, 100), strict=True):
         assert len(set(a.tolist()) & set(b.tolist())) >= 95
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_a_split_scan_finds_what_the_whole_index_finds(banks, parts: int) -> None:
+    """The 8-bit codes cut into parts scanned in threads: the merged top k is the whole index's, for k within a part,
+    above a part's size (parts of 143 rows, k = 400) and above the gallery (padded with -1 at the end)."""
+    texts, videos = banks(n_videos=1000)
+    pooled = videos.pooled.numpy()
+    whole = faiss.IndexScalarQuantizer(pooled.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    whole.train(pooled)
+    whole.add(pooled)
+    queries = TwoStageIndex(videos, "wti").query_vectors(texts)
+    split = SplitScan(whole, parts)
+    for k in (20, 400, 1200):
+        want_scores, want_ids = whole.search(queries, k)
+        got_scores, got_ids = split.search(queries, k)
+        assert got_ids.shape == (len(queries), k)
+        np.testing.assert_array_equal(np.sort(got_ids, 1), np.sort(want_ids, 1))
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
 
 
 def test_undecodable_videos_are_never_candidates(banks) -> None:

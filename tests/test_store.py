@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse
 from reference import np_wti
 
+from tvr_demo.retrieval import index as index_module
 from tvr_demo.retrieval import shards
 from tvr_demo.retrieval.index import TwoStageConfig, TwoStageIndex
 from tvr_demo.retrieval.scoring import VideoBank
@@ -100,6 +101,35 @@ def test_scores_from_the_memory_map_equal_the_in_memory_scores(tmp_path, ragged_
         order = np.argsort(-want[a], kind="stable")[:10]
         np.testing.assert_array_equal(ids[a], order)
         np.testing.assert_allclose(scores[a], want[a, order], atol=1e-5)
+
+
+def test_candidates_read_in_blocks_score_as_the_definition(tmp_path, ragged_banks, small_shards, monkeypatch):
+    """Re-ranked 4 clips at a time (each block read into the same buffers as the last), candidates in the first
+    stage's order across shards: every score is the definition's over the same features."""
+    monkeypatch.setattr(index_module, "RERANK_BLOCK", 4)
+    texts, videos = ragged_banks(3, 30, clustered=True)
+    write(tmp_path, videos, Layout(5, 16))
+    store = FeatureStore(tmp_path)
+    index = TwoStageIndex(StoreRows(store, store.locations()), "wti", config=TwoStageConfig(candidates=30))
+    cands = index.candidates(texts, 30)
+    mem = _rounded(videos)
+    want = np_wti(texts.tokens.numpy(), texts.mask.numpy(), texts.weights.numpy(), mem.frames.numpy(),
+                  mem.mask.numpy(), mem.weights.numpy())
+    for a, (cand, got) in enumerate(zip(cands, index.rerank(texts, cands), strict=True)):
+        assert sorted(cand.tolist()) == list(range(30)) and not np.array_equal(cand, np.sort(cand))
+        np.testing.assert_allclose(got.numpy(), want[a, cand], atol=1e-5)
+
+
+def test_rows_read_with_pread_equal_the_mapped_rows(tmp_path, ragged_banks, small_shards):
+    _, videos = ragged_banks(1, 23)
+    keys = write(tmp_path, videos, Layout(5, 16))
+    store = FeatureStore(tmp_path)
+    locations = store.locate(keys[[22, 0, 13, 7, 6, 8, 21, 0]])  # across shards, out of order, one twice
+    out = np.empty((len(locations), 5, 16), np.float16)
+    store.read_rows(locations, "frames", out)
+    np.testing.assert_array_equal(out, store.gather(locations, ("frames",))["frames"])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        store.read_rows(locations[:2], "frames", np.empty((2, 5, 16), np.float32))
 
 
 def test_an_index_written_to_disk_is_read_back_and_ranks_alike(tmp_path, ragged_banks):

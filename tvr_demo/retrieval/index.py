@@ -4,14 +4,15 @@ exact token-wise score (WTI / TI) of the top candidates.
 The first stage asks for the C videos whose L2-normalised pooled vector (VideoBank.pooled) is closest to the query's
 weighted mean token, sum_t w_t t_t (the vector whose inner product with a clip's mean frame bounds t2v from below:
 max_v s >= mean_v s); the second stage scores only those C with the fused scorer, which tests pin to
-drl.wti_similarity. A gallery larger than RAM is re-ranked from the feature store's memory map: only the C
-candidates' rows are read. bench/ measures recall@10 against the exact search and the latency (bench/README.md).
+drl.wti_similarity. A gallery larger than RAM is re-ranked from the feature store's files: only the C candidates'
+rows are read, a block at a time. bench/ measures recall@10 against the exact search and the latency (bench/README.md).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from tvr_demo.kernels import wti_scores
 from tvr_demo.models import drl
 from tvr_demo.retrieval.scoring import TextBank, VideoBank
+from tvr_demo.retrieval.split_scan import SplitScan
 from tvr_demo.retrieval.store import StoreRows
 
 
@@ -37,6 +39,7 @@ class TwoStageConfig:
 
 
 ADD_BLOCK = 65536  # pooled vectors read from the store and added to the index at a time
+RERANK_BLOCK = 512  # candidates scored at a time: their float32 frames (12 MB for ViT-B/32) stay near the cache
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -55,14 +58,15 @@ class _BankRows:
     def pooled(self, clips: np.ndarray) -> np.ndarray:
         return _numpy(self.videos.pooled[torch.as_tensor(clips, device=self.videos.pooled.device)])
 
-    def frames(self, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def frame_blocks(self, clips: np.ndarray, block: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(frames, mask, weights) of these clips, in one block: they are in memory already."""
         pick = torch.as_tensor(clips, device=self.videos.frames.device)
-        return self.videos.frames[pick], self.videos.mask[pick], self.videos.weights[pick]
+        yield self.videos.frames[pick], self.videos.mask[pick], self.videos.weights[pick]
 
 
 class TwoStageIndex:
     """Build once per gallery (or read back from `path`), then `search` any number of encoded queries. The gallery
-    is an in-memory VideoBank or a store's rows (StoreRows), re-ranked from the memory map."""
+    is an in-memory VideoBank or a store's rows (StoreRows), re-ranked from the store's files."""
 
     def __init__(self, videos: VideoBank | StoreRows, interaction: str, valid: np.ndarray | None = None,
                  config: TwoStageConfig | None = None, path: Path | None = None, progress: bool = False) -> None:
@@ -72,14 +76,18 @@ class TwoStageIndex:
         self.size = len(self.rows)
         self.ids = np.arange(self.size) if valid is None else np.flatnonzero(valid)  # index row -> gallery position
         if path is not None and Path(path).is_file():
-            self.index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path))
         else:
-            self.index = self._build(progress)
+            index = self._build(progress)
             if path is not None:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
-                faiss.write_index(self.index, str(tmp))
+                faiss.write_index(index, str(tmp))
                 os.replace(tmp, path)
+        self.kind = "flat" if isinstance(index, faiss.IndexFlat) else "sq8"
+        threads = faiss.omp_get_max_threads()
+        # the codes are moved into the parts, the whole index let go: resident memory holds them once
+        self.index = SplitScan(index, threads) if self.kind == "sq8" and threads > 1 else index
 
     def _build(self, progress: bool) -> faiss.Index:
         """A flat inner-product index up to `flat_max` clips, else a scan of 8-bit codes (ranges trained on a
@@ -100,10 +108,6 @@ class TwoStageIndex:
                           disable=not progress or len(blocks) < 2):
             index.add(self.rows.pooled(block) - mean)
         return index
-
-    @property
-    def kind(self) -> str:
-        return "flat" if isinstance(self.index, faiss.IndexFlat) else "sq8"
 
     def _text_weights(self, texts: TextBank) -> torch.Tensor:
         return drl.weights_for(self.interaction, texts.mask, texts.weights)
@@ -131,9 +135,12 @@ class TwoStageIndex:
                 pooled = torch.as_tensor(self.rows.pooled(cand), device=device)
                 out.append(drl.dp_similarity(texts.pooled[a:a + 1], pooled)[0].float())
                 continue
-            frames, mask, weights = (x.to(device) for x in self.rows.frames(cand))
-            out.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1], frames, mask,
-                                  drl.weights_for(self.interaction, mask, weights))[0])
+            scores = []
+            for frames, mask, weights in self.rows.frame_blocks(cand, RERANK_BLOCK):
+                frames, mask, weights = frames.to(device), mask.to(device), weights.to(device)
+                scores.append(wti_scores(texts.tokens[a:a + 1], texts.mask[a:a + 1], t_w[a:a + 1], frames, mask,
+                                         drl.weights_for(self.interaction, mask, weights))[0])
+            out.append(torch.cat(scores) if scores else torch.zeros(0, device=device))
         return out
 
     def search(self, texts: TextBank, k: int = 10, candidates: int | None = None

@@ -16,6 +16,7 @@ import mmap
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import scipy.sparse
@@ -95,9 +96,12 @@ def _create_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
 
 class MappedArray:
     """A .npy file mapped into memory: pages are read on first touch, and `release` hands them back to the page
-    cache (they are no longer counted in this process's resident memory, and a later touch is a cheap minor fault)."""
+    cache (they are no longer counted in this process's resident memory, and a later touch is a cheap minor fault).
+    Scattered rows are better copied out with `read_rows`, which maps nothing."""
 
     def __init__(self, path: Path, writable: bool = False) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None  # opened on the first `read_rows`
         with open(path, "r+b" if writable else "rb") as f:
             version = np.lib.format.read_magic(f)
             shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -110,6 +114,33 @@ class MappedArray:
 
     def release(self) -> None:
         self.mm.madvise(mmap.MADV_DONTNEED)
+
+    def _fd(self) -> int:
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (held while the array lives)
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead around scattered rows
+        return self._file.fileno()
+
+    def will_need(self, rows: np.ndarray) -> None:
+        """Ask the disk for these rows at once (POSIX_FADV_WILLNEED), so reading them one by one afterwards waits
+        on the slowest of them rather than on each in turn."""
+        fd, row_bytes = self._fd(), self.array.strides[0]
+        for row in np.asarray(rows).tolist():
+            os.posix_fadvise(fd, self.offset + row * row_bytes, row_bytes, os.POSIX_FADV_WILLNEED)
+
+    def read_rows(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """Copy these rows into `out` (C-contiguous, one entry per row) with pread: copied from the page cache, never
+        mapped, so they take no page fault per page and never count in this process's resident memory."""
+        if not len(out):
+            return
+        fd, row_bytes = self._fd(), self.array.strides[0]
+        if out.dtype != self.array.dtype or out.shape[1:] != self.array.shape[1:] or not out.flags.c_contiguous:
+            raise ValueError(f"{self.path.name}: rows go into a C-contiguous {self.array.dtype} array of rows "
+                             f"{self.array.shape[1:]}")
+        view = memoryview(out.reshape(len(out), -1)).cast("B")
+        for i, row in enumerate(np.asarray(rows).tolist()):
+            if os.preadv(fd, [view[i * row_bytes:(i + 1) * row_bytes]], self.offset + row * row_bytes) != row_bytes:
+                raise OSError(f"{self.path}: row {row} is cut short")
 
     def flush(self) -> None:
         self.mm.flush()

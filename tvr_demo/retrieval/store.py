@@ -4,7 +4,7 @@ read."""
 
 from __future__ import annotations
 
-import mmap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,6 @@ import torch
 from tvr_demo.retrieval.scoring import VideoBank
 from tvr_demo.retrieval.shards import (
     COMMITTED,
-    PAGE,
     ROW_BITS,
     Layout,
     MappedArray,
@@ -142,17 +141,27 @@ class FeatureStore:
         keep = ~np.isin(self._locations, locations)
         self._prefixes, self._locations = self._prefixes[keep], self._locations[keep]
 
-    def prefetch(self, locations: np.ndarray, name: str) -> None:
-        """Ask the disk for these rows of one array at once (MADV_WILLNEED), so a gather that follows reads them from
-        the page cache instead of faulting them in one by one: on a cold store, about 5x faster for 8,000 rows."""
+    def will_need(self, locations: np.ndarray, name: str) -> None:
+        """Ask the disk for these rows of one array at once, so the reads that follow find them in the page cache:
+        on a cold store, 8,000 rows faulted in one by one took 2.1-2.3 s, asked for first about 0.4 s."""
         locations = np.sort(np.asarray(locations, dtype=np.int64))
         for sid in np.unique(locations >> ROW_BITS):
-            mapped = self.shards[int(sid)].arrays[name]
             rows = locations[locations >> ROW_BITS == sid] & ((1 << ROW_BITS) - 1)
-            row_bytes, offset = mapped.array.strides[0], mapped.offset
-            for start in (offset + rows * row_bytes).tolist():
-                page = start - start % PAGE
-                mapped.mm.madvise(mmap.MADV_WILLNEED, page, start + row_bytes - page)
+            self.shards[int(sid)].arrays[name].will_need(rows)
+
+    def read_rows(self, locations: np.ndarray, name: str, out: np.ndarray) -> None:
+        """These rows of one array copied into `out` in the order given, by pread rather than through the map: a
+        re-rank's scattered rows cost no page fault per page and leave this process's resident memory as it was."""
+        locations = np.asarray(locations, dtype=np.int64)
+        shard_ids, rows = locations >> ROW_BITS, locations & ((1 << ROW_BITS) - 1)
+        if len(shard_ids) and (shard_ids == shard_ids[0]).all():
+            self.shards[int(shard_ids[0])].arrays[name].read_rows(rows, out)
+            return
+        for sid in np.unique(shard_ids):
+            picked = np.flatnonzero(shard_ids == sid)
+            part = np.empty((len(picked), *out.shape[1:]), out.dtype)
+            self.shards[int(sid)].arrays[name].read_rows(rows[picked], part)
+            out[picked] = part
 
     def failure(self, location: int) -> str | None:
         """Why a clip stored as not decoded failed (None for a decoded one)."""
@@ -173,7 +182,7 @@ class FeatureStore:
 class StoreRows:
     """A gallery's clips as rows of a store, for the two-stage index: its pooled vectors to build on, and each
     query's candidates to re-rank. Their masks and weights (60 bytes a clip) are held in memory; their frames are
-    read from the memory map, all the candidates' rows asked of the disk at once before any is read."""
+    read from the store's files block by block, all the candidates' rows asked of the disk at once first."""
 
     def __init__(self, store: FeatureStore, locations: np.ndarray) -> None:
         self.store, self.locations = store, np.asarray(locations, dtype=np.int64)
@@ -192,9 +201,19 @@ class StoreRows:
         self.store.release()
         return pooled
 
-    def frames(self, clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(frames float32, mask, weights) of these clips."""
-        self.store.prefetch(self.locations[clips], "frames")
-        frames = torch.from_numpy(self.store.gather(self.locations[clips], ("frames",))["frames"]).float()
-        self.store.release()
-        return frames, torch.from_numpy(self.mask[clips].astype(np.int64)), torch.from_numpy(self.weights[clips])
+    def frame_blocks(self, clips: np.ndarray, block: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(frames float32, mask, weights) of these clips, `block` clips at a time in the order given. The frames
+        are read and widened into the same two buffers each block (small enough to stay in cache while they are
+        scored), so a block is only valid until the next one is asked for."""
+        clips = np.asarray(clips, dtype=np.int64)
+        locations = self.locations[clips]
+        self.store.will_need(locations, "frames")
+        (shape, dtype) = self.store.layout.fields()["frames"]
+        shape = (min(block, len(locations)), *shape)
+        stored, frames = np.empty(shape, dtype), torch.empty(shape, dtype=torch.float32)
+        for start in range(0, len(locations), block):
+            n = min(block, len(locations) - start)
+            self.store.read_rows(locations[start:start + n], "frames", stored[:n])
+            frames[:n].copy_(torch.from_numpy(stored[:n]))
+            picked = clips[start:start + n]
+            yield frames[:n], torch.from_numpy(self.mask[picked].astype(np.int64)), torch.from_numpy(self.weights[picked])
