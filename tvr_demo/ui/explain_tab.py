@@ -177,12 +177,15 @@ def explain(engine: Engine, query: str, video: str | None, compare_query: str | 
     if compare is None:  # same query: the automatic contrast; another query: the same video
         compare = contrast_video(row, index) if same_query else index
     view_a = view_pair(engine, row, index)
+    markdown_a = pair_markdown(engine, view_a) + (f"\n\n⚠ {row.notice}" if row.notice else "")
     if compare is None:
-        return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a),
-                             lexicon_figure(engine, view_a), "", None, None, None, walkthrough(engine, view_a))
-    view_b = view_pair(engine, row if same_query else engine.score_text(compare_query, mode="exact"), compare)
-    return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a), lexicon_figure(engine, view_a),
-                         pair_markdown(engine, view_b), latent_figure(engine, view_b), lexicon_figure(engine, view_b),
+        return ExplainOutput(markdown_a, latent_figure(engine, view_a), lexicon_figure(engine, view_a), "", None, None,
+                             None, walkthrough(engine, view_a))
+    row_b = row if same_query else engine.score_text(compare_query, mode="exact")
+    view_b = view_pair(engine, row_b, compare)
+    markdown_b = pair_markdown(engine, view_b) + (f"\n\n⚠ {row_b.notice}" if row_b.notice and not same_query else "")
+    return ExplainOutput(markdown_a, latent_figure(engine, view_a), lexicon_figure(engine, view_a), markdown_b,
+                         latent_figure(engine, view_b), lexicon_figure(engine, view_b),
                          difference_figure(engine, view_a, view_b), walkthrough(engine, view_a))
 
 
@@ -216,6 +219,8 @@ def _markdown(engine: Engine, cf: Counterfactual) -> str:
                      + (f"; {cf.fix_note}." if cf.fix_note else "."))
     elif cf.ground_truth is not None and cf.truth_rank:
         lines.append(f"Ground truth **{ids[cf.ground_truth]}** at rank {cf.truth_rank + 1}: {cf.fix_note}.")
+    if cf.notice:
+        lines.append(f"⚠ {cf.notice}: the edits are of the words the model reads.")
     return "\n\n".join(lines)
 
 
