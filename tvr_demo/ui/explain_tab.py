@@ -101,9 +101,9 @@ def latent_figure(engine: Engine, view: PairView) -> go.Figure:
     title = f"{engine.bench.video_ids[view.pair.video]} — {view.pair.role}"
     if isinstance(latent, PooledExplanation):
         return plots.pooled_figure(latent.tokens, latent.frame_cosine, latent.score, frame_labels=labels,
-                                   thumbnails=thumbs, title=title)
+                                   thumbnails=thumbs, title=title, sentence=view.pair.query)
     return plots.token_frame_figure(
-        latent.tokens, latent.cosine, latent.token_weights, latent.frame_weights, latent.token_argmax,
+        latent.labels, latent.cosine, latent.token_weights, latent.frame_weights, latent.token_argmax,
         latent.frame_argmax, latent.token_contrib, latent.frame_contrib, latent.t2v, latent.v2t, latent.score,
         weighted=latent.interaction == "wti", frame_labels=labels, thumbnails=thumbs, title=title)
 
@@ -199,7 +199,7 @@ def counterfactual_view(engine: Engine, query: str, video: str | None, branch: s
         ["replaced" if r.edit.attribute else "removed" for r in cf.results], cf.score, cf.rank,
         [r.truth_rank == 0 and cf.truth_rank not in (None, 0) for r in cf.results],
         title=f"which word decides: {ids[cf.video]} for “{html.escape(cf.query)}” "
-              f"({score_kind(engine.config, cf.branch)})")
+              f"({score_kind(engine.config, cf.branch)})", gallery_size=engine.gallery_size)
     return figure, _markdown(engine, cf)
 
 
