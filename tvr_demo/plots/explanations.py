@@ -160,7 +160,8 @@ def lexicon_figure(query_words: Sequence[tuple[str, float]], video_words: Sequen
     contrib = [(w, q * v) for w, q, v in shared]
     total = float(sum(c for _, c in contrib))
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12, subplot_titles=(
-        "query's top words", "video's top words", f"shared: q<sub>j</sub>·v<sub>j</sub>, Σ = {total:.4f}"))
+        "query's top words", "video's top words", "shared: q<sub>j</sub>·v<sub>j</sub>"))
+    fig.update_annotations(font_size=12)  # the three panel titles, each a third of a half page wide
     for col, words in ((1, query_words), (2, video_words)):
         fig.add_trace(go.Bar(
             y=[w for w, _ in words], x=[a for _, a in words], orientation="h", showlegend=False,
@@ -172,9 +173,12 @@ def lexicon_figure(query_words: Sequence[tuple[str, float]], video_words: Sequen
                   row=1, col=3)
     fig.update_yaxes(autorange="reversed")
     score_line = " · ".join(f"{b} {s:.4f}" for b, s in scores.items())
-    fig.update_layout(title=dict(text=title or score_line), template="plotly_white",
-                      height=max(360, 22 * max(len(query_words), len(video_words), len(contrib), 1) + 140),
-                      margin=dict(l=10, r=10, t=80, b=30))
+    sums = f"Σ q<sub>j</sub>·v<sub>j</sub> over the shared words = {total:.4f}"
+    fig.update_layout(title=dict(text=f"{title or score_line}<br><span style='font-size:12px'>{sums}</span>",
+                                 font=dict(size=14)),
+                      template="plotly_white",
+                      height=max(380, 22 * max(len(query_words), len(video_words), len(contrib), 1) + 160),
+                      margin=dict(l=10, r=10, t=100, b=40))
     if not contrib:
         fig.add_annotation(text="no shared word: lexicon score 0", xref="x3 domain", yref="y3 domain", x=0.5,
                            y=0.5, showarrow=False)

@@ -244,12 +244,12 @@ class ExplainTab:
                 self.md_a = gr.Markdown()
                 self.fig_a = gr.Plot(label="Pair A", elem_id="explain-a")
                 with gr.Column(visible=False) as self.lex_col_a:
-                    self.lex_a = gr.Plot(label="Lexicon words A (UNIFY)")
+                    self.lex_a = gr.Plot(label="Lexicon words A (UNIFY)", elem_id="lexicon-a")
             with gr.Column():
                 self.md_b = gr.Markdown()
                 self.fig_b = gr.Plot(label="Pair B", elem_id="explain-b")
                 with gr.Column(visible=False) as self.lex_col_b:
-                    self.lex_b = gr.Plot(label="Lexicon words B (UNIFY)")
+                    self.lex_b = gr.Plot(label="Lexicon words B (UNIFY)", elem_id="lexicon-b")
         with gr.Column(visible=False) as self.diff_col:
             self.diff = gr.Plot(label="Words that separate A from B (UNIFY, same query)")
         with gr.Accordion("Which word decides: the query with each word removed or replaced", open=True):

@@ -98,20 +98,30 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
             rows.append({"query #": o.query, "caption": bench.captions[o.query], "ground truth": bench.video_ids[o.gt],
                          "rank": o.rank + 1, "beaten by": bench.video_ids[o.top],
                          "differs in": _differences(engine, o.gt, o.top, bench.captions[o.query]),
-                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
+                         "margin": round(o.margin, 4), "slices": _compact(labels[o.query])})
             pairs.append((bench.captions[o.query], o.gt, bench.captions[o.query], o.top))
         else:
             rows.append({"video": bench.video_ids[o.query], "best GT caption": bench.captions[o.gt],
                          "rank": o.rank + 1, "beaten by": bench.captions[o.top],
                          "differs in": _differences(engine, o.query, int(bench.caption_video[o.top]),
                                                     bench.captions[o.gt]),
-                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
+                         "margin": round(o.margin, 4), "slices": _compact(labels[o.query])})
             pairs.append((bench.captions[o.gt], o.query, bench.captions[o.top], o.query))
     n_queries = len(labels) if not slice_label or slice_label == ALL_SLICES else sum(
         slice_label in row for row in labels)
     summary = (f"**{len(failed)}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
+
+
+def _compact(labels: list[str]) -> str:
+    """A row's slice labels in a few words: the values of each attribute ("yellow · up · square"), keywords as
+    they are, so a row of the failure table stays two lines tall (the slice picker keeps the full labels)."""
+    values: dict[str, list[str]] = {}
+    for label in labels:
+        key, _, value = label.rpartition(":")
+        values.setdefault(key, []).append(value)
+    return " · ".join(", ".join(v) for v in values.values())
 
 
 def _differences(engine: Engine, truth: int, winner: int, query: str) -> str:
@@ -240,12 +250,12 @@ class FailuresTab:
             self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right: in the top k"), "top k")
             self.slices_btn = gr.Button("Slice bars")
             self.compare_btn = gr.Button("Compare the two models")
-        self.slices_fig = gr.Plot(label="R@1 per slice")
+        self.slices_fig = gr.Plot(label="R@1 per slice", elem_id="slices-plot")
         self.compare_md = gr.Markdown("**Compare the two models**: how many queries each gets right (the ground truth "
                                       "in the top k), both, or neither, and the queries only one gets right.",
                                       elem_id="compare-summary")
         with gr.Row():
-            self.compare_fig = gr.Plot(label="Agreement", visible=False)
+            self.compare_fig = gr.Plot(label="Agreement", visible=False, elem_id="compare-plot")
             self.compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
                                               interactive=False, headers=["which", "query #", "caption", "rank", "rank"],
                                               column_widths=COMPARE_COLUMN_WIDTHS, elem_id="compare-table",
