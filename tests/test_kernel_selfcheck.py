@@ -292,11 +292,43 @@ def test_triton_is_installed_where_cuda_is() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_the_kernel_serves_this_gpu() -> None:
+def test_every_variant_passes_and_races_on_this_gpu() -> None:
+    """Every variant compiles and matches here; the race timed each against the torch path in both regimes, and
+    each regime is served by the faster (the timings are in the reason the app and the bench show)."""
     from tvr_demo.kernels import serving_path
 
     path = serving_path("cuda")
-    assert path.name == "triton", path.reason
+    assert "self-check passed" in path.reason and "failed it" not in path.reason, path.reason
+    assert [r.shape.regime for r in path.race] == list(CONFIGS)
+    for result, (regime_name, configs) in zip(path.race, CONFIGS.items(), strict=True):
+        assert set(result.kernel_ms) == {c.label for c in configs} and result.torch_ms > 0
+        label, best_ms = min(result.kernel_ms.items(), key=lambda kv: kv[1])
+        served = path.kernel.get(regime_name)
+        assert (served.label if served else None) == (label if best_ms < result.torch_ms else None), path.reason
+        assert f"torch {result.torch_ms:.3g} ms" in path.reason
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("stage", ["launch", "mismatch"])
+def test_a_failing_kernel_falls_back_to_torch_on_this_gpu(caplog, stage: str) -> None:
+    """The check on CUDA tensors (the reference: the torch path on the GPU): a kernel that raises, or one whose
+    padded tokens leave the max, leaves the torch path serving with one warning; so does a later failure."""
+    def broken(*case, config=None):
+        if stage == "launch":
+            raise RuntimeError("Triton Error [CUDA]: invalid argument")
+        return wti_by_loop(*(x.cpu() for x in case), token_pad=float("-inf")).to(case[0].device)
+
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    with caplog.at_level(logging.WARNING, logger="tvr_demo.kernels.selfcheck"):
+        path = KernelGate(lambda: broken).path(gpu)
+    assert path.name == "torch" and not path.kernel and len(caplog.records) == 1
+    assert ("failed to launch" if stage == "launch" else "differs from the torch path") in path.reason
+    right = Counting(lambda *c: wti_by_loop(*(x.cpu() for x in c)).to(gpu))
+    gate = gate_for(right, race=told_race({"query": (9.0, [1.0, 2.0]), "batch": (9.0, [1.0, 2.0])}))
+    assert gate.path(gpu).name == "triton"
+    gate.give_up(gpu, RuntimeError("Triton Error [CUDA]: invalid argument"))
+    assert gate.path(gpu).name == "torch" and "on a real input" in gate.path(gpu).reason
 
 
 @pytest.mark.gpu
