@@ -63,29 +63,33 @@ class PeakMemory:
 
 @dataclass
 class Timing:
-    ms: float  # median over reps
+    ms: float  # median over the timed calls, after the first
     reps: int
     peak_mb: float
+    first_ms: float  # the first call alone: compilation, allocator growth, cold caches
 
     def as_dict(self) -> dict:
-        return {"ms": round(self.ms, 3), "reps": self.reps, "peak_mb": round(self.peak_mb, 1)}
+        return {"ms": round(self.ms, 3), "reps": self.reps, "peak_mb": round(self.peak_mb, 1),
+                "first_ms": round(self.first_ms, 3)}
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def measure(fn: Callable[[], object], device: torch.device, min_time_s: float = 0.3, max_reps: int = 15) -> Timing:
-    """Median wall time of fn; a call slower than min_time_s is timed once (its warm-up is not worth the wait)."""
-    times = []
+    """The first call timed on its own, then the median of calls until min_time_s has passed (at least one, at most
+    max_reps): a compile or an allocation of the first call never counts in `ms`."""
     with PeakMemory(device) as mem:
-        while True:
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-            if times[0] > min_time_s or len(times) >= max_reps or (len(times) > 2 and sum(times) > min_time_s):
-                break
-    if len(times) > 2:
-        times = times[1:]  # the first call pays one-time allocations
-    return Timing(statistics.median(times) * 1e3, len(times), mem.peak / 2**20)
+        first = _timed(fn, device)
+        times = [_timed(fn, device)]
+        while len(times) < max_reps and sum(times) < min_time_s:
+            times.append(_timed(fn, device))
+    return Timing(statistics.median(times) * 1e3, len(times), mem.peak / 2**20, first * 1e3)
 
 
 def machine_info(device: torch.device) -> dict:
@@ -103,6 +107,14 @@ def machine_info(device: torch.device) -> dict:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     t = measure(lambda: a @ b, device, min_time_s=0.5)
     info["peak_gflops_fp32"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+    if device.type == "cuda":  # the tensor cores' ceilings, which the kernel's tf32 / bf16 products can reach
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        t = measure(lambda: a16 @ b16, device, min_time_s=0.5)
+        info["peak_gflops_bf16"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        t = measure(lambda: a @ b, device, min_time_s=0.5)
+        info["peak_gflops_tf32"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+        torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.ones(2**27 if device.type == "cpu" else 2**29, device=device)  # 512 MB / 2 GB
     t = measure(lambda: x.sum(), device, min_time_s=0.5)
     info["read_gbs"] = round(x.numel() * 4 / (t.ms / 1e3) / 1e9, 1)

@@ -56,7 +56,7 @@ def run_suite(quick: bool = False, json_out: str | None = None) -> dict:
                 else:
                     result["scoring"].append(row)
             path = serving_path(device)  # after the rows: a kernel that failed on one of them is reported
-            result["scoring_path"][str(device)] = {"path": path.name, "reason": path.reason}
+            result["scoring_path"][str(device)] = path.as_dict()
             if not quick:
                 result["block_sweep"] += block_sweep(device)
             rows, skipped = encode_rows(device, quick)
