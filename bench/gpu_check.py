@@ -181,8 +181,12 @@ def run(folder: Path, out: Path, budget_s: float = 330.0) -> dict:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **provenance(), "torch": torch.__version__,
-                    "cuda": cuda, "device_name": torch.cuda.get_device_name(0) if cuda else None, "skipped": []}
+    # the bench suite's keys (bench/run.py), so that the JSON renders in bench/README.md once committed to results/
+    result: dict = {"gpu_check": True, "quick": False, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **provenance(),
+                    "load_average_start": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
+                    "cuda": cuda, "device_name": torch.cuda.get_device_name(0) if cuda else None, "machines": {},
+                    "scoring_path": {}, "scoring": [], "block_sweep": [], "two_stage": [], "engine": [], "threads": [],
+                    "encode": [], "skipped": []}
     cache = Path(tempfile.mkdtemp(prefix="gpu_check_cache_"))
     _log("pytest -m gpu")
     result["pytest"] = run_gpu_tests(folder, cache / "pytest")
@@ -195,6 +199,7 @@ def run(folder: Path, out: Path, budget_s: float = 330.0) -> dict:
     else:
         _cuda_steps(folder, cache, result, out, start, budget_s)
     result["elapsed_s"] = round(time.perf_counter() - start, 1)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     _write(out, result)
     shutil.rmtree(cache, ignore_errors=True)
     return result
@@ -210,10 +215,10 @@ def _cuda_steps(folder: Path, cache: Path, result: dict, out: Path, start: float
 
     device = torch.device("cuda")
     steps = [
-        ("machine", lambda: machine_info(device)),
-        ("scoring_path", lambda: serving_path(device).as_dict()),  # the self-check and the race
-        ("engine", lambda: compare_engines(folder / "msrvtt", cache / "engine")),
-        ("scoring", lambda: scoring_rows(device, result["machine"], quick=False, works=gpu_workloads())),
+        ("machines", lambda: {"cuda": machine_info(device)}),
+        ("scoring_path", lambda: {"cuda": serving_path(device).as_dict()}),  # the self-check and the race
+        ("engine_comparison", lambda: compare_engines(folder / "msrvtt", cache / "engine")),
+        ("scoring", lambda: scoring_rows(device, result["machines"]["cuda"], quick=False, works=gpu_workloads())),
         ("block_sweep", lambda: block_sweep(device)),
         ("encode", lambda: encode_rows(device, quick=False, clip=folder / "reference" / REFERENCE_CLIP.name)),
     ]
@@ -233,6 +238,10 @@ def _cuda_steps(folder: Path, cache: Path, result: dict, out: Path, start: float
             if name == "encode":
                 value, skipped = value
                 result["skipped"] += skipped
+            if name == "scoring":
+                result["skipped"] += [{"row": f"{r['workload']} on {r['device']}", "reason": r["skipped"]}
+                                      for r in value if "skipped" in r]
+                value = [r for r in value if "skipped" not in r]
             result[name] = value
             result.setdefault("step_seconds", {})[name] = round(time.perf_counter() - t0, 1)
             _write(out, result)
@@ -242,22 +251,19 @@ def _cuda_steps(folder: Path, cache: Path, result: dict, out: Path, start: float
 def summary(result: dict) -> str:
     """The last lines the device tool hands back: what the next session reads first."""
     lines = [f"pytest -m gpu: {result['pytest']['summary']} (exit {result['pytest']['returncode']})"]
-    path = result.get("scoring_path")
-    if path:
+    for path in result["scoring_path"].values():
         lines.append(f"scoring path: {path['path']} ({path['reason']})")
-    for row in result.get("scoring", []):
-        if "variants" not in row:
-            continue
+    for row in result["scoring"]:
         paths = row.get("cuda_paths", {})
         cells = [f"(b) {row['variants']['batched'].get('ms')}"] + [
             f"{name} {p['ms']} (first {p['first_ms']})" for name, p in paths.items()]
         lines.append(f"{row['workload']}: " + ", ".join(cells) + f" ms; roofline {row['roofline_ms']} ms")
-    engine = result.get("engine")
+    engine = result.get("engine_comparison")
     if engine:
         lines.append(f"engine: latent max |cuda - cpu| {engine['latent_max_abs_diff']:.2e}, same top-1 "
                      f"{engine['same_top1_fraction']:.3f}; first search cuda {engine['cuda']['first_search_ms']} ms, "
                      f"p50 {engine['cuda']['search_p50_ms']} ms (cpu {engine['cpu']['search_p50_ms']} ms)")
-    for row in result.get("encode", []):
+    for row in result["encode"]:
         lines.append(f"encode {row['model']} {row['stage']}: {row['clips_per_s']} clips/s "
                      f"({row.get('decode_workers')} decode workers)")
     lines += [f"skipped {s['row']}: {s['reason']}" for s in result["skipped"]]

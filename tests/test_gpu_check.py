@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.gpu_check import TRAVEL_LIMIT, compare_engines
+from bench.tables import format_tables
 from tvr_demo.data.loaders import detect_kind, load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,8 @@ def test_run_without_cuda_skips_the_cuda_rows_and_says_so(prepared, tmp_path: Pa
     assert "skipped" in result["pytest"]["summary"] and "passed" not in result["pytest"]["summary"]
     assert result["skipped"] == [{"row": "the bench's CUDA rows and the Engine CUDA-vs-CPU comparison",
                                   "reason": "no CUDA device"}]
-    assert "scoring" not in result and "engine" not in result
+    assert result["scoring"] == [] and "engine_comparison" not in result
+    assert "Scoring" not in format_tables(result)  # renders as a bench run (bench/README.md)
     assert "no CUDA device" in done.stdout and "pytest -m gpu:" in done.stdout
 
 
