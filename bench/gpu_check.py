@@ -49,7 +49,11 @@ def download_wheels(target: Path) -> list[Path]:
     """cp312 manylinux wheels of WHEELS at the versions installed here, without their dependencies."""
     target.mkdir(parents=True, exist_ok=True)
     for name in WHEELS:
-        version = importlib.metadata.version(name)
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit(f"error: {name} is not installed for {sys.executable}; run prepare with the project's "
+                             "Python (PYTHON=.venv/bin/python): its version picks the wheel") from None
         platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
                "3.12", "--implementation", "cp", *platforms, "-d", str(target), f"{name}=={version}"]
