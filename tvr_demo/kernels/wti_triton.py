@@ -25,8 +25,7 @@ from tvr_demo.kernels.geometry import GRID_X_LIMIT, KernelConfig, default_config
 @triton.jit(do_not_specialize=["A", "B", "T", "V", "clamp", "n_tiles", "a_blocks", "s_ta", "s_mb", "s_wb", "s_oa"])
 def _wti_kernel(q_ptr, tw_ptr, f_ptr, vm_ptr, vw_ptr, out_ptr, A, B, T, V, D, clamp, n_tiles, a_blocks,
                 s_qa, s_qt, s_ta, s_fb, s_fv, s_mb, s_wb, s_oa,
-                BLOCK_A: tl.constexpr, TP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
-                PRECISION: tl.constexpr):
+                BLOCK_A: tl.constexpr, TP: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
     """q (A, T, D) with masked tokens zeroed, tw (A, T); f (B, V, D), vm / vw (B, V) float32; out (A, B) float32.
     clamp = 1 when positions masked for every query were dropped from q: their s = 0 then joins each max over
     tokens, so the TP - T padded columns (also 0) may too; else padding is kept out of that max."""
@@ -51,7 +50,7 @@ def _wti_kernel(q_ptr, tw_ptr, f_ptr, vm_ptr, vw_ptr, out_ptr, A, B, T, V, D, cl
                 d = d0 + d_idx
                 f = tl.load(f_rows[:, None] + d[None, :], mask=b_in[:, None] & (d[None, :] < D), other=0.0)
                 q = tl.load(q_rows[:, None] + d[None, :], mask=q_in[:, None] & (d[None, :] < D), other=0.0)
-                s = tl.dot(f, tl.trans(q), s, input_precision=PRECISION)
+                s = tl.dot(f, tl.trans(q), s, input_precision="tf32")  # fp32 operands as tf32; others as given
             vm = tl.load(vm_ptr + b_idx * s_mb + v, mask=b_in, other=0.0)
             vw = tl.load(vw_ptr + b_idx * s_wb + v, mask=b_in, other=0.0)
             s = s * vm[:, None]  # masked frames: s = 0, as in the official code
@@ -76,21 +75,36 @@ def _pow2(n: int, low: int) -> int:
     return max(low, triton.next_power_of_2(n))
 
 
-def precision_for(dtype: torch.dtype) -> str:
-    """fp32 features go through the tensor cores as tf32 (about 3e-4 relative per product, 1e-5 on a cosine of
-    unit vectors of width 512); fp16 / bf16 are multiplied as they are. Sums are fp32 in every case."""
-    return "tf32" if dtype == torch.float32 else "ieee"
+SHORT_TOKENS = 16  # queries whose valid tokens all lie in the first 16 positions (most captions) launch apart
 
 
 def wti_scores_triton(text: torch.Tensor, text_mask: torch.Tensor, text_weights: torch.Tensor, video: torch.Tensor,
                       video_mask: torch.Tensor, video_weights: torch.Tensor, config: KernelConfig | None = None,
                       max_programs: int = GRID_X_LIMIT) -> torch.Tensor:
-    """drl.wti_similarity in one kernel launch: text (A, T, D), video (B, V, D) L2-normalised -> (A, B) float32.
+    """drl.wti_similarity by the kernel: text (A, T, D), video (B, V, D) L2-normalised -> (A, B) float32.
 
-    The queries are multiplied in the videos' dtype (fp32 as tf32, or fp16 / bf16), with fp32 sums."""
+    The queries are multiplied in the videos' dtype on the tensor cores with fp32 sums: fp32 as tf32 (10-bit
+    mantissas: about 1e-5 on a cosine of unit vectors of width 512), fp16 / bf16 as they are (exact products).
+    Queries whose tokens all lie in the first 16 positions launch apart from the longer ones, so that their tiles
+    are 16 tokens wide, not 32."""
+    config = config or default_config(text.shape[0])
+    positions = torch.arange(text_mask.shape[1], device=text_mask.device)
+    short = torch.where(text_mask.bool(), positions, -1).amax(1) < SHORT_TOKENS
+    if bool(short.all()) or not bool(short.any()):
+        return _launch(text, text_mask, text_weights, video, video_mask, video_weights, config, max_programs)
+    out = torch.empty(text.shape[0], video.shape[0], dtype=torch.float32, device=text.device)
+    for rows in (short.nonzero().flatten(), (~short).nonzero().flatten()):
+        out[rows] = _launch(text[rows], text_mask[rows], text_weights[rows], video, video_mask, video_weights,
+                            config, max_programs)
+    return out
+
+
+def _launch(text: torch.Tensor, text_mask: torch.Tensor, text_weights: torch.Tensor, video: torch.Tensor,
+            video_mask: torch.Tensor, video_weights: torch.Tensor, config: KernelConfig, max_programs: int
+            ) -> torch.Tensor:
+    """One launch: positions masked for every query dropped, the rest padded to a power of two (TP)."""
     a_n, _, dim = text.shape
     b_n, v_n, _ = video.shape
-    config = config or default_config(a_n)
     tmask = text_mask.bool()
     keep = tmask.any(0)  # positions masked for every query only ever gave s = 0: drop them, clamp the max at 0
     f = video.contiguous()
@@ -105,6 +119,5 @@ def wti_scores_triton(text: torch.Tensor, text_mask: torch.Tensor, text_weights:
         q, tw, f, vm, vw, out, a_n, b_n, t_k, v_n, dim, int(not bool(keep.all())), geometry.tiles,
         geometry.a_blocks, q.stride(0), q.stride(1), tw.stride(0), f.stride(0), f.stride(1), vm.stride(0),
         vw.stride(0), out.stride(0), BLOCK_A=config.block_a, TP=_pow2(t_k, 16), BLOCK_B=config.block_b,
-        BLOCK_D=min(config.block_d, _pow2(dim, 16)), PRECISION=precision_for(f.dtype), num_warps=config.num_warps,
-        num_stages=config.num_stages)
+        BLOCK_D=min(config.block_d, _pow2(dim, 16)), num_warps=config.num_warps, num_stages=config.num_stages)
     return out
