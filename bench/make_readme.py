@@ -49,6 +49,7 @@ meant for this file is saved as `bench/results/<date>-<quick|full>.json` and com
 | `synthetic.py` | random features of ViT-B/32 shapes (32 tokens, 12 frames, 512 channels) with realistic masks |
 | `measure.py` | timing (the first call apart, then the median of repeats over 0.3 s), peak memory, the machine's measured ceilings |
 | `gpu_check.py`, `gpu_check.sh` | the prepared device check (below) |
+| `kernel_report.py` | each kernel variant compiled for sm_90a without a GPU: registers, spills, shared memory, wgmma |
 | `tables.py`, `make_readme.py` | the tables the suite prints, and this file from the committed JSON |
 
 ## The ways of scoring WTI

@@ -113,7 +113,7 @@ def test_the_two_fused_paths_are_timed_apart_and_checked() -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(out) == {"triton", "torch"} and out["triton"]["config"] == "128v x 2q, d64, 8w3s"
+    assert set(out) == {"triton", "torch"} and out["triton"]["config"] == "128v x 2q, d32, 8w3s"
     for entry in out.values():
         assert entry["ms"] > 0 and entry["first_ms"] > 0 and entry["measured_rows"] == 6
         assert entry["max_abs_diff_vs_fused"] < 1e-5

@@ -245,3 +245,13 @@ def test_what_serves_on_gpu_gives_the_definition(a_n: int, b_n: int) -> None:
     """wti_scores on CUDA, whichever path the race chose for this regime."""
     case = on_cuda(random_case(a_n, b_n, dim=512))
     assert_same_on_device(wti_scores(*case), case, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [c for group in CONFIGS.values() for c in group], ids=lambda c: c.label)
+def test_every_variant_compiles_for_hopper(config: KernelConfig) -> None:
+    """Each variant compiled for sm_90a by Triton's compiler and ptxas, no GPU needed (the interpreter runs the
+    kernel's arithmetic, not its compilation): fp32 features reach Hopper's wgmma tensor-core instruction."""
+    pytest.importorskip("triton")
+    report = pytest.importorskip("bench.kernel_report")
+    r = report.compile_report(config, "fp32", 16)
+    assert r["arch"] == "sm_90a" and r["matrix_instruction"] == "wgmma" and r["registers"] > 0

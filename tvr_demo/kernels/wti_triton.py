@@ -33,26 +33,30 @@ def _wti_kernel(q_ptr, tw_ptr, f_ptr, vm_ptr, vw_ptr, out_ptr, A, B, T, V, D, cl
     col_a = cols // TP
     col_t = cols % TP
     col_real = (col_t < T) | (clamp != 0)
+    q_off = col_a * s_qa + col_t * s_qt  # (BLOCK_A * TP,) offsets of each token's first channel in a query block
+    b_loc = tl.arange(0, BLOCK_B)
     d_idx = tl.arange(0, BLOCK_D)
     for tile in range(tl.program_id(0), n_tiles, tl.num_programs(0)):
-        b_idx = (tile // a_blocks).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)  # (BLOCK_B,)
-        a_col = (tile % a_blocks).to(tl.int64) * BLOCK_A + col_a  # (BLOCK_A * TP,)
-        b_in = b_idx < B
-        q_in = (a_col < A) & (col_t < T)
-        q_rows = q_ptr + a_col * s_qa + col_t * s_qt  # (BLOCK_A * TP,) pointers to each token's first channel
-        tw = tl.load(tw_ptr + a_col * s_ta + col_t, mask=q_in, other=0.0)
+        b0 = (tile // a_blocks).to(tl.int64) * BLOCK_B  # 64-bit tile origins, 32-bit offsets inside a tile
+        a0 = (tile % a_blocks).to(tl.int64) * BLOCK_A
+        f_tile = f_ptr + b0 * s_fb
+        q_tile = q_ptr + a0 * s_qa
+        b_in = b_loc < tl.minimum(B - b0, BLOCK_B).to(tl.int32)
+        a_in = tl.arange(0, BLOCK_A) < tl.minimum(A - a0, BLOCK_A).to(tl.int32)
+        q_in = (col_a < tl.minimum(A - a0, BLOCK_A).to(tl.int32)) & (col_t < T)
+        tw = tl.load(tw_ptr + a0 * s_ta + col_a * s_ta + col_t, mask=q_in, other=0.0)
         token_max = tl.full((BLOCK_B, BLOCK_A * TP), float("-inf"), tl.float32)
         v2t = tl.zeros((BLOCK_B, BLOCK_A), tl.float32)
         for v in range(V):
-            f_rows = f_ptr + b_idx * s_fb + v * s_fv  # (BLOCK_B,) pointers to frame v of each video
+            f_off = b_loc * s_fb + v * s_fv  # (BLOCK_B,) offsets of frame v of each video in the tile
             s = tl.zeros((BLOCK_B, BLOCK_A * TP), tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 d = d0 + d_idx
-                f = tl.load(f_rows[:, None] + d[None, :], mask=b_in[:, None] & (d[None, :] < D), other=0.0)
-                q = tl.load(q_rows[:, None] + d[None, :], mask=q_in[:, None] & (d[None, :] < D), other=0.0)
+                f = tl.load(f_tile + f_off[:, None] + d[None, :], mask=b_in[:, None] & (d[None, :] < D), other=0.0)
+                q = tl.load(q_tile + q_off[:, None] + d[None, :], mask=q_in[:, None] & (d[None, :] < D), other=0.0)
                 s = tl.dot(f, tl.trans(q), s, input_precision="tf32")  # fp32 operands as tf32; others as given
-            vm = tl.load(vm_ptr + b_idx * s_mb + v, mask=b_in, other=0.0)
-            vw = tl.load(vw_ptr + b_idx * s_wb + v, mask=b_in, other=0.0)
+            vm = tl.load(vm_ptr + b0 * s_mb + b_loc * s_mb + v, mask=b_in, other=0.0)
+            vw = tl.load(vw_ptr + b0 * s_wb + b_loc * s_wb + v, mask=b_in, other=0.0)
             s = s * vm[:, None]  # masked frames: s = 0, as in the official code
             token_max = tl.maximum(token_max, s)
             s = tl.where(col_real[None, :], s, float("-inf"))
@@ -66,9 +70,9 @@ def _wti_kernel(q_ptr, tw_ptr, f_ptr, vm_ptr, vw_ptr, out_ptr, A, B, T, V, D, cl
             t2v = tl.sum(weighted, axis=1)[:, None]
         else:
             t2v = tl.sum(tl.reshape(weighted, (BLOCK_B, BLOCK_A, TP)), axis=2)
-        a_idx = (tile % a_blocks).to(tl.int64) * BLOCK_A + tl.arange(0, BLOCK_A)
-        tl.store(out_ptr + a_idx[None, :] * s_oa + b_idx[:, None], (t2v + v2t) * 0.5,
-                 mask=b_in[:, None] & (a_idx[None, :] < A))
+        out_tile = out_ptr + a0 * s_oa + b0
+        tl.store(out_tile + tl.arange(0, BLOCK_A)[None, :] * s_oa + b_loc[:, None], (t2v + v2t) * 0.5,
+                 mask=b_in[:, None] & a_in[None, :])
 
 
 def _pow2(n: int, low: int) -> int:
