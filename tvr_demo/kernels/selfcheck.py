@@ -50,13 +50,15 @@ def _path(kernel: dict[str, KernelConfig], reason: str, race: Sequence[RaceResul
     name = "torch" if not kernel else "triton" if set(kernel) == set(CONFIGS) else "triton+torch"
     return ScoringPath(name, reason, dict(kernel), tuple(race))
 
+
 def check_cases(device: torch.device, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """Two small inputs that reach every masked branch of the kernel, as (text, tmask, tweights, video, vmask,
     vweights) on `device`:
-    - six queries of 3-20 tokens out of 32 (the kernel takes four per block): positions 6-19 are padding in every
-      query of the first block but valid in the second, positions 20-31 are padding in all six (dropped before the
-      product, so the max over tokens is clamped at 0); the third query also has a hole at position 1;
-    - 20 clips of 1-12 frames out of 12 (three blocks of eight, the last partial), every third pointing away from
+    - six queries of 3-20 tokens out of 32 (a batch variant takes four per tile; the 20-token one launches apart
+      from the five within 16 positions): positions 6-19 are padding in every query of the first four but valid in
+      the others, positions 20-31 are padding in all six (dropped before the product, so the max over tokens is
+      clamped at 0); the third query also has a hole at position 1;
+    - 20 clips of 1-12 frames out of 12 (one partial tile of videos), every third pointing away from
       the queries, so each valid cosine of those pairs is negative and a padded position's 0 wins the maxima; width
       512 (CLIP ViT-B);
     - one typed one-word query (SOT, word, EOT: 3 valid tokens) against the same kind of clips, width 96 (not a
