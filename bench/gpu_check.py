@@ -182,7 +182,7 @@ def run(folder: Path, out: Path, budget_s: float = 300.0) -> dict:
     """Every step in turn, the JSON rewritten after each (a run stopped at its limit still returns what it did)."""
     import torch
 
-    from bench.run import provenance
+    from bench.measure import provenance
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -143,3 +145,18 @@ def available_memory_bytes() -> int:
 def roofline_ms(flops: float, nbytes: float, machine: dict) -> float:
     """The least time the machine's measured ceilings allow: max(FLOPs / peak, bytes / bandwidth)."""
     return max(flops / (machine["peak_gflops_fp32"] * 1e9), nbytes / (machine["read_gbs"] * 1e9)) * 1e3
+
+
+def provenance() -> dict:
+    """What a reader needs to trust a run: the commit measured (and whether the tree had changes), the host, the load."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"git_commit": git("rev-parse", "HEAD") or "unknown", "git_dirty": bool(git("status", "--porcelain",
+                                                                                       "--untracked-files=no")),
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
