@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--interaction", choices=["wti", "ti", "dp"], default=None, help="override the checkpoint's")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="video decode processes (default: one per core, bounded by free memory)")
     _add_device(p)
     p.set_defaults(func=_cmd_score)
 

@@ -90,3 +90,19 @@ def release_free_memory() -> None:
     its memory (milliseconds)."""
     if _libc is not None:
         _libc.malloc_trim(0)
+
+
+def host_available_bytes() -> int:
+    """Memory the host can still give without swapping (MemAvailable of /proc/meminfo, or the free physical pages
+    where that file does not exist)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return 0

@@ -156,7 +156,7 @@ class EncodedGallery:
 
 
 def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
-                   num_workers: int = 2) -> EncodedGallery:
+                   num_workers: int | None = None) -> EncodedGallery:
     """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache once its manifest
     checks out (else it is rebuilt); an interrupted encode keeps its finished chunks in `<key>.partial/` and resumes
     from them (an unreadable chunk is encoded again)."""

@@ -229,9 +229,11 @@ class Session:
             return engine
 
     def warm(self, model: str | None = None) -> Engine:
-        """Build a model's engine and score every caption once, so the first request does not wait for either."""
+        """Build a model's engine, score every caption once and run one typed search (on CUDA: the scorer's first
+        launch of that shape and the text tower's first call), so the first request waits for none of them."""
         engine = self.engine(model)
         engine.matrices.compute()
+        engine.search_text("a person is walking down the street")
         return engine
 
     def display_path(self, path: str | Path) -> str:
