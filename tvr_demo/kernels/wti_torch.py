@@ -15,7 +15,7 @@ import torch
 from tvr_demo.kernels.blocks import block_floats as block_floats_for
 from tvr_demo.kernels.blocks import device_memory
 
-TEXT_BLOCK = 32  # queries per block: up to 32 x 32 product columns; 64 was no faster and slower with 2 busy threads
+TEXT_BLOCK = 32  # queries per block: up to 32 x 32 product columns (the block sweep of bench/scoring_bench.py)
 
 
 def wti_scores_torch(text: torch.Tensor, text_mask: torch.Tensor, text_weights: torch.Tensor, video: torch.Tensor,
