@@ -124,12 +124,20 @@ def load_folder(root: Path) -> Benchmark:
                      folders=[slice_of(vid) for vid in video_ids])
 
 
-def require_captions(bench: Benchmark, what: str) -> None:
-    """Refuse, in one sentence naming the file that would turn it on, a view that needs ground truth on a gallery
-    without captions."""
+def missing_captions(bench: Benchmark, what: str) -> str | None:
+    """The one sentence that refuses `what` on a gallery without captions, naming the file that would turn it on;
+    None when the gallery has captions."""
     if bench.num_captions:
-        return
+        return None
     if bench.name == "folder":
-        raise DatasetError(f"{what} needs ground truth, and {bench.root.name}/ has no captions: a {CAPTIONS_FILE} "
-                           "beside the clips (columns video,caption; one row per caption) turns it on")
-    raise DatasetError(f"{what} needs ground truth, and {bench.name}/{bench.split} has no captions")
+        return (f"{what} needs captions, and {bench.root.name}/ has none: a {CAPTIONS_FILE} beside the clips "
+                "(columns video,caption; one row per caption) turns it on")
+    return f"{what} needs captions, and {bench.name}/{bench.split} has none"
+
+
+def require_captions(bench: Benchmark, what: str) -> None:
+    """Refuse a view that needs captions (ground truth, or the texts of video -> text search) on a gallery without
+    any, in one sentence."""
+    sentence = missing_captions(bench, what)
+    if sentence is not None:
+        raise DatasetError(sentence)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tvr_demo.data import Benchmark, load_benchmark
+from tvr_demo.data.folder import require_captions
 from tvr_demo.errors import QueryError
 from tvr_demo.evaluation.analysis import Analysis
 from tvr_demo.memory import nbytes
@@ -174,6 +175,7 @@ class Engine:
         """Every branch's scores of a video query over the captions: a gallery video (its column of the matrices,
         its captions the ground truth), a decoded clip or a video file (fused standardised over the captions)."""
         branch = self.ranking_branch(branch)  # before decoding a file: a wrong branch should not cost a decode
+        require_captions(self.bench, "video → text search")
         if isinstance(video, (int, np.integer)):
             index = self.check_video(video)
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}

@@ -1,0 +1,208 @@
+"""A user's folder of real clips (the three MSR-VTT reference clips, one in a subfolder, and a corrupt file) through the
+Python API, the command line and the app's listeners; with a captions.csv, `evaluate` against metrics worked out
+here by hand from an independently computed score matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from app_support import Listeners
+from clip_folders import CLIPS, CORRUPT, reference_captions
+
+import tvr_demo
+from tvr_demo.data.video import decode_videos
+from tvr_demo.errors import DatasetError
+from tvr_demo.retrieval.engine import Engine
+from tvr_demo.retrieval.scoring import encode_video_frames, score_files
+from tvr_demo.ui.session import Session
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+QUERY = "a soccer team walking out on the field"
+DECODED = sorted(CLIPS)  # the gallery's ids of the clips that decode, in its (sorted) order
+
+
+@pytest.fixture(scope="module")
+def engine(clip_gallery) -> Engine:
+    checkpoint = tvr_demo.load_checkpoint(clip_gallery.wti, "cpu")
+    return Engine(checkpoint, tvr_demo.load_benchmark(clip_gallery.folder), clip_gallery.cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def reference_scores(clip_gallery):
+    """(clips, score function): the WTI scores of texts against the decodable clips, by the `score` command's own
+    decode-and-encode path (no gallery, no cache, no folder loader)."""
+    paths = [clip_gallery.folder / name for name in DECODED]
+    return lambda texts: score_files(clip_gallery.wti, list(texts), paths, device="cpu", num_workers=0)
+
+
+def _ranked(scores: np.ndarray) -> list[int]:
+    """Indices best first, by a loop: each item's place is the number of items scoring more (no ties here)."""
+    places = {i: sum(1 for s in scores if s > scores[i]) for i in range(len(scores))}
+    return sorted(places, key=places.get)
+
+
+def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TVR_DEMO_CACHE": str(cache), "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run([sys.executable, "-m", "tvr_demo", *args], capture_output=True, text=True, env=env,
+                          cwd=PROJECT_ROOT, timeout=600)
+
+
+# ---------------------------------------------------------------- Python API
+
+
+def test_the_folder_loads_with_relative_ids_slices_and_the_corrupt_file_skipped(engine, clip_gallery):
+    bench = engine.bench
+    assert bench.video_ids == sorted([*CLIPS, CORRUPT])
+    assert dict(zip(bench.video_ids, bench.folders, strict=True))["gym/video9771.mp4"] == "gym"
+    assert [path for path, _ in engine.skipped] == [CORRUPT]
+    reason = engine.skipped[0][1]
+    assert "truncated" in reason and str(clip_gallery.folder) not in reason and CORRUPT in reason
+
+
+def test_a_typed_query_ranks_the_clips_as_the_score_command_scores_them(engine, reference_scores):
+    """The hits are the decodable clips in the order of their independently computed scores, the corrupt file never
+    among them with a score."""
+    want = reference_scores([QUERY])[0]
+    hits = [h for h in engine.search_text(QUERY, k=10).hits if np.isfinite(h.score)]
+    assert [engine.bench.video_ids[h.index] for h in hits] == [DECODED[i] for i in _ranked(want)]
+    np.testing.assert_allclose([h.score for h in hits], sorted(want, reverse=True), atol=1e-5)
+    assert [h.rank for h in hits] == [0, 1, 2]
+
+
+def test_tvr_demo_load_takes_the_folder(clip_gallery, monkeypatch):
+    monkeypatch.setenv("TVR_DEMO_CACHE", str(clip_gallery.cache))
+    engine = tvr_demo.load(clip_gallery.wti, dataset=clip_gallery.folder, device="cpu", progress=False)
+    assert engine.gallery_size == 4 and engine.num_captions == 0
+    with pytest.raises(DatasetError, match="a captions.csv beside the clips"):
+        engine.evaluate()
+
+
+def test_similar_clips_rank_by_the_cosine_of_mean_frame_features(engine, clip_gallery):
+    """Video -> video: a gallery clip's neighbours by the cosine of each clip's mean normalised frame feature,
+    computed here from the frame features of a fresh decode; the clip itself and the corrupt file are left out; a
+    file of the same clip from outside finds it first, at cosine 1."""
+    checkpoint = tvr_demo.load_checkpoint(clip_gallery.wti, "cpu")
+    config = checkpoint.config
+    decoded = decode_videos([clip_gallery.folder / n for n in DECODED], config.sampling(), config.image_size,
+                            num_workers=0, progress=False)
+    bank = encode_video_frames(checkpoint.model, decoded.videos, decoded.masks)
+    pooled = []
+    for frames, mask in zip(bank.frames, bank.mask, strict=True):
+        valid = [f / f.norm() for f, m in zip(frames, mask, strict=True) if m]
+        mean = torch.stack(valid).sum(0) / len(valid)
+        pooled.append((mean / mean.norm()).numpy())
+    query = DECODED.index("gym/video9771.mp4")
+    cosines = np.array([float(pooled[query] @ p) for p in pooled])
+    cosines[query] = -np.inf
+    result = engine.search_similar(engine.bench.video_index("gym/video9771.mp4"), k=10)
+    assert [engine.bench.video_ids[h.index] for h in result.hits] == [DECODED[i] for i in _ranked(cosines)][:2]
+    np.testing.assert_allclose([h.score for h in result.hits], sorted(cosines, reverse=True)[:2], atol=1e-5)
+    same = engine.search_similar(Path(clip_gallery.folder / "video7500.mp4").resolve(), k=1).hits
+    assert engine.bench.video_ids[same[0].index] == "video7500.mp4"  # a file, even inside the gallery, is any clip
+    assert same[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_the_search_command_prints_paths_scores_and_ranks(engine, clip_gallery):
+    done = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), QUERY, "--k", "2",
+                "--json", "--device", "cpu", cache=clip_gallery.cache)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    row = engine.score_text(QUERY)
+    want = [engine.bench.video_ids[i] for i in _ranked(np.where(np.isfinite(row.ranking), row.ranking, -9))][:2]
+    assert [(h["rank"], h["path"]) for h in printed["hits"]] == [(1, want[0]), (2, want[1])]
+    np.testing.assert_allclose([h["score"] for h in printed["hits"]],
+                               [row.ranking[engine.bench.video_index(v)] for v in want], atol=1e-5)
+    assert printed["ground_truth_rank"] is None and printed["score"] == "WTI"
+    assert [s["path"] for s in printed["skipped"]] == [CORRUPT]
+    assert str(clip_gallery.folder) not in done.stdout
+    assert done.stderr.count(f"{CORRUPT}:") == 1  # the corrupt file is listed once, with its reason
+
+
+def test_the_search_command_searches_by_a_clip(engine, clip_gallery):
+    done = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
+                "gym/video9771.mp4", "--device", "cpu", cache=clip_gallery.cache)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "pooled video cosine" in lines[0]
+    expected = engine.search_similar(engine.bench.video_index("gym/video9771.mp4")).hits
+    assert [line.split()[2] for line in lines[1:]] == [engine.bench.video_ids[h.index] for h in expected]
+    bad = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
+               CORRUPT, "--device", "cpu", cache=clip_gallery.cache)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(f"error: {CORRUPT} could not be decoded, so it has no "
+                                                               "features to search with")
+
+
+def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, reference_scores, msrvtt_reference):
+    """captions.csv from the 1k-A rows: evaluate's R@1/5/10, MdR and MnR in both directions equal the ones counted
+    here from the score command's 3 x 3 matrix (the corrupt clip, which no caption names, never outranks one)."""
+    captions = reference_captions(msrvtt_reference)
+    gt_of = {Path(name).stem: DECODED.index(name) for name in DECODED}
+    texts = list(captions.values())
+    gt = [gt_of[video] for video in captions]
+    sim = reference_scores(texts)
+    t2v = [1 + sum(1 for j in range(3) if j != gt[i] and sim[i][j] >= sim[i][gt[i]]) for i in range(3)]
+    caption_of = {g: i for i, g in enumerate(gt)}
+    v2t = [1 + sum(1 for i in range(3) if i != caption_of[v] and sim[i][v] >= sim[caption_of[v]][v]) for v in range(3)]
+
+    def by_hand(ranks: list[int]) -> dict[str, float]:
+        return {"R@1": 100 * sum(r <= 1 for r in ranks) / 3, "R@5": 100 * sum(r <= 5 for r in ranks) / 3,
+                "R@10": 100 * sum(r <= 10 for r in ranks) / 3, "MdR": float(statistics.median(ranks)),
+                "MnR": sum(ranks) / 3}
+
+    done = _cli("evaluate", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned), "--device",
+                "cpu", cache=clip_gallery.cache)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    for direction, ranks in (("t2v", t2v), ("v2t", v2t)):
+        assert printed[direction] == pytest.approx(by_hand(ranks)), direction
+    assert printed["skipped_videos"] == [CORRUPT]
+    search = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned), texts[0],
+                  "--json", "--device", "cpu", cache=clip_gallery.cache)
+    assert json.loads(search.stdout)["ground_truth_rank"] == t2v[0]
+
+
+# ---------------------------------------------------------------- the app's views without captions
+
+
+@pytest.fixture(scope="module")
+def listeners(clip_gallery) -> tuple[Listeners, Session]:
+    session = Session([clip_gallery.wti], clip_gallery.folder, "test", device="cpu", cache_root=clip_gallery.cache)
+    return Listeners(session), session
+
+
+def test_the_views_that_need_captions_say_which_file_turns_them_on(listeners):
+    cb, session = listeners
+    model = next(iter(session.models))
+    for call in (lambda: cb.run_metrics(model, "", "test", progress=None),
+                 lambda: cb.run_failures("t2v", "auto", "rank", "(all)", 10, model, "", "test", progress=None),
+                 lambda: cb.run_papers("", "test", progress=None),
+                 lambda: cb.run_search_video("video7500.mp4", None, 5, "auto", model, "", "test", progress=None)):
+        with pytest.raises(gr.Error, match="needs captions, and my_clips/ has none: a captions.csv beside the clips"):
+            call()
+    header = cb.load(model, "", "test", progress=None)[0]
+    assert "gym (1)" in header and f"`{CORRUPT}`" in header and "No captions" in header
+    assert str(session.dataset) not in header
+
+
+def test_the_map_colours_the_clips_by_subfolder_and_channels_work(listeners):
+    cb, session = listeners
+    model = next(iter(session.models))
+    figure = cb.run_map("folder", 20, model, "", "test", progress=lambda *a, **k: None)
+    names = {trace.name for trace in figure.data}
+    assert names == {"(top level) (video)", "gym (video)"}
+    placed = [x for trace in figure.data for x in trace.x if np.isfinite(x)]
+    assert len(placed) == 3  # the corrupt file has no features to place
+    correlation, summary = cb.run_correlation(model, model, "", "test", progress=None)
+    assert "no captions" in correlation.layout.title.text and "redundancy" in summary
