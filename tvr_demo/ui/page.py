@@ -4,6 +4,7 @@ split fields every tab reads, and the load listener that fills each tab's picker
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import gradio as gr
@@ -51,8 +52,10 @@ class Page:
         self.header = gr.Markdown("Loading…")
         with gr.Row(equal_height=True):
             self.model = gr.Dropdown(list(session.models), value=session.default_model, label="Model", scale=2)
-            self.dataset = gr.Textbox(session.dataset, label="Gallery folder", scale=3,
-                                      placeholder="blank = the bundled synthetic benchmark")
+            # blank stands for the gallery given at start: the page never shows where the server keeps it
+            start = f"the gallery given at start ({Path(session.dataset).name}/)" if session.dataset else \
+                "the bundled synthetic benchmark"
+            self.dataset = gr.Textbox("", label="Gallery folder", scale=3, placeholder=f"blank = {start}")
             self.split = gr.Dropdown(SPLITS, value=session.split, label="Split", scale=1)
             self.load_btn = gr.Button("Load", scale=0, min_width=100)
         with gr.Tabs() as self.tabs:

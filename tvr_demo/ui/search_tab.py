@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ def _score_columns(engine: Engine, result: SearchResult) -> dict[str, str]:
 def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int) -> str:
     """Where the ground truth landed, whether or not it made the top k (ranks shown 1-based)."""
     if not result.ground_truth:
-        return "Free-text query: the benchmark has no ground truth for it."
+        return "Free-text query: no caption of this gallery is this text, so it has no ground truth."
     rank = result.ground_truth_rank + 1
     gt = ", ".join(names[g] for g in result.ground_truth)
     where = f"in the top {k}" if rank <= k else f"**outside the top {k}**, shown last"
@@ -47,7 +48,9 @@ def text_results(engine: Engine, query: str, k: int, branch: str | None
     bench, kind = engine.bench, score_kind(engine.config, result.branch)
     rows, items, order = [], [], []
     columns = _score_columns(engine, result)
-    for h in result.hits + result.missed:  # the ground truth outside the top k comes last, at its own rank
+    # the ground truth outside the top k comes last, at its own rank; clips that could not be decoded (-inf) never
+    hits = [h for h in result.hits if math.isfinite(h.score)] + result.missed
+    for h in hits:
         gt = " ✓ ground truth" if h.is_ground_truth else ""
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
                                                        f"{kind} {h.score:.4f}{gt}"))
@@ -85,9 +88,9 @@ def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: i
 
 
 def similar_results(engine: Engine, video: str | None, upload: Clip | None, k: int
-                    ) -> tuple[str, list[tuple[str, str]], pd.DataFrame]:
+                    ) -> tuple[str, list[tuple[str, str]], pd.DataFrame, int | None]:
     """The k gallery clips closest to a gallery video or an uploaded clip by the cosine of their pooled video
-    features: a summary naming that score, gallery items and a table."""
+    features: a summary naming that score, gallery items, a table and the gallery video's index (None: an upload)."""
     index = None if upload else resolve_video(engine, video)
     if upload is None and index is None:
         raise QueryError("choose a gallery video or upload a clip")
@@ -100,7 +103,7 @@ def similar_results(engine: Engine, video: str | None, upload: Clip | None, k: i
     name = f"uploaded clip `{upload.name}`" if upload else f"**{bench.video_ids[index]}**"
     summary = (f"The {len(result.hits)} clips most like {name}, by the **{kind}**: the cosine of each clip's pooled "
                "vector (the mean of its frame features), the video tower alone, no text involved.")
-    return summary, items, table
+    return summary, items, table, index
 
 
 class SearchTab:
@@ -173,7 +176,7 @@ class SearchTab:
              [self.vsummary, self.vpreview, self.vtable, self.vcaptions, self.vindex], api_name="search_video")
         explain.opens(self.vtable.select, self.open_caption_row, [self.vcaptions, self.vindex, *ctx])
         wire(self.similar_btn.click, self.run_similar, [self.video_pick, self.upload, self.k, *ctx],
-             [self.similar_md, self.similar, self.similar_table], api_name="search_similar")
+             [self.similar_md, self.vpreview, self.similar, self.similar_table], api_name="search_similar")
 
     # ------------------------------------------------------------------ listeners
 
@@ -224,13 +227,16 @@ class SearchTab:
     @listener(UPLOAD)
     def run_similar(self, video: str | None, upload: str | None, k: float, model: str, dataset: str, split: str,
                     progress: gr.Progress = PROGRESS) -> tuple:
-        """The gallery clips most like a gallery video or an uploaded clip (the upload decoded as for video search)."""
+        """The gallery clips most like a gallery video or an uploaded clip (the upload decoded as for video search),
+        and the query clip to play."""
         clip = None
         if upload:
             upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
             engine = self.session.engine(model, dataset, split, progress, searching=True)
             clip = engine.read_clip(Path(upload), untrusted=True)
-        return self.similar_videos(video, clip, k, model, dataset, split, progress)
+        summary, items, table, index = self.similar_videos(video, clip, k, model, dataset, split, progress)
+        preview = upload if upload else str(self.session.benchmark(dataset, split).video_paths[index])
+        return summary, preview, items, table
 
     @listener()
     def open_result(self, order: list[int], model: str, dataset: str, split: str, evt: gr.SelectData
