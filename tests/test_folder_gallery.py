@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -109,6 +110,21 @@ def test_similar_clips_rank_by_the_cosine_of_mean_frame_features(engine, clip_ga
     same = engine.search_similar(Path(clip_gallery.folder / "video7500.mp4").resolve(), k=1).hits
     assert engine.bench.video_ids[same[0].index] == "video7500.mp4"  # a file, even inside the gallery, is any clip
     assert same[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_readme_lines_run_on_the_folder(clip_gallery, monkeypatch):
+    """The python block of the README's "Your own clips" section, with its folder and clip names replaced by the
+    reference folder's, on the bundled drl-wti."""
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split("## Your own clips", 1)[1]
+    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert block.count("./my_clips") == 1 and block.count("cats/a.mp4") == 1
+    block = block.replace("./my_clips", str(clip_gallery.folder)).replace("cats/a.mp4", "gym/video9771.mp4")
+    monkeypatch.setenv("TVR_DEMO_CACHE", str(clip_gallery.cache))
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    engine = namespace["engine"]
+    assert sorted(engine.bench.video_ids[h.index] for h in namespace["hits"] if np.isfinite(h.score)) == DECODED
+    assert {engine.bench.video_ids[h.index] for h in namespace["alike"]} == {"video7500.mp4", "video9770.mp4"}
 
 
 # ---------------------------------------------------------------- the command line
