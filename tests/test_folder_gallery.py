@@ -222,3 +222,14 @@ def test_the_map_colours_the_clips_by_subfolder_and_channels_work(listeners):
     assert len(placed) == 3  # the corrupt file has no features to place
     correlation, summary = cb.run_correlation(model, model, "", "test", progress=None)
     assert "no captions" in correlation.layout.title.text and "redundancy" in summary
+
+
+def test_explain_and_which_word_decides_work_without_captions(listeners):
+    """A typed query against a chosen clip: its pair beside the runner-up, and each one-word removal ranked."""
+    cb, session = listeners
+    model = next(iter(session.models))
+    md_a, _, _, md_b, fig_b, *_ = cb.run_explain(QUERY, "gym/video9771.mp4", "", "", model, "", "test", progress=None)
+    assert md_a.startswith("#### gym/video9771.mp4 — rank ") and fig_b is not None and CORRUPT not in md_b
+    figure, summary = cb.run_counterfactual(QUERY, "gym/video9771.mp4", "auto", model, "", "test", progress=None)
+    assert f"{len(QUERY.split())} one-word edits scored against all 4 videos" in summary
+
