@@ -160,9 +160,10 @@ def test_the_search_command_searches_by_a_clip(engine, clip_gallery):
                                                                "features to search with")
 
 
-def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, reference_scores, msrvtt_reference):
-    """captions.csv from the 1k-A rows: evaluate's R@1/5/10, MdR and MnR in both directions equal the ones counted
-    here from the score command's 3 x 3 matrix (the corrupt clip, which no caption names, never outranks one)."""
+@pytest.fixture(scope="module")
+def hand_ranks(reference_scores, msrvtt_reference) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(captions in captions.csv order, each one's clip in DECODED order, t2v ranks, v2t ranks per DECODED clip):
+    1-based ranks counted by loops over the score command's 3 x 3 matrix, ties against the ground truth."""
     captions = reference_captions(msrvtt_reference)
     gt_of = {Path(name).stem: DECODED.index(name) for name in DECODED}
     texts = list(captions.values())
@@ -171,6 +172,13 @@ def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, reference_sco
     t2v = [1 + sum(1 for j in range(3) if j != gt[i] and sim[i][j] >= sim[i][gt[i]]) for i in range(3)]
     caption_of = {g: i for i, g in enumerate(gt)}
     v2t = [1 + sum(1 for i in range(3) if i != caption_of[v] and sim[i][v] >= sim[caption_of[v]][v]) for v in range(3)]
+    return texts, gt, t2v, v2t
+
+
+def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, hand_ranks):
+    """captions.csv from the 1k-A rows: evaluate's R@1/5/10, MdR and MnR in both directions equal the ones counted
+    here from the score command's 3 x 3 matrix (the corrupt clip, which no caption names, never outranks one)."""
+    texts, _, t2v, v2t = hand_ranks
 
     def by_hand(ranks: list[int]) -> dict[str, float]:
         return {"R@1": 100 * sum(r <= 1 for r in ranks) / 3, "R@5": 100 * sum(r <= 5 for r in ranks) / 3,
@@ -232,4 +240,22 @@ def test_explain_and_which_word_decides_work_without_captions(listeners):
     assert md_a.startswith("#### gym/video9771.mp4 — rank ") and fig_b is not None and CORRUPT not in md_b
     figure, summary = cb.run_counterfactual(QUERY, "gym/video9771.mp4", "auto", model, "", "test", progress=None)
     assert f"{len(QUERY.split())} one-word edits scored against all 4 videos" in summary
+
+
+def test_a_captioned_folder_filters_failures_by_subfolder_and_maps_outcomes(clip_gallery, hand_ranks):
+    """With captions.csv the subfolders are slices of the failure list, as a benchmark's attributes are; the map's
+    outcome colours mark the clip no caption names."""
+    texts, gt, t2v, _ = hand_ranks
+    session = Session([clip_gallery.wti], clip_gallery.captioned, "test", device="cpu", cache_root=clip_gallery.cache)
+    cb, model = Listeners(session), next(iter(session.models))
+    failures_tab = next(tab for tab in cb.tabs if tab.id == "failures")
+    picker = failures_tab.loaded(session.engine(model))[0]  # what the load listener puts in the Slice picker
+    choices = [c[0] if isinstance(c, tuple) else c for c in picker.choices]
+    assert {"folder:gym", "folder:(top level)"} <= set(choices)
+    gym = gt.index(DECODED.index("gym/video9771.mp4"))  # the caption of the clip in gym/
+    table, summary, _ = cb.run_failures("t2v", "auto", "rank", "folder:gym", 10, model, "", "test", progress=None)
+    assert f"**{int(t2v[gym] > 1)}** of 1 t2v queries miss rank 1" in summary
+    assert list(table.get("caption", [])) == ([texts[gym]] if t2v[gym] > 1 else [])
+    figure = cb.run_map("outcome", 0, model, "", "test", progress=lambda *a, **k: None)
+    assert "video without caption (video)" in {trace.name for trace in figure.data}
 
