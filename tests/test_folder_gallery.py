@@ -5,11 +5,8 @@ here by hand from an independently computed score matrix."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +17,7 @@ from app_support import Listeners
 from clip_folders import CLIPS, CORRUPT, reference_captions
 
 import tvr_demo
+from tvr_demo.cli import main
 from tvr_demo.data.video import decode_videos
 from tvr_demo.errors import DatasetError
 from tvr_demo.retrieval.engine import Engine
@@ -51,10 +49,17 @@ def _ranked(scores: np.ndarray) -> list[int]:
     return sorted(places, key=places.get)
 
 
-def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TVR_DEMO_CACHE": str(cache), "PYTHONPATH": str(PROJECT_ROOT)}
-    return subprocess.run([sys.executable, "-m", "tvr_demo", *args], capture_output=True, text=True, env=env,
-                          cwd=PROJECT_ROOT, timeout=600)
+@pytest.fixture
+def cli(clip_gallery, monkeypatch, capsys):
+    """`python -m tvr_demo ARGS` run in this process on the shared cache: (exit code, stdout, stderr)."""
+    monkeypatch.setenv("TVR_DEMO_CACHE", str(clip_gallery.cache))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "--device", "cpu"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 # ---------------------------------------------------------------- Python API
@@ -130,11 +135,11 @@ def test_the_readme_lines_run_on_the_folder(clip_gallery, monkeypatch):
 # ---------------------------------------------------------------- the command line
 
 
-def test_the_search_command_prints_paths_scores_and_ranks(engine, clip_gallery):
-    done = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), QUERY, "--k", "2",
-                "--json", "--device", "cpu", cache=clip_gallery.cache)
-    assert done.returncode == 0, done.stderr
-    printed = json.loads(done.stdout)
+def test_the_search_command_prints_paths_scores_and_ranks(engine, clip_gallery, cli):
+    code, out, err = cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), QUERY,
+                         "--k", "2", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
     row = engine.score_text(QUERY)
     want = [engine.bench.video_ids[i] for i in _ranked(np.where(np.isfinite(row.ranking), row.ranking, -9))][:2]
     assert [(h["rank"], h["path"]) for h in printed["hits"]] == [(1, want[0]), (2, want[1])]
@@ -142,22 +147,22 @@ def test_the_search_command_prints_paths_scores_and_ranks(engine, clip_gallery):
                                [row.ranking[engine.bench.video_index(v)] for v in want], atol=1e-5)
     assert printed["ground_truth_rank"] is None and printed["score"] == "WTI"
     assert [s["path"] for s in printed["skipped"]] == [CORRUPT]
-    assert str(clip_gallery.folder) not in done.stdout
-    assert done.stderr.count(f"{CORRUPT}:") == 1  # the corrupt file is listed once, with its reason
+    assert str(clip_gallery.folder) not in out
+    assert err.count(f"{CORRUPT}:") == 1  # the corrupt file is listed once, with its reason
 
 
-def test_the_search_command_searches_by_a_clip(engine, clip_gallery):
-    done = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
-                "gym/video9771.mp4", "--device", "cpu", cache=clip_gallery.cache)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+def test_the_search_command_searches_by_a_clip(engine, clip_gallery, cli):
+    code, out, err = cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
+                         "gym/video9771.mp4")
+    assert code == 0, err
+    lines = out.splitlines()
     assert "pooled video cosine" in lines[0]
     expected = engine.search_similar(engine.bench.video_index("gym/video9771.mp4")).hits
     assert [line.split()[2] for line in lines[1:]] == [engine.bench.video_ids[h.index] for h in expected]
-    bad = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
-               CORRUPT, "--device", "cpu", cache=clip_gallery.cache)
-    assert bad.returncode == 2 and bad.stderr.strip().endswith(f"error: {CORRUPT} could not be decoded, so it has no "
-                                                               "features to search with")
+    code, _, err = cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.folder), "--video",
+                       CORRUPT)
+    assert code == 2 and err.strip().endswith(f"error: {CORRUPT} could not be decoded, so it has no features to "
+                                              "search with")
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +180,7 @@ def hand_ranks(reference_scores, msrvtt_reference) -> tuple[list[str], list[int]
     return texts, gt, t2v, v2t
 
 
-def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, hand_ranks):
+def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, hand_ranks, cli):
     """captions.csv from the 1k-A rows: evaluate's R@1/5/10, MdR and MnR in both directions equal the ones counted
     here from the score command's 3 x 3 matrix (the corrupt clip, which no caption names, never outranks one)."""
     texts, _, t2v, v2t = hand_ranks
@@ -185,16 +190,15 @@ def test_evaluate_matches_metrics_worked_out_by_hand(clip_gallery, hand_ranks):
                 "R@10": 100 * sum(r <= 10 for r in ranks) / 3, "MdR": float(statistics.median(ranks)),
                 "MnR": sum(ranks) / 3}
 
-    done = _cli("evaluate", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned), "--device",
-                "cpu", cache=clip_gallery.cache)
-    assert done.returncode == 0, done.stderr
-    printed = json.loads(done.stdout)
+    code, out, err = cli("evaluate", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned))
+    assert code == 0, err
+    printed = json.loads(out)
     for direction, ranks in (("t2v", t2v), ("v2t", v2t)):
         assert printed[direction] == pytest.approx(by_hand(ranks)), direction
     assert printed["skipped_videos"] == [CORRUPT]
-    search = _cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned), texts[0],
-                  "--json", "--device", "cpu", cache=clip_gallery.cache)
-    assert json.loads(search.stdout)["ground_truth_rank"] == t2v[0]
+    code, out, _ = cli("search", "--checkpoint", clip_gallery.wti, "--dataset", str(clip_gallery.captioned), texts[0],
+                       "--json")
+    assert code == 0 and json.loads(out)["ground_truth_rank"] == t2v[0]
 
 
 # ---------------------------------------------------------------- the app's views without captions
