@@ -243,6 +243,7 @@ def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
         ctx = (model, "", "test")
         for query in ("a red circle moves left", caption):
             _, summary, table, *_ = cb.run_search(query, 5, "auto", *ctx, progress=None)
+            table = table.data  # the Styler the page shows; its frame holds the numbers
             assert len(table) == 1 and np.isfinite(table.filter(like="score").to_numpy(float)).all()
             assert cb.run_explain(query, "", "", "", *ctx, progress=None)[0]
         assert "rank 1" in cb.run_search_video("0", None, 5, "auto", *ctx, progress=None)[0]

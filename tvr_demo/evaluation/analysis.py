@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tvr_demo.data.folder import require_captions
+from tvr_demo.data.synthetic.scenes import CHANGING_SIZE
 from tvr_demo.evaluation import metrics
 
 if TYPE_CHECKING:
@@ -189,7 +190,8 @@ class Analysis:
             attrs = bench.attributes[int(v)]
             row = [f"structure:{attrs.get('structure', '?')}"]
             for obj in attrs.get("objects", []):
-                row += [f"{key}:{obj[key]}" for key in ("colour", "shape", "size", "motion") if key in obj]
+                row += [f"{key}:{CHANGING_SIZE if obj[key] is None else obj[key]}"
+                        for key in ("colour", "shape", "size", "motion") if key in obj]
             labels.append(sorted(set(row)))
         return labels
 

@@ -25,7 +25,7 @@ from tvr_demo.models.checkpoints import Checkpoint, load_checkpoint
 from tvr_demo.paths import cache_dir
 from tvr_demo.retrieval.explanation import PairExplanation, explain_pair
 from tvr_demo.retrieval.gallery import EncodedGallery, encode_gallery, gallery_fingerprint
-from tvr_demo.retrieval.matrices import ScoreMatrices
+from tvr_demo.retrieval.matrices import FusionTerms, ScoreMatrices
 from tvr_demo.retrieval.queries import Query, clean_query
 from tvr_demo.retrieval.ranking import ScoreRow, SearchResult
 from tvr_demo.retrieval.scoring import default_device, encode_texts, encode_video_frames, rows_of
@@ -179,10 +179,18 @@ class Engine:
         if isinstance(video, (int, np.integer)):
             index = self.check_video(video)
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}
-            return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)))
+            return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)), items="captions")
         clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
         bank = encode_video_frames(self.model, clip.frames[None], clip.mask[None])
-        return ScoreRow({b: m[:, 0] for b, m in self.matrices.score(self.gallery.texts, bank, 1).items()}, branch)
+        return ScoreRow({b: m[:, 0] for b, m in self.matrices.score(self.gallery.texts, bank, 1).items()}, branch,
+                        items="captions")
+
+    def fusion(self, row: ScoreRow, item: int) -> FusionTerms:
+        """How UNIFY's fused score of one item of a row is made from its latent and lexicon scores."""
+        if not self.is_unify:
+            raise QueryError("only UNIFY models fuse two scores")
+        ok = self.gallery.decoded_ok if row.items == "videos" else None
+        return self.matrices.fusion_terms(row.scores["latent"], row.scores["lexicon"], int(item), ok)
 
     def read_clip(self, path: Path, untrusted: bool = False) -> Clip:
         """A video file decoded as this model samples it; `untrusted` (an upload) decodes with the upload limits in

@@ -25,7 +25,7 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
     if gallery.num_captions == 1:  # a correlation over one pair is 0 / 0
         raise QueryError(f"the channel correlation needs at least 2 captions; {gallery.name}/{gallery.split} has 1")
     matrices = {name: engine.analysis.channel_correlation() for name, engine in engines.items()}
-    lines = ["| model | training | D | diag mean | diag min | off-diag mean abs | off-diag RMS | off-diag max abs |",
+    lines = ["| model | training | D | mean c_ii | min c_ii | mean abs c_ij | RMS c_ij | max abs c_ij |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in matrices.items():
         s = plots.correlation_stats(c)
@@ -38,7 +38,9 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
         if cdcr.variant and cdcr.alpha2 == 0:
             notes.append(f"`{name}` has CDCR with α2 = 0: only the diagonal term was trained, nothing decorrelates "
                          "the channels (the official DRL commands all do this).")
-    title = f"text × video channel correlation over {gallery.name}/{gallery.split} (matched pairs)"
+    title = (f"CDCR's text × video channel cross-correlation c over {gallery.name}/{gallery.split} (matched pairs)"
+             "<br><span style='font-size:12px'>the training loss's own statistic: standardised channels, weighted "
+             "token-frame rows; not a Pearson correlation, so not bounded by ±1</span>")
     if not gallery.num_captions:  # no matched pairs (Analysis.channel_correlation)
         title = (f"video × video channel correlation over {gallery.name}/{gallery.split} (no captions: the video "
                  "features against themselves)")

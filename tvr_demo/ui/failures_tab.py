@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from tvr_demo.ui.session import Session
 
 
+def _shown() -> tuple:
+    """Show two panels that stay hidden (their place held by a line of text) until they have something to show."""
+    return gr.update(visible=True), gr.update(visible=True)
+
+
 def _branch_of(engines: dict[str, Engine], name: str, branch: str | None) -> str:
     """The branch to rank by for one of the models a view compares: the selected model (the first) must have it;
     a second model without it ranks by its own default, which its label names (WTI, fused, ...)."""
@@ -49,6 +54,8 @@ FAILURE_COLUMN_WIDTHS = {
             "differs in": "13%", "slices": "22%"},
 }
 FAILURE_DEFAULT_WIDTH = "10%"
+COMPARE_COLUMN_WIDTHS = ["18%", "9%", "49%", "12%", "12%"]  # which, query #, caption, the two models' ranks
+TABLE_HEIGHT = 1100  # px: wrapped rows are two or three lines, so about 15 show before the table scrolls
 
 
 def failure_column_widths(columns, direction: str) -> list[str]:
@@ -231,29 +238,36 @@ class FailuresTab:
         self.failures_btn = gr.Button("List failures", variant="primary")
         self.failures_md = gr.Markdown()
         self.failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)", wrap=True,
-                                           interactive=False, elem_id="failures-table",
+                                           interactive=False, elem_id="failures-table", max_height=TABLE_HEIGHT,
                                            headers=["query #", "caption", "ground truth", "rank", "beaten by"])
         self.failure_pairs = gr.State([])
         models = list(self.session.models)
         with gr.Row(equal_height=True) as self.compare_controls:
             self.model_b = gr.Dropdown(models, value=models[-1], label="Second model (comparison, slices)")
-            self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right = ground truth in top k"),
-                                            "top k")
+            self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right: in the top k"), "top k")
             self.slices_btn = gr.Button("Slice bars")
             self.compare_btn = gr.Button("Compare the two models")
         self.slices_fig = gr.Plot(label="R@1 per slice")
-        self.compare_md = gr.Markdown()
+        self.compare_md = gr.Markdown("**Compare the two models**: how many queries each gets right (the ground truth "
+                                      "in the top k), both, or neither, and the queries only one gets right.",
+                                      elem_id="compare-summary")
         with gr.Row() as self.compare_row:
-            self.compare_fig = gr.Plot(label="Agreement")
+            self.compare_fig = gr.Plot(label="Agreement", visible=False)
             self.compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
-                                              interactive=False, headers=["which", "query #", "caption"])
+                                              interactive=False, headers=["which", "query #", "caption", "rank", "rank"],
+                                              column_widths=COMPARE_COLUMN_WIDTHS, elem_id="compare-table",
+                                              visible=False)
         self.compare_pairs = gr.State([])
         with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)",
                           open=True) as self.blind_accordion:
             self.blind_btn = gr.Button("Find blind spots (beside the second model)")
-            self.blind_md = gr.Markdown(elem_id="blind-spots-summary")
-            self.blind_fig = gr.Plot(label="Twin pairs per attribute", elem_id="blind-spots-plot")
-            self.confusion_fig = gr.Plot(label="What beat the ground truth, per attribute", elem_id="confusion-plot")
+            self.blind_md = gr.Markdown("**Find blind spots**: twin clips that differ in one attribute, scored as "
+                                        "Winoground scores them, and, over the failures, what the clip that beat the "
+                                        "ground truth shows instead (on galleries without attributes: the query "
+                                        "words the failures lose).", elem_id="blind-spots-summary")
+            self.blind_fig = gr.Plot(label="Twin pairs per attribute", elem_id="blind-spots-plot", visible=False)
+            self.confusion_fig = gr.Plot(label="What beat the ground truth, per attribute", elem_id="confusion-plot",
+                                         visible=False)
 
     @property
     def load_outputs(self) -> list:
@@ -288,11 +302,13 @@ class FailuresTab:
         wire(listed.then(**widths).then, self.run_slices, slices_in, self.slices_fig, api_visibility="private")
         page.explain.opens(self.failures_table.select, self.open_pair_row, [self.failure_pairs, *ctx])
         wire(self.slices_btn.click, self.run_slices, slices_in, self.slices_fig, api_name="slices")
-        wire(self.compare_btn.click, self.run_compare, [self.model_b, self.compare_k, *ctx],
-             [self.compare_fig, self.compare_table, self.compare_pairs, self.compare_md], api_name="compare")
+        compared = wire(self.compare_btn.click, self.run_compare, [self.model_b, self.compare_k, *ctx],
+                        [self.compare_fig, self.compare_table, self.compare_pairs, self.compare_md], api_name="compare")
+        compared.success(_shown, None, [self.compare_fig, self.compare_table], api_visibility="private")
         page.explain.opens(self.compare_table.select, self.open_pair_row, [self.compare_pairs, *ctx])
-        wire(self.blind_btn.click, self.run_blind_spots, slices_in, [self.blind_fig, self.confusion_fig, self.blind_md],
-             api_name="blind_spots")
+        found = wire(self.blind_btn.click, self.run_blind_spots, slices_in,
+                     [self.blind_fig, self.confusion_fig, self.blind_md], api_name="blind_spots")
+        found.success(_shown, None, [self.blind_fig, self.confusion_fig], api_visibility="private")
 
     def _engines(self, model: str, model_b: str | None, dataset: str, split: str, progress) -> dict[str, Engine]:
         """The selected model's engine, and the second model's when it differs."""

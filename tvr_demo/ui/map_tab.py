@@ -88,8 +88,9 @@ def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str
     return plots.embedding_map_figure(
         text_xy, video_xy, text_hover, video_hover, text_groups, video_groups,
         failures=[(o.query, o.gt, o.top) for o in failed], key=gallery_key_of(bench),
-        title=f"{name}: captions (●) and videos (◆), UMAP; lines for the {len(failed)} worst failures "
-              "(green: to the ground truth, red: to the video that beat it)" if bench.num_captions else
+        title=f"{name}: captions (●) and videos (◆), UMAP<br><span style='font-size:12px'>the {len(failed)} worst "
+              "failures: ✕ the caption, lines to its ground truth (green ○) and to the video that beat it (black ◇)</span>"
+              if bench.num_captions else
               f"{name}: the {bench.num_videos} videos (◆), UMAP of their pooled features (no captions to place)")
 
 

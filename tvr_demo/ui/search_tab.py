@@ -17,9 +17,16 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.listeners import MODEL, PROGRESS, UPLOAD, listener, wire
 
 if TYPE_CHECKING:
-    from tvr_demo import Clip, Engine, SearchResult
+    from pandas.io.formats.style import Styler
+
+    from tvr_demo import Clip, Engine, ScoreRow, SearchResult
     from tvr_demo.ui.page import Page
     from tvr_demo.ui.session import Session
+
+
+def score_table(rows: list[dict], columns: dict[str, str]) -> Styler:
+    """The ranking as a table whose scores all show four decimals (the values stay numbers for API clients)."""
+    return pd.DataFrame(rows).style.format({name: "{:.4f}" for name in columns.values()})
 
 
 def _score_columns(engine: Engine, result: SearchResult) -> dict[str, str]:
@@ -40,28 +47,39 @@ def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int
     return f"{mark} Ground truth **{gt}** is at **rank {rank}** of {total} ({where})."
 
 
+def fusion_line(engine: Engine, row: ScoreRow, item: int) -> str:
+    """How the fused score that ranks a UNIFY query is made, with the numbers of one result."""
+    f = engine.fusion(row, item)
+    return (f"Ranked by **fused** = z(latent) + λ·z(lexicon), each standardised over this query's gallery, λ = "
+            f"{f.fusion_lambda:g}. For {engine.bench.video_ids[item]}: z(latent {f.latent:.4f}) = {f.z_latent:.3f}, "
+            f"z(lexicon {f.lexicon:.4f}) = {f.z_lexicon:.3f}, so fused = {f.z_latent:.3f} + {f.fusion_lambda:g} × "
+            f"{f.z_lexicon:.3f} = **{f.fused:.3f}**.")
+
+
 def text_results(engine: Engine, query: str, k: int, branch: str | None
-                 ) -> tuple[list[tuple[str, str]], str, pd.DataFrame, list[int], str | None]:
+                 ) -> tuple[list[tuple[str, str]], str, Styler, list[int], str | None]:
     """Top-k videos as (clip, caption) gallery items, a summary, a table, the video index of each gallery item
     (for click-to-explain) and the engine's notice (e.g. a truncated query)."""
-    result = engine.search_text(query, k=int(k), branch=branch)
-    bench, kind = engine.bench, score_kind(engine.config, result.branch)
+    row = engine.score_text(query, branch)
+    result = row.result(int(k))
+    bench = engine.bench
     rows, items, order = [], [], []
     columns = _score_columns(engine, result)
     # the ground truth outside the top k comes last, at its own rank; clips that could not be decoded (-inf) never
-    hits = [h for h in result.hits if math.isfinite(h.score)] + result.missed
-    for h in hits:
-        gt = " ✓ ground truth" if h.is_ground_truth else ""
+    for h in [h for h in result.hits if math.isfinite(h.score)] + result.missed:
+        gt = " ✓" if h.is_ground_truth else ""  # short: a tile's caption is one line
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
-                                                       f"{kind} {h.score:.4f}{gt}"))
+                                                       f"{h.score:.4f}{gt}"))
         rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
                      **{name: round(h.scores[b], 4) for b, name in columns.items()},
                      "ground truth": "✓" if h.is_ground_truth else ""})
         order.append(h.index)
     summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
+    if result.branch == "fused" and result.hits:
+        summary += "\n\n" + fusion_line(engine, row, result.hits[0].index)
     if result.notice:
         summary += f"\n\n⚠ {result.notice}"
-    return items, summary, pd.DataFrame(rows), order, result.notice
+    return items, summary, score_table(rows, columns), order, result.notice
 
 
 def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: int, branch: str | None
@@ -84,7 +102,7 @@ def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: i
         names = [f"caption {i}" for i in range(engine.num_captions)]
         summary = ground_truth_line(result, names, int(k), engine.num_captions).replace(
             "Ground truth", f"Best ground-truth caption of {bench.video_ids[index]}")
-    return summary, pd.DataFrame(rows), [h.index for h in hits], index
+    return summary, score_table(rows, columns), [h.index for h in hits], index
 
 
 def similar_results(engine: Engine, video: str | None, upload: Clip | None, k: int
@@ -123,7 +141,7 @@ class SearchTab:
         self.examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
                                     allow_custom_value=False)
         self.summary = gr.Markdown(elem_id="search-summary")
-        self.results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=6, height="auto",
+        self.results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=5, height="auto",
                                   object_fit="contain", elem_id="search-results")
         with gr.Row():
             self.selected_md = gr.Markdown()

@@ -65,7 +65,7 @@ def walkthrough(engine: Engine, view: PairView) -> str:
         top = np.argsort(-latent.token_contrib)[:3]
         n = len(latent.tokens)
         token_lines = "\n".join(
-            f"- `{latent.tokens[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame {_best_frame(latent, t)[0]} "
+            f"- `{latent.labels[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame {_best_frame(latent, t)[0]} "
             f"with s = {_best_frame(latent, t)[1]:.3f}, so it adds {latent.token_weights[t]:.3f} × "
             f"{_best_frame(latent, t)[1]:.3f} = {latent.token_contrib[t]:.4f} to t2v" for t in top)
         weighted = latent.interaction == "wti"
@@ -181,10 +181,11 @@ class WalkthroughTab:
         gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
                     "self-contained):")
         self.exportable = list(page.figures)  # the tabs before this one, laid out already
-        with gr.Row(equal_height=True):
-            self.which = gr.Dropdown(self.exportable, value=self.exportable[0], label="Figure")
-            self.export_btn = gr.Button("Export HTML")
-            self.export_file = gr.File(label="Download", interactive=False)
+        with gr.Row():
+            with gr.Column(scale=1):
+                self.which = gr.Dropdown(self.exportable, value=self.exportable[0], label="Figure")
+                self.export_btn = gr.Button("Export HTML", elem_id="export-button")
+            self.export_file = gr.File(label="Download", interactive=False, scale=1)
 
     load_outputs: list = []
 
