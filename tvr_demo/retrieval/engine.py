@@ -7,6 +7,7 @@ serve the whole-benchmark views. The UI, the CLI and the tests all call this cla
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from tvr_demo.data import Benchmark, load_benchmark
+from tvr_demo.data.folder import require_captions
 from tvr_demo.errors import QueryError
 from tvr_demo.evaluation.analysis import Analysis
 from tvr_demo.memory import nbytes
@@ -52,6 +54,9 @@ class Engine:
         self.gallery_size, self.num_captions = bench.num_videos, bench.num_captions
         self.gallery: EncodedGallery = encode_gallery(checkpoint, bench, Path(cache_root or cache_dir()), progress)
         self.matrices = ScoreMatrices(self.gallery, checkpoint.config)
+        if progress and self.skipped:
+            print(f"{len(self.skipped)} video(s) could not be decoded and are skipped:\n"
+                  + "\n".join(f"  {path}: {reason}" for path, reason in self.skipped), file=sys.stderr)
 
     @classmethod
     def from_names(cls, checkpoint: str, dataset: str | Path | None = None, split: str = "test",
@@ -81,7 +86,8 @@ class Engine:
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return self.gallery.failures
+        """(file, reason) of each video that could not be decoded, the file named by its path inside the gallery."""
+        return self.bench.public_failures(self.gallery.failures)
 
     @property
     def cache_path(self) -> Path:
@@ -169,6 +175,7 @@ class Engine:
         """Every branch's scores of a video query over the captions: a gallery video (its column of the matrices,
         its captions the ground truth), a decoded clip or a video file (fused standardised over the captions)."""
         branch = self.ranking_branch(branch)  # before decoding a file: a wrong branch should not cost a decode
+        require_captions(self.bench, "video → text search")
         if isinstance(video, (int, np.integer)):
             index = self.check_video(video)
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}
@@ -193,6 +200,34 @@ class Engine:
         load = load_untrusted_video if untrusted else load_video
         frames, mask = load(Path(path), self.config.sampling(), self.config.image_size)
         return Clip(Path(path).name, frames, mask)
+
+    def score_similar(self, video: int | Clip | Path) -> ScoreRow:
+        """Video -> video: the cosine of a clip's pooled vector (the mean of its frame features) with every gallery
+        video's, branch "pooled"; it needs no captions. A gallery video (by index) and the videos that could not be
+        decoded score -inf (never listed)."""
+        ok = self.gallery.decoded_ok
+        pooled = self.gallery.videos.pooled.float()
+        if isinstance(video, (int, np.integer)):
+            index = self.check_video(video)
+            if not ok[index]:
+                raise QueryError(f"{self.bench.video_ids[index]} could not be decoded, so it has no features to "
+                                 "search with")
+            query = pooled[index]
+        else:
+            index = None
+            clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
+            query = encode_video_frames(self.model, clip.frames[None], clip.mask[None]).pooled[0].float()
+        scores = (pooled @ query.to(pooled.device)).cpu().numpy()
+        scores[~ok] = -np.inf
+        if index is not None:
+            scores[index] = -np.inf
+        return ScoreRow({"pooled": scores}, "pooled")
+
+    def search_similar(self, video: int | Clip | Path, k: int = 10) -> SearchResult:
+        """The k gallery videos closest to a clip (a gallery index, a decoded clip or a video file) by pooled
+        cosine; the clip itself and undecodable videos are left out."""
+        row = self.score_similar(video)
+        return row.result(min(int(k), int(np.isfinite(row.ranking).sum())))
 
     # ------------------------------------------------------------ search and explain
 

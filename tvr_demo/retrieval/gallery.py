@@ -160,9 +160,8 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
     """Encode (or read back) a benchmark split. A second call with the same inputs reads the cache once its manifest
     checks out (else it is rebuilt); an interrupted encode keeps its finished chunks in `<key>.partial/` and resumes
     from them (an unreadable chunk is encoded again)."""
-    if bench.num_videos == 0 or bench.num_captions == 0:
-        raise DatasetError(f"the gallery {bench.name}/{bench.split} has {bench.num_videos} videos and "
-                           f"{bench.num_captions} captions: it needs at least one of each")
+    if bench.num_videos == 0:  # captions are optional: a folder of clips without any is searched by typed queries
+        raise DatasetError(f"the gallery {bench.name}/{bench.split} has 0 videos: it needs at least one")
     model, config = checkpoint.model, checkpoint.config
     key = gallery_fingerprint(checkpoint, bench)
     final = Path(cache_root) / "gallery" / key
@@ -213,7 +212,7 @@ def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, p
         # captions in chunks, each sparsified at once: a dense (captions, vocabulary) lexicon for a training split
         # would be 25k x 49k floats before its top-k cut
         texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, bench.captions[i:i + TEXT_CHUNK]))
-                                   for i in range(0, bench.num_captions, TEXT_CHUNK)])
+                                   for i in range(0, max(bench.num_captions, 1), TEXT_CHUNK)])
         tmp = final.with_name(key + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -92,6 +92,8 @@ def _fp32(feats: TextFeatures | VideoFeatures) -> TextFeatures | VideoFeatures:
 
 @torch.no_grad()
 def encode_texts(model: TVRModel, captions: Sequence[str], batch_size: int = 256) -> TextBank:
+    if not captions:  # a gallery without captions: a bank of no rows, shaped as any other
+        return rows_of(encode_texts(model, [""]), slice(0, 0))
     tokenizer = get_tokenizer()
     parts = []
     for start in range(0, len(captions), batch_size):

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+import tvr_demo
 from tvr_demo import plots
 from tvr_demo.diagnosis.blind_spots import (
     CHANCE,
@@ -217,6 +218,11 @@ def _summary(name: str, spots: BlindSpots, kind: str) -> str:
 
 
 
+# what a gallery without captions hides (its sentence shows instead)
+GROUND_TRUTH_VIEWS = ("metrics_btn", "metrics_row", "controls_row", "failures_btn", "failures_md", "failures_table",
+                      "compare_controls", "slices_fig", "compare_md", "compare_row", "blind_accordion")
+
+
 class FailuresTab:
     """The benchmark's numbers and every failure behind them, for one model or beside a second one."""
 
@@ -227,12 +233,13 @@ class FailuresTab:
 
     def layout(self, page: Page) -> None:
         self.tab = page.current_tab
+        self.notice = gr.Markdown(visible=False, elem_id="failures-notice")  # a gallery without captions: why empty
         self.metrics_btn = gr.Button("Evaluate")
-        with gr.Row():
+        with gr.Row() as self.metrics_row:
             self.metrics_fig = gr.Plot(label="Benchmark metrics", elem_id="metrics-plot")
             self.metrics_table = gr.Dataframe(label="All metrics", interactive=False,
                                               headers=["series", "direction", "R@1", "R@5", "R@10", "MdR", "MnR"])
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True) as self.controls_row:
             self.direction = gr.Radio(["t2v", "v2t"], value="t2v", label="Direction")
             self.branch = gr.Dropdown(BRANCHES, value="auto", label="Branch")
             self.sort_by = gr.Radio(["rank", "margin"], value="rank", label="Worst by")
@@ -245,7 +252,7 @@ class FailuresTab:
                                            headers=["query #", "caption", "ground truth", "rank", "beaten by"])
         self.failure_pairs = gr.State([])
         models = list(self.session.models)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True) as self.compare_controls:
             self.model_b = gr.Dropdown(models, value=models[-1], label="Second model (comparison, slices)")
             self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right: in the top k"), "top k")
             self.slices_btn = gr.Button("Slice bars")
@@ -254,14 +261,15 @@ class FailuresTab:
         self.compare_md = gr.Markdown("**Compare the two models**: how many queries each gets right (the ground truth "
                                       "in the top k), both, or neither, and the queries only one gets right.",
                                       elem_id="compare-summary")
-        with gr.Row():
+        with gr.Row() as self.compare_row:
             self.compare_fig = gr.Plot(label="Agreement", visible=False, elem_id="compare-plot")
             self.compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
                                               interactive=False, headers=["which", "query #", "caption", "rank", "rank"],
                                               column_widths=COMPARE_COLUMN_WIDTHS, elem_id="compare-table",
                                               visible=False)
         self.compare_pairs = gr.State([])
-        with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)", open=True):
+        with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)",
+                          open=True) as self.blind_accordion:
             self.blind_btn = gr.Button("Find blind spots (beside the second model)")
             self.blind_md = gr.Markdown("**Find blind spots**: twin clips that differ in one attribute, scored as "
                                         "Winoground scores them, and, over the failures, what the clip that beat the "
@@ -273,11 +281,16 @@ class FailuresTab:
 
     @property
     def load_outputs(self) -> list:
-        return [self.slice_label]
+        return [self.slice_label, self.notice, *(getattr(self, name) for name in GROUND_TRUTH_VIEWS)]
 
     def loaded(self, engine: Engine) -> tuple:
-        """The slices of this gallery to filter by."""
-        return (gr.Dropdown(choices=slice_choices(engine), value=ALL_SLICES),)
+        """The slices of this gallery to filter by; on a gallery without captions, the sentence that says which file
+        turns this tab on, in place of its views."""
+        missing = tvr_demo.missing_captions(engine.bench, "This tab")
+        shown = gr.update(visible=missing is None)
+        return (gr.Dropdown(choices=slice_choices(engine), value=ALL_SLICES),
+                gr.Markdown(f"**{missing}.**" if missing else "", visible=missing is not None),
+                *[shown] * len(GROUND_TRUTH_VIEWS))
 
     @property
     def figures(self) -> dict[str, gr.Plot]:
@@ -293,7 +306,8 @@ class FailuresTab:
                       outputs=self.failures_table, api_visibility="private")
         wire(self.metrics_btn.click, self.run_metrics, ctx, metrics_out, api_name="metrics")
         wire(self.failures_btn.click, self.run_failures, failures_in, failures_out, api_name="failures").then(**widths)
-        opened = wire(self.tab.select, self.run_metrics, ctx, metrics_out, api_visibility="private")
+        gate = wire(self.tab.select, self.stop_without_captions, ctx, None, api_visibility="private")
+        opened = wire(gate.success, self.run_metrics, ctx, metrics_out, api_visibility="private")
         listed = wire(opened.then, self.run_failures, failures_in, failures_out, api_visibility="private")
         wire(listed.then(**widths).then, self.run_slices, slices_in, self.slices_fig, api_visibility="private")
         page.explain.opens(self.failures_table.select, self.open_pair_row, [self.failure_pairs, *ctx])
@@ -310,6 +324,16 @@ class FailuresTab:
         """The selected model's engine, and the second model's when it differs."""
         names = [model] + ([model_b] if model_b and model_b != model else [])
         return {n: self.session.engine(n, dataset, split, progress) for n in names}
+
+    def stop_without_captions(self, model: str, dataset: str, split: str) -> None:
+        """Opening the tab evaluates the model, unless the gallery has no captions (the tab then shows its sentence):
+        a silent stop, not a notice per view."""
+        try:
+            has = self.session.benchmark(dataset, split).num_captions > 0
+        except Exception:  # a bad gallery field: the load listener has said why
+            has = False
+        if not has:
+            raise gr.Error("no captions", visible=False, print_exception=False)
 
     # ------------------------------------------------------------------ listeners
 

@@ -94,8 +94,8 @@ class Session:
                                   "give a folder inside one of them, or leave it blank for the default gallery")
             if not path.is_dir():
                 what = "is a file, not a folder" if path.exists() else "does not exist"
-                raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a benchmark folder (e.g. "
-                                   "one written by `python -m tvr_demo generate --out DIR`)")
+                raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a folder of clips or a "
+                                   "benchmark folder (e.g. one written by `python -m tvr_demo generate --out DIR`)")
             return path
         if progress is not None:
             progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
