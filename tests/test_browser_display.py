@@ -15,26 +15,43 @@ from test_browser import PLOT_TIMEOUT_MS, _shot
 pytestmark = pytest.mark.browser
 VIEWPORTS = [(1440, 900), (1024, 768)]
 
-CLIPPED = """(id) => {  // text drawn outside what its figure shows (the plot's own box or its gradio container)
+CLIPPED = """(id) => {  // text drawn outside what its figure shows: the figure's own box, its gradio container, or
+  // the plot area plotly clips it to (a bar label cut at the axis' end)
   const host = document.getElementById(id), gd = host.querySelector('.js-plotly-plot');
   const a = host.getBoundingClientRect(), b = gd.getBoundingClientRect();
-  const box = {left: Math.max(a.left, b.left), right: Math.min(a.right, b.right),
-               top: Math.max(a.top, b.top), bottom: Math.min(a.bottom, b.bottom)};
+  const figure = {left: Math.max(a.left, b.left), right: Math.min(a.right, b.right),
+                  top: Math.max(a.top, b.top), bottom: Math.min(a.bottom, b.bottom)};
+  const clipOf = (el) => {  // the screen box of the nearest clip-path around an element, if any
+    for (let e = el.parentElement; e && e !== gd; e = e.parentElement) {
+      const ref = e.getAttribute && e.getAttribute('clip-path'), m = ref && ref.match(/#([^)"']+)/);
+      const rect = m && document.getElementById(m[1]) && document.getElementById(m[1]).querySelector('rect');
+      if (!rect) continue;
+      const ctm = e.getScreenCTM(), x = +rect.getAttribute('x') || 0, y = +rect.getAttribute('y') || 0;
+      const p = new DOMPoint(x, y).matrixTransform(ctm);
+      const q = new DOMPoint(x + +rect.getAttribute('width'), y + +rect.getAttribute('height')).matrixTransform(ctm);
+      return {left: Math.min(p.x, q.x), right: Math.max(p.x, q.x), top: Math.min(p.y, q.y), bottom: Math.max(p.y, q.y)};
+    }
+    return null;
+  };
+  const outside = (r, box) => r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1
+    || r.bottom > box.bottom + 1;
   const out = [];
   for (const t of gd.querySelectorAll('svg text')) {
     const s = t.textContent.trim(), r = t.getBoundingClientRect();
     if (!s || r.width === 0 || r.height === 0) continue;
-    if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1) out.push(s);
+    const clip = clipOf(t);
+    if (outside(r, figure) || (clip && outside(r, clip))) out.push(s);
   }
   return out;
 }"""
-OVERLAPS = """(id) => {  // value labels (bar texts, text points) that overlap another
+OVERLAPS = """(id) => {  // value labels (bar texts, text points) that touch another ("100100") or that plotly
+  // shrank below a readable size to fit their bar
   const texts = [...document.getElementById(id).querySelectorAll('.bartext, .textpoint text')]
     .filter(t => t.textContent.trim()).map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
-  const out = [];
+  const out = texts.filter(([, r]) => Math.min(r.width, r.height) < 7).map(([s]) => [s, 'too small']);
   for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
     const a = texts[i][1], b = texts[j][1];
-    if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
+    if (a.left < b.right + 2 && b.left < a.right + 2 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
       out.push([texts[i][0], texts[j][0]]);
   }
   return out;
@@ -88,7 +105,7 @@ def _whole(page, elem_id: str) -> dict:
     """Assert that a drawn figure's labels are all inside it and its value labels apart; return the figure."""
     figure = _drawn(page, elem_id)
     assert page.evaluate(CLIPPED, elem_id) == [], f"{elem_id}: labels cut at the figure's edge"
-    assert page.evaluate(OVERLAPS, elem_id) == [], f"{elem_id}: value labels on top of each other"
+    assert page.evaluate(OVERLAPS, elem_id) == [], f"{elem_id}: value labels run together or shrunk unreadable"
     return figure
 
 
