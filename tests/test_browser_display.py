@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 from app_support import launched
-from test_browser import PLOT_TIMEOUT_MS, _shot
+from test_browser import PLOT_TIMEOUT_MS, SCREENSHOTS, _shot
 
 pytestmark = pytest.mark.browser
 VIEWPORTS = [(1440, 900), (1024, 768)]
@@ -44,11 +44,14 @@ CLIPPED = """(id) => {  // text drawn outside what its figure shows: the figure'
   }
   return out;
 }"""
-OVERLAPS = """(id) => {  // value labels (bar texts, text points) that touch another ("100100") or that plotly
-  // shrank below a readable size to fit their bar
-  const texts = [...document.getElementById(id).querySelectorAll('.bartext, .textpoint text')]
-    .filter(t => t.textContent.trim()).map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
-  const out = texts.filter(([, r]) => Math.min(r.width, r.height) < 7).map(([s]) => [s, 'too small']);
+OVERLAPS = """(id) => {  // labels (bar values, text points, panel titles and notes, the title) that touch another
+  // ("100100", a title running into its neighbour), or that plotly shrank below a readable size to fit their bar
+  const nodes = [...document.getElementById(id).querySelectorAll('.bartext, .textpoint text, .annotation-text, .gtitle')]
+    .filter(t => t.textContent.trim());
+  const texts = nodes.map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
+  const shrunk = (t) => { const m = (t.getAttribute('transform') || '').match(/scale\(([\d.]+)/);
+                          return m && parseFloat(m[1]) < 0.7; };  // plotly's fit of a label to its bar
+  const out = nodes.filter(shrunk).map(t => [t.textContent.trim(), 'too small']);
   for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++) {
     const a = texts[i][1], b = texts[j][1];
     if (a.left < b.right + 2 && b.left < a.right + 2 && a.top < b.bottom - 1 && b.top < a.bottom - 1)
@@ -104,8 +107,11 @@ def _drawn(page, elem_id: str) -> dict:
 def _whole(page, elem_id: str) -> dict:
     """Assert that a drawn figure's labels are all inside it and its value labels apart; return the figure."""
     figure = _drawn(page, elem_id)
-    assert page.evaluate(CLIPPED, elem_id) == [], f"{elem_id}: labels cut at the figure's edge"
-    assert page.evaluate(OVERLAPS, elem_id) == [], f"{elem_id}: value labels run together or shrunk unreadable"
+    cut, touching = page.evaluate(CLIPPED, elem_id), page.evaluate(OVERLAPS, elem_id)
+    if cut or touching:  # the picture that shows what failed
+        page.locator(f"#{elem_id}").screenshot(path=str(SCREENSHOTS / f"failed-{elem_id}-{page.width}.png"))
+    assert cut == [], f"{elem_id}: labels cut at the figure's edge"
+    assert touching == [], f"{elem_id}: labels run together or shrunk unreadable"
     return figure
 
 

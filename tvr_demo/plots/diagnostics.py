@@ -12,9 +12,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 LABEL_SHIFT = 1.18  # a rank label's x over its bar's end, on the logarithmic rank axis (about 0.07 decades right)
-SCORES = {"text": "text score: each clip prefers its own caption",
-          "video": "video score: each caption prefers its own clip",
-          "group": "group score: both"}
+SCORES = {"text": "text score:<br>each clip prefers its own caption",  # two lines: a panel is a third of the page
+          "video": "video score:<br>each caption prefers its own clip",
+          "group": "group score:<br>both"}
 
 
 def twin_scores_figure(scores: Mapping[str, Sequence[tuple[str, int, float, float, float]]],
@@ -22,7 +22,7 @@ def twin_scores_figure(scores: Mapping[str, Sequence[tuple[str, int, float, floa
     """scores[model] = [(attribute, n pairs, text, video, group shares 0..1), ...]: one panel per Winoground score,
     bars per attribute and model (percent, the pair count in the hover), chance as a dashed line."""
     # the chance level is named in each panel's title (a label on its dashed line would cross the bars' labels)
-    titles = [f"{text}<br><span style='font-size:11px'>(chance {100 * chance[key]:.1f}%, dashed)</span>"
+    titles = [f"{text}<br><span style='font-size:11px'>chance {100 * chance[key]:.1f}% (dashed)</span>"
               for key, text in SCORES.items()]
     fig = make_subplots(rows=1, cols=3, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.04)
     colours = px.colors.qualitative.Set2
@@ -39,9 +39,11 @@ def twin_scores_figure(scores: Mapping[str, Sequence[tuple[str, int, float, floa
                 hovertemplate=f"{model} · %{{x}}: {key} score %{{y:.1f}}% of %{{customdata}} pairs<extra></extra>"),
                 row=1, col=col)
             fig.add_hline(y=100 * chance[key], line_dash="dash", line_color="#888", row=1, col=col)
-    fig.update_yaxes(title_text="twin pairs passing (%)", range=[0, 100], row=1, col=1)
-    fig.update_layout(barmode="group", template="plotly_white", height=460, title=dict(text=title),
-                      margin=dict(l=10, r=10, t=130, b=30), legend=dict(orientation="h", y=-0.15),
+    # labels above the bars stay inside the plot area (up to 125), under the panel titles; ticks stop at 100
+    fig.update_yaxes(range=[0, 125 if several else 112], tickvals=list(range(0, 101, 20)))
+    fig.update_yaxes(title_text="twin pairs passing (%)", row=1, col=1)
+    fig.update_layout(barmode="group", template="plotly_white", height=500, title=dict(text=title),
+                      margin=dict(l=10, r=10, t=150, b=30), legend=dict(orientation="h", y=-0.15),
                       uniformtext=dict(minsize=9, mode="show"))
     return fig
 

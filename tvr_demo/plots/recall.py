@@ -28,9 +28,11 @@ def metrics_figure(results: Mapping[str, Mapping[str, Mapping[str, float]]], tit
                 textangle=-90 if several else 0, textfont=dict(size=11), cliponaxis=False,
                 hovertemplate=f"{series} %{{x}} = %{{y:.1f}}%<br>MdR {m['MdR']:.1f} · MnR {m['MnR']:.1f}<extra></extra>"),
                 row=1, col=col)
-    fig.update_yaxes(title_text="recall (%)", range=[0, 100], row=1, col=1)
+    # labels above the bars stay inside the plot area (up to 125), under the panel titles; ticks stop at 100
+    fig.update_yaxes(range=[0, 125 if several else 112], tickvals=list(range(0, 101, 20)))
+    fig.update_yaxes(title_text="recall (%)", row=1, col=1)
     fig.update_layout(barmode="group", template="plotly_white", height=400, title=dict(text=title),
-                      margin=dict(l=10, r=10, t=110, b=30), legend=dict(orientation="h", y=-0.12),
+                      margin=dict(l=10, r=10, t=80, b=30), legend=dict(orientation="h", y=-0.12),
                       uniformtext=dict(minsize=9, mode="show"))
     return fig
 

@@ -25,6 +25,8 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.listeners import HEAVY, PROGRESS, listener, wire
 
 if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
+
     from tvr_demo import Engine
     from tvr_demo.ui.page import Page
     from tvr_demo.ui.session import Session
@@ -63,15 +65,19 @@ def failure_column_widths(columns, direction: str) -> list[str]:
     return [widths.get(c, FAILURE_DEFAULT_WIDTH) for c in columns]
 
 
-def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, pd.DataFrame]:
-    """Recall bars in both directions (per branch for UNIFY) and the full table with MdR and MnR."""
+METRIC_FORMATS = {"R@1": "{:.1f}", "R@5": "{:.1f}", "R@10": "{:.1f}", "MdR": "{:.1f}", "MnR": "{:.2f}"}
+
+
+def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, Styler]:
+    """Recall bars in both directions (per branch for UNIFY) and the full table with MdR and MnR, each column shown
+    to one number of decimals (the values stay numbers for API clients)."""
     result = engine.analysis.evaluate()
     series = ({b: {"t2v": m.t2v, "v2t": m.v2t} for b, m in result.branches.items()} if engine.is_unify
               else {name: {"t2v": result.top.t2v, "v2t": result.top.v2t}})
     rows = [{"series": s, "direction": d, **{k: round(v, 2) for k, v in m[d].items()}}
             for s, m in series.items() for d in ("t2v", "v2t")]
     title = f"{name} on {engine.bench.name}/{engine.bench.split} ({engine.gallery_size} videos)"
-    return plots.metrics_figure(series, title=title), pd.DataFrame(rows)
+    return plots.metrics_figure(series, title=title), pd.DataFrame(rows).style.format(METRIC_FORMATS)
 
 
 def query_slices(engine: Engine, direction: str) -> list[list[str]]:

@@ -156,8 +156,9 @@ def papers_view(engines: Mapping[str, Engine]) -> tuple[go.Figure, str]:
         panels[name] = _panel(tables.unify)
         notes[name] = (f"paper: fused = latent + {UNIFY_FUSION_GAIN:.1f} t2v R@1 on MSR-VTT<br>"
                        "(it gives no absolute numbers)")  # two lines: the panel is three bar groups wide
-    fig = plots.ablation_figure(panels, notes, title=f"The papers' ablations, live on {tables.gallery}; published "
-                                                     "numbers: MSR-VTT 1k-A, CLIP ViT-B/32")
+    fig = plots.ablation_figure(panels, notes, title=f"The papers' ablations, live on {tables.gallery}<br><span "
+                                                     "style='font-size:12px'>published numbers: MSR-VTT 1k-A, CLIP "
+                                                     "ViT-B/32</span>")
     text = "\n".join(f"- {s}" for s in tables.sentences)
     return fig, (f"#### Where the orderings agree\n{text}\n\n{_table(tables.drl + tables.unify)}\n\n"
                  "Our checkpoints are tiny models trained from scratch on the synthetic benchmark; the papers' are "
