@@ -44,7 +44,7 @@ CLIPPED = """(id) => {  // text drawn outside what its figure shows: the figure'
   }
   return out;
 }"""
-OVERLAPS = """(id) => {  // labels (bar values, text points, panel titles and notes, the title) that touch another
+OVERLAPS = r"""(id) => {  // labels (bar values, text points, panel titles and notes, the title) that touch another
   // ("100100", a title running into its neighbour), or that plotly shrank below a readable size to fit their bar
   const nodes = [...document.getElementById(id).querySelectorAll('.bartext, .textpoint text, .annotation-text, .gtitle')]
     .filter(t => t.textContent.trim());
