@@ -1,7 +1,7 @@
 """The prepared device check, in two steps (bench/gpu_check.sh wraps them; bench/README.md gives the one call):
 
     prepare DIR   here, with the package registries: the wheels the GPU machine lacks, the bundled test split in
-                  MSR-VTT's layout, the reference clip when ../shared has it; prints the size that will travel
+                  MSR-VTT's layout, the real reference clip when the folder beside the checkout has it; prints the size that travels
     run DIR OUT   there, without network: `pytest -m gpu`, the bench's CUDA rows (the race, both fused paths, the
                   block sweep, encode throughput) and an Engine on CUDA against one on the CPU; one JSON in OUT
 
