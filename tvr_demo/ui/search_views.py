@@ -12,6 +12,7 @@ import torch
 from tvr_demo.data.video import load_untrusted_video
 from tvr_demo.errors import QueryError
 from tvr_demo.retrieval.engine import Engine, SearchResult
+from tvr_demo.safety import public_name
 from tvr_demo.ui.labels import score_kind
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def decode_upload(engine: Engine, path: str | Path) -> Clip:
     config = engine.config
     frames, mask = load_untrusted_video(Path(path), config.sampling(),
                                         config.image_size)
-    return Clip(Path(path).name, frames, mask)
+    return Clip(public_name(Path(path).name), frames, mask)
 
 
 def search_clip(engine: Engine, clip: Clip, k: int, branch: str | None) -> SearchResult:

@@ -3,6 +3,7 @@ read-only, by every user and listener."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -24,7 +25,7 @@ from tvr_demo.retrieval.engine import (
     scoring_path,
     serving_device,
 )
-from tvr_demo.safety import UnsafePathError, resolve_within, within
+from tvr_demo.safety import UnsafePathError, public_name, resolve_within, within
 from tvr_demo.ui.media import video_thumbnail
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def _label(spec: str, taken: set[str]) -> str:
     """A short dropdown name for a checkpoint spec: the registry name, or the folder / file name of a path."""
     path = Path(spec)
     base = path.name if (path.exists() or "/" in spec) else spec
+    base = public_name(base)
     label, n = base, 2
     while label in taken:
         label, n = f"{base}-{n}", n + 1
@@ -134,7 +136,7 @@ class Session:
                 bench = open_benchmark(root, split)
                 if not trusted:
                     self._check_videos(bench)
-                self._benchmarks[key] = bench
+                self._benchmarks[key] = public_names(bench)
             return self._benchmarks[key]
 
     def _is_start_gallery(self, root: Path) -> bool:
@@ -193,6 +195,7 @@ class Session:
                searching: bool) -> Engine:
         """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
         checkpoint = open_checkpoint(self.models[model], self.device)
+        checkpoint.name = public_name(checkpoint.name)  # the explanations name the model by it
         where = f"{bench.name}/{bench.split}"
         if gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None):
             return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
@@ -275,8 +278,9 @@ class Session:
                 rel = path.resolve().relative_to(root.resolve())
             except (ValueError, OSError):
                 continue
-            return str(Path(root.name) / rel) if root != data_dir() else (str(rel) if str(rel) != "." else root.name)
-        return path.name
+            shown = str(Path(root.name) / rel) if root != data_dir() else (str(rel) if str(rel) != "." else root.name)
+            return public_name(shown)
+        return public_name(path.name)
 
     def thumbnail(self, gallery_key: str, index: int) -> str:
         """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
@@ -289,6 +293,23 @@ class Session:
         if not configs:
             return ""
         return video_thumbnail(str(bench.video_paths[index]), configs[0].sampling(bench.end_s))
+
+
+def public_names(bench: Benchmark) -> Benchmark:
+    """The split with every name a client may be shown (video ids, captions, attribute values) as `public_name`
+    shows it: the model reads the captions as they are shown, and a client can send back a name as it saw it."""
+
+    def shown(value):
+        if isinstance(value, str):
+            return public_name(value)
+        if isinstance(value, dict):
+            return {shown(k): shown(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        return value
+
+    return dataclasses.replace(bench, video_ids=shown(bench.video_ids), captions=shown(bench.captions),
+                               attributes=shown(bench.attributes))
 
 
 def gallery_key_of(bench: Benchmark) -> str:
