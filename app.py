@@ -20,6 +20,7 @@ from tvr_demo.ui import split_views as analysis
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
 from tvr_demo.ui.callbacks import EXPORTABLE, Callbacks
+from tvr_demo.ui.exports import remove_abandoned_folders
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.inputs import checked_number
 from tvr_demo.ui.session import Session
@@ -280,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
+    remove_abandoned_folders()  # exports of servers that were killed before they could remove them
     demo = build_demo(session)
     # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,

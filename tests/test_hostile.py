@@ -207,7 +207,7 @@ def test_exports_live_in_a_pruned_folder_and_failures_leave_nothing(monkeypatch)
         exports.write_html("{not json", "metrics")
     with pytest.raises(QueryError, match="limited to"):
         exports.write_html("x" * (exports.EXPORT_MAX_BYTES + 1), "metrics")
-    assert len(list(folder.glob("*"))) <= 1
+    assert len([p for p in folder.iterdir() if p.name != exports.OWNER_LOCK]) <= 1
 
 
 def test_the_app_has_gradio_delete_its_copies(served):
@@ -222,6 +222,51 @@ def test_export_of_an_invalid_figure_is_a_sentence(served):
     figure = {"type": "plotly", "plot": "{not json"}
     message = refusal(served.client, "metrics", *([None] * 5), figure, *([None] * 4), api_name="/export_html")
     assert "not a valid plotly figure" in message
+
+
+def test_a_killed_servers_exports_are_removed_by_the_next_start(tmp_path, monkeypatch):
+    """A server process exports a figure and is killed (SIGKILL: no exit handler runs), leaving its export folder;
+    the next `python app.py` removes it on start, and leaves alone the folder of a server still running (this test
+    process, which has exported too) and a recent folder it cannot tell is abandoned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.heavy_mix import start
+    from bench.load_test import _free_port
+    from tvr_demo.ui import exports
+
+    root, tmpdir = Path(__file__).resolve().parent.parent, tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    exporter = subprocess.Popen([sys.executable, "-c", "import sys; from tvr_demo.ui import exports; "
+                                 "print(exports.write_html(sys.stdin.readline(), 'metrics'), flush=True); input()"],
+                                cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    exporter.stdin.write(_figure_json() + "\n")
+    exporter.stdin.flush()
+    killed = Path(exporter.stdout.readline().strip()).parent
+    exporter.send_signal(signal.SIGKILL)
+    exporter.wait(30)
+    assert killed.is_dir() and list(killed.glob("*.html")), "the killed process left no export folder to test with"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setattr(exports, "_FOLDER", None)
+    monkeypatch.setattr(exports, "_OWNER", None)
+    live = Path(exports.write_html(_figure_json(), "metrics")).parent  # this process: a server still running
+    unowned = tmpdir / "tvr-demo-exports-recent"
+    unowned.mkdir()
+    bench = generate(tmp_path / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=4), progress=False, num_workers=0)
+    server = start(root, bench, tmp_path / "cache", _free_port(), tmp_path / "app.log", env={"TMPDIR": str(tmpdir)},
+                   args=["--checkpoint", "drl-wti"])
+    try:
+        assert not killed.exists(), "the killed server's export folder is still there after the next start"
+        assert live.is_dir() and list(live.glob("*.html")), "a running server's export folder was removed"
+        assert unowned.is_dir()
+    finally:
+        server.terminate()
+        server.wait(30)
+        exports._OWNER.close()
 
 
 # ------------------------------------------------------------------ 5. one clear sentence for every bad input
