@@ -15,7 +15,7 @@ import gradio as gr
 
 from tvr_demo.data.video import UPLOAD_MAX_BYTES
 from tvr_demo.errors import TVRError
-from tvr_demo.memory import return_large_blocks_to_the_system
+from tvr_demo.memory import freeze_startup_objects, return_large_blocks_to_the_system
 from tvr_demo.ui import split_views as analysis
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.bridge import MAP_BRIDGE_JS, MAP_ELEM_ID
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
     remove_abandoned_folders()  # exports of servers that were killed before they could remove them
     demo = build_demo(session)
+    freeze_startup_objects()  # before any engine: collections at eviction then take milliseconds, not a second
     # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
                 prevent_thread_lock=True)

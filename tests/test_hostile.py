@@ -456,6 +456,35 @@ def test_a_decode_worker_killed_mid_build_fails_that_request_only(tmp_path):
         proc.wait(30)
 
 
+def test_evicted_engines_give_their_memory_back_at_eviction(tmp_path):
+    """`python app.py` with a budget that holds one training-split engine: /metrics on the training split alternates
+    between unify and meanp, each evicting the other. After every switch, the server's resident memory (the kernel's
+    VmRSS) exceeds what it was the first time the same engine was held by less than half of unify's score matrices
+    (4 float32 matrices of captions x videos). (Before: each evicted engine stayed resident, in a reference cycle,
+    until the interpreter's next full collection, so every switch added the engine it dropped.)"""
+    from bench.heavy_mix import rss_kb, start
+    from bench.load_test import _free_port
+
+    config = SyntheticConfig(n_train=500, n_val=0, n_test=20)
+    bench = generate(tmp_path / "bench", config, progress=False)
+    unify_matrices = 4 * 4 * config.n_train * config.captions_per_train_clip * config.n_train
+    port = _free_port()
+    proc = start(Path(__file__).resolve().parent.parent, bench, tmp_path / "cache", port, tmp_path / "app.log",
+                 env={"TVR_DEMO_MEMORY_GB": "0.06"}, args=["--checkpoint", "unify,meanp"])
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        rss_gb = []
+        for model in ("unify", "meanp") * 4:
+            client.predict(model, "", "train", api_name="/metrics")
+            rss_gb.append(rss_kb(proc.pid) / 2**20)
+        print("VmRSS after each /metrics (GB):", [round(x, 3) for x in rss_gb])
+        growth_gb = max(max(rss_gb[i::2]) - rss_gb[i] for i in (1, 2))  # meanp held, then unify held
+        assert growth_gb < unify_matrices / 2 / 2**30, f"resident memory grew {growth_gb:.3f} GB over six switches"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 @pytest.mark.slow
 def test_resident_memory_stays_under_the_budget_through_the_issue_sequence(tmp_path):
     """`python app.py` (bundled models, TVR_DEMO_MEMORY_GB=0.25) on a benchmark with a 600-clip training split, driven

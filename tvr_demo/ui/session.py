@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
-from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
+from tvr_demo.memory import MemoryBudgetError, free_dropped, gigabytes, memory_budget
 from tvr_demo.paths import data_dir, default_dataset_dir
 from tvr_demo.retrieval.engine import (
     Engine,
@@ -223,15 +223,18 @@ class Session:
         """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
         built.reserve = lambda n: self._make_room(key, n, where)
         self._make_room(key, built.nbytes, where)
+        dropped = []
         with self._engines_lock:
             self._engines[key] = built
             while len(self._engines) > self.max_engines:  # requests holding an evicted one finish with it
-                self._engines.popitem(last=False)
+                dropped.append(self._engines.popitem(last=False)[1])
+        free_dropped(dropped)
         return built
 
     def _make_room(self, key: tuple[str, str, str], need: int, where: str) -> None:
         """Drop the least recently used other engines until `need` more bytes fit in the budget beside what stays;
-        refuse when they cannot fit even alone."""
+        refuse when they cannot fit even alone. The dropped ones are freed before the caller allocates."""
+        dropped = []
         with self._engines_lock:
             own = self._engines[key].nbytes if key in self._engines else 0
             if own + need > self.memory_budget:
@@ -240,7 +243,8 @@ class Session:
                     f"{gigabytes(self.memory_budget)} (TVR_DEMO_MEMORY_GB): use a smaller split (test or val)")
             others = [k for k in self._engines if k != key]  # least recently used first
             while others and own + need + sum(self._engines[k].nbytes for k in others) > self.memory_budget:
-                self._engines.pop(others.pop(0))
+                dropped.append(self._engines.pop(others.pop(0)))
+        free_dropped(dropped)
 
     @property
     def held_bytes(self) -> int:
