@@ -465,7 +465,7 @@ def test_evicted_engines_give_their_memory_back_at_eviction(tmp_path):
     from bench.heavy_mix import rss_kb, start
     from bench.load_test import _free_port
 
-    config = SyntheticConfig(n_train=500, n_val=0, n_test=20)
+    config = SyntheticConfig(n_train=500, n_val=0, n_test=20, min_duration_s=2, max_duration_s=4, min_sequence_s=2)
     bench = generate(tmp_path / "bench", config, progress=False)
     unify_matrices = 4 * 4 * config.n_train * config.captions_per_train_clip * config.n_train
     port = _free_port()
@@ -475,7 +475,7 @@ def test_evicted_engines_give_their_memory_back_at_eviction(tmp_path):
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
         rss_gb = []
         for model in ("unify", "meanp") * 4:
-            client.predict(model, "", "train", api_name="/metrics")
+            client.submit(model, "", "train", api_name="/metrics").result(timeout=900)
             rss_gb.append(rss_kb(proc.pid) / 2**20)
         print("VmRSS after each /metrics (GB):", [round(x, 3) for x in rss_gb])
         growth_gb = max(max(rss_gb[i::2]) - rss_gb[i] for i in (1, 2))  # meanp held, then unify held
