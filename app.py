@@ -23,7 +23,7 @@ from tvr_demo.ui.callbacks import EXPORTABLE, Callbacks
 from tvr_demo.ui.exports import remove_abandoned_folders
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.inputs import checked_number
-from tvr_demo.ui.session import Session
+from tvr_demo.ui.session import PREPARATION_WAITERS, Session
 
 BRANCHES = ["auto", "latent", "lexicon", "fused"]
 # One FIFO pool for the listeners that answer one query with a loaded model (search, explain, video search), two at a
@@ -31,11 +31,13 @@ BRANCHES = ["auto", "latent", "lexicon", "fused"]
 # 2.1 s with two per listener and 1.9 s with a pool of 8. Whatever may take minutes runs in pools of its own, so a
 # search never queues behind it: HEAVY_POOL for whole-split work (metrics, failures, slices, comparison, channels:
 # a first build or a training split's score matrices), UPLOAD_POOL for checking and decoding uploaded clips (in
-# killable worker processes), MAP_POOL for UMAP fits; /load keeps its own queue. A search that needs a first
-# encode waits for it only when no other search does (Session.engine(searching=True)).
+# killable worker processes), MAP_POOL for UMAP fits; /load keeps its own queue. A search whose engine is being
+# prepared waits for it in MODEL_POOL: the pool has a slot for each request Session.engine(searching=True) lets
+# wait (PREPARATION_WAITERS) beside the two above, so searches on ready engines keep two while they wait (and run
+# up to four at once while none does).
 # A new listener: MODEL_POOL if it scores one query against a loaded engine, HEAVY_POOL if it may build an engine
 # or touch every caption x video score; its function wrapped in callbacks.user_errors either way.
-MODEL_POOL = dict(concurrency_id="model", concurrency_limit=2)
+MODEL_POOL = dict(concurrency_id="model", concurrency_limit=2 + PREPARATION_WAITERS)
 HEAVY_POOL = dict(concurrency_id="heavy", concurrency_limit=2)
 UPLOAD_POOL = dict(concurrency_id="upload", concurrency_limit=2)
 MAP_POOL = dict(concurrency_id="map", concurrency_limit=1)

@@ -163,6 +163,84 @@ def test_a_search_answers_while_builds_and_uploads_hold_their_pools(served, tmp_
                 pass
 
 
+@pytest.fixture()
+def preparing(tmp_path, monkeypatch):
+    """A live app serving the bundled drl-wti, its test split ready, whose first encode of the val split is held
+    until the test sets `release` (the encode itself then runs as always)."""
+    import tvr_demo.ui.session as session_module
+
+    config = SyntheticConfig(n_train=0, n_val=4, n_test=6, min_duration_s=2, max_duration_s=4, min_sequence_s=2)
+    bench = generate(tmp_path / "bench", config, progress=False, num_workers=0)
+    session = Session(["drl-wti"], bench, "test", device="cpu", cache_root=tmp_path / "cache")
+    release, real_engine = threading.Event(), session_module.Engine
+
+    def held_engine(checkpoint, bench, *args, **kwargs):
+        if bench.split == "val":
+            release.wait(120)
+        return real_engine(checkpoint, bench, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "Engine", held_engine)
+    with launched(session) as url:
+        client = gradio_client.Client(url, verbose=False)
+        client.predict("drl-wti", "", "test", api_name="/load")
+        try:
+            yield SimpleNamespace(client=client, release=release, caption=session.benchmark("", "val").captions[0])
+        finally:
+            release.set()
+
+
+def _running(*jobs) -> None:
+    """Wait until each gradio_client job runs (or has ended)."""
+    from gradio_client.utils import Status
+
+    deadline = time.monotonic() + 60
+    while not all(job.done() or job.status().code == Status.PROGRESS for job in jobs):
+        assert time.monotonic() < deadline, "the requests did not start"
+        time.sleep(0.1)
+
+
+def test_a_search_during_a_first_encode_waits_for_it_and_answers(preparing):
+    """/load starts the val split's first encode (held); a /search and an /explain on it wait with progress (held
+    past the 5 s after which main refused them) and answer once it is done; a search on the ready test split, sent
+    while they wait, answers before they do. (Before: both were refused with "being prepared for the first time by
+    another request".)"""
+    client, val = preparing.client, ("drl-wti", "", "val")
+    load = client.submit(*val, api_name="/load")
+    _running(load)
+    search = client.submit(preparing.caption, 3, "auto", *val, api_name="/search")
+    explain = client.submit(preparing.caption, "0", "", "", *val, api_name="/explain")
+    _running(search, explain)
+    ready = client.submit("a small blue square grows", 3, "auto", "drl-wti", "", "test", api_name="/search")
+    assert len(ready.result(timeout=60)[2]["data"]) == 3
+    said, waited_until = set(), time.monotonic() + 8
+    while time.monotonic() < waited_until:
+        said |= {unit.desc for unit in search.status().progress_data or [] if unit.desc}
+        time.sleep(0.2)
+    for job in (search, explain):
+        assert not job.done(), f"refused while its engine was being prepared: {job.exception()}"
+    assert not load.done(), "the held encode did not hold /load"
+    assert any("being prepared by another request" in desc for desc in said), said
+    preparing.release.set()
+    items, summary, table, *_ = search.result(timeout=120)
+    assert len(table["data"]) == 3 and "rank" in summary
+    md_a, *_ = explain.result(timeout=120)
+    assert "rank" in md_a
+    load.result(timeout=120)
+
+
+def test_a_search_waits_for_a_preparation_within_a_bound(preparing, monkeypatch):
+    """A search whose engine is still being prepared after the bound gets a sentence, not an endless wait."""
+    import tvr_demo.ui.session as session_module
+
+    monkeypatch.setattr(session_module, "PREPARATION_WAIT_S", 3.0)
+    client, val = preparing.client, ("drl-wti", "", "val")
+    load = client.submit(*val, api_name="/load")
+    _running(load)
+    assert "is still not ready after" in refusal(client, preparing.caption, 3, "auto", *val, api_name="/search")
+    preparing.release.set()
+    load.result(timeout=120)
+
+
 def test_a_box_flood_is_refused_after_a_bounded_walk(served, tmp_path):
     path = _crafted_boxes(tmp_path / "flood.mp4", FLOOD_BOXES)
     message = refusal(served.client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(served),

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,12 @@ if TYPE_CHECKING:
     from tvr_demo.kernels import ScoringPath
 
 Progress = Callable[..., object] | None  # gr.Progress or None
-SEARCH_BUILD_WAIT_S = 5.0  # how long a search waits for another request's build of its engine before it is told so
+# A search or explanation whose engine is not ready waits for its preparation (another request's, or its own first
+# encode), with progress: at most this long (the bundled training split's first encode took 4-10 min on the 2 busy
+# cores of the dev machine), and at most this many at once, each in a slot of its own (app.MODEL_POOL), so that a
+# search on a ready engine never waits behind them.
+PREPARATION_WAIT_S = 900.0
+PREPARATION_WAITERS = 2
 
 
 def _label(spec: str, taken: set[str]) -> str:
@@ -86,9 +92,9 @@ class Session:
         self._lock = threading.Lock()  # benchmark loads and the per-key build locks
         self._build_locks: dict[tuple[str, str, str], threading.Lock] = {}
         # First encodes of a gallery (minutes, every core) run one at a time; a build read back from the cache (a
-        # second) never waits for them. A listener that serves searches may wait for one first encode at a time.
+        # second) never waits for them.
         self._encode_lane = threading.Lock()
-        self._search_encode = threading.Lock()
+        self._preparation_waiters = threading.BoundedSemaphore(PREPARATION_WAITERS)
 
     @property
     def default_model(self) -> str:
@@ -164,8 +170,9 @@ class Session:
                progress: Progress = None, searching: bool = False) -> Engine:
         """The engine for a model and gallery, built on first use: load the checkpoint, encode (or read back) the
         gallery. One build per engine at a time, so two users never encode the same gallery twice, and one first
-        encode at a time. `searching`: the caller serves searches, so it may not queue behind a first encode that
-        another search already waits for (it gets a message instead)."""
+        encode at a time. `searching`: the caller serves searches (app.MODEL_POOL): a ready engine comes at once;
+        one being prepared is waited for, as a search pool's slot may be, within PREPARATION_WAIT_S and by at most
+        PREPARATION_WAITERS callers at once (another gets a sentence)."""
         model = model or self.default_model
         if model not in self.models:
             raise QueryError(f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
@@ -174,49 +181,58 @@ class Session:
         built = self._recent_engine(key)  # without waiting on a build of another engine
         if built is not None:
             return built
+        where = f"{model} on {bench.name}/{bench.split}"
         if progress is not None:  # before the lock: a request waiting on a build (e.g. the start-up one) says so
             progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
                              f"({bench.num_videos} videos; cached after the first time)")
         with self._lock:
             build_lock = self._build_locks.setdefault(key, threading.Lock())
-        # a search waits a few seconds for a build already under way (one read back from the cache), not minutes
-        if not build_lock.acquire(timeout=SEARCH_BUILD_WAIT_S if searching else -1):
-            raise QueryError(f"{model} on {bench.name}/{bench.split} is being prepared for the first time by another "
-                             "request (encoding takes minutes): load it with the Load button, then search again")
+        if not searching:
+            with build_lock:
+                return self._recent_engine(key) or self._build(key, model, bench, progress)
+        if not self._preparation_waiters.acquire(blocking=False):
+            raise QueryError(f"{where} is being prepared, and {PREPARATION_WAITERS} other requests already wait for "
+                             "a preparation: search again in a minute")
         try:
-            built = self._recent_engine(key)
-            if built is None:
-                built = self._build(key, model, bench, progress, searching)
-            return built
+            deadline = time.monotonic() + PREPARATION_WAIT_S
+            self._wait(build_lock, deadline, progress, f"{where} is being prepared by another request")
+            try:
+                return self._recent_engine(key) or self._build(key, model, bench, progress, deadline)
+            finally:
+                build_lock.release()
         finally:
-            build_lock.release()
+            self._preparation_waiters.release()
+
+    @staticmethod
+    def _wait(lock: threading.Lock, deadline: float | None, progress: Progress, what: str) -> None:
+        """Acquire `lock`, saying `what` (and for how long so far) while it is held elsewhere; refuse at `deadline`."""
+        started = time.monotonic()
+        while not lock.acquire(timeout=1.0):
+            if deadline is not None and time.monotonic() > deadline:
+                raise QueryError(f"{what}, and is still not ready after {PREPARATION_WAIT_S / 60:.0f} minutes: try "
+                                 "again later")
+            if progress is not None:
+                progress(None, desc=f"{what} ({time.monotonic() - started:.0f} s so far; a first encode takes "
+                                    "minutes, then it is cached)")
 
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
-               searching: bool) -> Engine:
-        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
+               deadline: float | None = None) -> Engine:
+        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time
+        (waited for until `deadline`, when given)."""
         checkpoint = open_checkpoint(self.models[model], self.device)
         checkpoint.name = public_name(checkpoint.name)  # the explanations name the model by it
         where = f"{bench.name}/{bench.split}"
         if gallery_cached(checkpoint, bench, Path(self.cache_root) if self.cache_root else None):
             return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
-        if searching and not self._search_encode.acquire(blocking=False):
-            raise QueryError(f"{model} on {where} has not been encoded yet and another search already waits for an "
-                             "encode: load it with the Load button, then search again")
+        self._wait(self._encode_lane, deadline, progress, f"{model} on {where} waits for another gallery's first "
+                                                          "encode")
         try:
-            if not self._encode_lane.acquire(blocking=False):
-                if progress is not None:
-                    progress(0, desc=f"waiting for another gallery's first encode, then {model} on {where}")
-                self._encode_lane.acquire()
-            try:
-                if progress is not None:
-                    progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
-                                     "the first time)")
-                built = Engine(checkpoint, bench, self.cache_root, progress=True)
-            finally:
-                self._encode_lane.release()
+            if progress is not None:
+                progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
+                                 "the first time)")
+            built = Engine(checkpoint, bench, self.cache_root, progress=True)
         finally:
-            if searching:
-                self._search_encode.release()
+            self._encode_lane.release()
         return self._keep(key, built, where)
 
     def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
