@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
 import re
 import struct
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,10 +369,18 @@ def load_untrusted_video(
     return torch.from_numpy(first), torch.from_numpy(second)
 
 
-def _lower_priority(_worker_id: int) -> None:
+def _below_caller(nice_step: int = 5) -> int:
+    """The nice value decode workers take: 5 below the calling thread's (Linux keeps one per thread; a server's
+    heavy threads run at 19), as a worker forked from that thread would have."""
+    with contextlib.suppress(AttributeError, OSError):
+        return min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice_step)
+    return nice_step
+
+
+def _lower_priority(_worker_id: int, nice: int = 5) -> None:
     """Decode workers yield the CPU to a server's searches (a gallery's first encode runs beside them)."""
-    with contextlib.suppress(OSError):
-        os.nice(5)
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 @dataclass
@@ -422,10 +432,14 @@ def decode_videos(
     masks = torch.zeros((n, sampling.max_frames), dtype=torch.int64)
     ok = np.zeros(n, dtype=bool)
     failures: list[tuple[Path, str]] = []
-    # one decode thread per worker process: the processes already use the cores
+    # one decode thread per worker process: the processes already use the cores. The workers start from the
+    # forkserver, not by forking this process: a fork copies the caller's page tables holding the GIL, and a
+    # server's (GBs resident, its heavy threads at the lowest priority) then stalled every search for seconds
     dataset = _VideoFiles(paths, sampling, resolution, num_threads=1 if num_workers > 0 else 0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                                         worker_init_fn=_lower_priority if num_workers > 0 else None)
+                                         worker_init_fn=functools.partial(_lower_priority, nice=_below_caller())
+                                         if num_workers > 0 else None,
+                                         multiprocessing_context=_worker_context() if num_workers > 0 else None)
     with tqdm(total=n, desc="decoding videos", unit="video", file=sys.stderr, disable=not progress) as bar:
         for i, video, mask, error in loader:
             if error is None:
