@@ -15,10 +15,11 @@ import gradio as gr
 
 from tvr_demo import UPLOAD_MAX_BYTES
 from tvr_demo.errors import TVRError
-from tvr_demo.memory import return_large_blocks_to_the_system
+from tvr_demo.memory import freeze_startup_objects, return_large_blocks_to_the_system
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.channels_tab import ChannelsTab
 from tvr_demo.ui.explain_tab import ExplainTab
+from tvr_demo.ui.exports import remove_abandoned_folders
 from tvr_demo.ui.failures_tab import FailuresTab
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.map_tab import MapTab
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
+    remove_abandoned_folders()  # exports of servers that were killed before they could remove them
     demo = build_demo(session)
+    freeze_startup_objects()  # before any engine: collections at eviction then take milliseconds, not a second
     # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload.
     # It shows files from the working and temp folders only, unless allowed: the galleries' clips lie in data_roots
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,

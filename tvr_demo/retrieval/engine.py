@@ -29,6 +29,7 @@ from tvr_demo.retrieval.matrices import FusionTerms, ScoreMatrices
 from tvr_demo.retrieval.queries import Query, clean_query
 from tvr_demo.retrieval.ranking import ScoreRow, SearchResult
 from tvr_demo.retrieval.scoring import default_device, encode_texts, encode_video_frames, rows_of
+from tvr_demo.safety import public_name
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class Engine:
 
         load = load_untrusted_video if untrusted else load_video
         frames, mask = load(Path(path), self.config.sampling(), self.config.image_size)
-        return Clip(Path(path).name, frames, mask)
+        return Clip(public_name(Path(path).name), frames, mask)
 
     def score_similar(self, video: int | Clip | Path) -> ScoreRow:
         """Video -> video: the cosine of a clip's pooled vector (the mean of its frame features) with every gallery
