@@ -47,7 +47,9 @@ def correlation_figure(matrices: Mapping[str, np.ndarray], title: str = "") -> g
                       row=1, col=col)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}", title_text="text channel i",
                          title_standoff=2, row=1, col=col)
-        fig.update_xaxes(title_text="video channel j", title_standoff=2, row=1, col=col)
+        # a square heatmap narrows its own panel (right-aligned, by its colour bar) rather than padding the axis
+        fig.update_xaxes(title_text="video channel j", title_standoff=2, constrain="domain", constraintoward="right",
+                         row=1, col=col)
         off = c[~np.eye(c.shape[0], dtype=bool)]
         fig.add_trace(go.Histogram(x=off, name=name, opacity=0.6, nbinsx=60, marker_color=colours[col - 1],
                                    histnorm="probability"), row=1, col=len(names) + 1)
