@@ -15,10 +15,11 @@ import gradio as gr
 
 from tvr_demo import UPLOAD_MAX_BYTES
 from tvr_demo.errors import TVRError
-from tvr_demo.memory import return_large_blocks_to_the_system
+from tvr_demo.memory import freeze_startup_objects, return_large_blocks_to_the_system
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.channels_tab import ChannelsTab
 from tvr_demo.ui.explain_tab import ExplainTab
+from tvr_demo.ui.exports import remove_abandoned_folders
 from tvr_demo.ui.failures_tab import FailuresTab
 from tvr_demo.ui.gpu import on_zero_gpu
 from tvr_demo.ui.map_tab import MapTab
@@ -47,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=None,
                    help="registry name, our checkpoint folder, or an official DRL file; repeat or comma-separate "
                         "(default: every bundled checkpoint)")
-    p.add_argument("--dataset", default=None, help="benchmark folder (default: the bundled synthetic benchmark, "
-                                                   "generated on first start)")
+    p.add_argument("--dataset", default=None, help="a folder of clips (subfolders are slices; an optional "
+                                                   "captions.csv gives ground truth) or a benchmark folder (default: "
+                                                   "the bundled synthetic benchmark, generated on first start)")
     p.add_argument("--split", default="test", help="gallery split (default: test)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -77,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return_large_blocks_to_the_system()  # a request's tensors leave no fragmented heap behind (tvr_demo/memory.py)
+    remove_abandoned_folders()  # exports of servers that were killed before they could remove them
     demo = build_demo(session)
-    # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload
+    freeze_startup_objects()  # before any engine: collections at eviction then take milliseconds, not a second
+    # gradio refuses larger uploads before they reach a listener; tvr_demo.data.video checks the rest of each upload.
+    # It shows files from the working and temp folders only, unless allowed: the galleries' clips lie in data_roots
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=UPLOAD_MAX_BYTES,
-                prevent_thread_lock=True)
+                allowed_paths=[str(root) for root in session.data_roots], prevent_thread_lock=True)
     print(f"serving after {time.perf_counter() - start:.1f} s; preparing the gallery (the page shows it loading)",
           file=sys.stderr)
     try:  # after serving: the page opens at once and its first load waits for this build (on a first start the

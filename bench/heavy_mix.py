@@ -4,10 +4,13 @@ the last heavy request ends, at least --searches times, 0.5 s apart); reports th
 search latencies and the server's resident memory (peak and over time), for one or more checkouts in the same run.
 
     python bench/heavy_mix.py [--roots /path/to/base,/path/to/branch] [--train 1000] [--json out.json]
+                              [--heavy unify,drl-wti-cdcr] [--py-spy PATH --stacks DIR]
 
 Each root serves the bundled checkpoints (from that checkout) with `python app.py --dataset DIR` on a generated
 benchmark of --train training clips and a fresh feature cache, so the builds are first-time. Peak resident memory is
 the kernel's VmHWM of the server process (its worker processes not included); ratios are against the first root.
+With --py-spy, every thread's stack is dumped twice a second through the mix (DIR/<root>-stacks.txt, each dump
+headed by its time after the heavy requests were sent), so a slow search's wait can be read off its thread.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.load_test import _free_port, machine  # noqa: E402
 
-HEAVY_MODELS = ("unify", "drl-ti")  # two first-time training-split builds, UNIFY's the largest
+HEAVY_MODELS = "unify,drl-wti-cdcr"  # two first-time training-split builds, UNIFY's the largest
 
 
 def flood_mp4(path: Path, n_boxes: int) -> Path:
@@ -58,6 +61,14 @@ def long_4k_mp4(path: Path, seconds: int = 590, width: int = 3840, height: int =
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
     return path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu's), for the report."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -91,8 +102,21 @@ def start(root: Path, dataset: Path, cache: Path, port: int, log: Path, env: dic
     raise SystemExit(f"{root}: the app did not answer within 900 s; see {log}")
 
 
+def dump_stacks(py_spy: str, pid: int, out: Path, started: list[float], stop: threading.Event,
+                every_s: float = 0.5) -> None:
+    """Append `py-spy dump` of every thread of `pid` to `out` every `every_s` seconds until `stop`, each headed by its
+    time after started[0] (the heavy requests' send time, once set)."""
+    with out.open("w") as f:
+        while not stop.is_set():
+            t = time.perf_counter()
+            dump = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
+            f.write(f"===== t={t - started[0] if started else -1:.2f}s\n{dump}\n")
+            stop.wait(max(0.0, every_s - (time.perf_counter() - t)))
+
+
 def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list[str], n_searches: int,
-             workdir: Path) -> dict:
+             workdir: Path, heavy_models: Sequence[str] = HEAVY_MODELS.split(","), py_spy: str | None = None,
+             stacks: Path | None = None) -> dict:
     from gradio_client import Client, handle_file
 
     cache = workdir / f"cache-{root.name}"
@@ -126,6 +150,11 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
         idle_kb = rss_kb(proc.pid)
         Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # VmHWM from here on
         threading.Thread(target=sample, daemon=True).start()
+        spy_started: list[float] = []
+        if py_spy:
+            stacks.mkdir(parents=True, exist_ok=True)
+            threading.Thread(target=dump_stacks, args=(py_spy, proc.pid, stacks / f"{root.name}-stacks.txt",
+                                                       spy_started, stop), daemon=True).start()
         heavy = []
 
         def fire(*args, api_name: str) -> None:
@@ -140,23 +169,29 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
                           "ended": time.perf_counter(), "outcome": outcome})
 
         threads = [threading.Thread(target=fire, args=(m, "", "train"), kwargs={"api_name": "/metrics"})
-                   for m in HEAVY_MODELS]
+                   for m in heavy_models]
         for name in ("flood", "flood", "flood", "long_4k", "long_4k"):
             threads.append(threading.Thread(target=fire, args=(None, handle_file(str(uploads[name])), 5, "auto",
                                                                "drl-wti", "", "test"),
                                             kwargs={"api_name": "/search_video"}))
         mix_started = time.perf_counter()
+        spy_started.append(mix_started)
         for t in threads:
             t.start()
         time.sleep(1.0)
-        client, latencies, started = answer, [], []
+        client, latencies, started, failed = answer, [], [], []
         i = 0
         while i < n_searches or any(t.is_alive() for t in threads):  # search through the whole heavy window
             if i:
                 time.sleep(0.5)  # a user's pause between queries
             i += 1
             t0 = time.perf_counter()
-            client.predict(f"{captions[i % len(captions)]}", 10, "auto", "drl-wti", "", "test", api_name="/search")
+            try:
+                client.predict(f"{captions[i % len(captions)]}", 10, "auto", "drl-wti", "", "test",
+                               api_name="/search")
+            except Exception as err:  # e.g. the server did not even take the request in time: counted, not fatal
+                failed.append({"at_s": round(t0 - mix_started, 1), "after_s": round(time.perf_counter() - t0, 2),
+                               "error": f"{type(err).__name__}: {str(err)[:120]}"})
             latencies.append(time.perf_counter() - t0)
             started.append(t0 - mix_started)
         searches_done_s = time.perf_counter()
@@ -177,11 +212,12 @@ def run_root(root: Path, dataset: Path, uploads: dict[str, Path], captions: list
                 "p95_s": round(float(np.percentile(v, 95)), 3), "max_s": round(float(v.max()), 3)}
 
     slow = [{"at_s": round(t, 1), "s": round(x, 2)} for t, x in zip(started, latencies, strict=True) if x > 1.0]
-    return {"root": str(root), "idle_rss_gb": round(idle_kb / 2**20, 2), "peak_rss_gb": round(peak_kb / 2**20, 2),
+    return {"root": str(root), "heavy_models": list(heavy_models), "idle_rss_gb": round(idle_kb / 2**20, 2), "peak_rss_gb": round(peak_kb / 2**20, 2),
             "rss_after_gb": round(samples[-1][1] / 2**20, 2) if samples else None,
             "search_idle": summary(idle_latencies), "search_idle_with_clips": summary(idle_with_clips),
             "search": summary(latencies),
             "slow_searches": slow,  # over 1 s, with when they started (s after the heavy requests were sent)
+            "failed_searches": failed,  # counted in the latencies too, at the time they took to fail
             "heavy_still_running_when_searches_ended": sum(h.pop("ended") > searches_done_s for h in heavy),
             "heavy": heavy}
 
@@ -195,11 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=1000, help="training clips when generating (5 captions each)")
     p.add_argument("--searches", type=int, default=40)
     p.add_argument("--flood-boxes", type=int, default=24_000_000, help="empty boxes in the crafted mp4 (8 B each)")
+    p.add_argument("--heavy", default=HEAVY_MODELS, help="models whose training split /metrics builds, comma-separated")
+    p.add_argument("--py-spy", default=None, help="a py-spy executable: dump the server's stacks through the mix")
+    p.add_argument("--stacks", default="heavy-mix-stacks", help="folder for the stack dumps (with --py-spy)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     from tvr_demo.data import load_benchmark
     from tvr_demo.data.synthetic import SyntheticConfig, generate
+
+    load_at_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="tvr-heavy-") as tmp:
         workdir = Path(tmp)
@@ -208,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         captions = load_benchmark(dataset, "test").captions
         uploads = {"flood": flood_mp4(workdir / "flood.mp4", args.flood_boxes),
                    "long_4k": long_4k_mp4(workdir / "long_4k.mp4")}
-        runs = [run_root(Path(root), dataset, uploads, captions, args.searches, workdir)
-                for root in args.roots.split(",")]
-        conditions = machine()
+        runs = [run_root(Path(root), dataset, uploads, captions, args.searches, workdir, args.heavy.split(","),
+                         args.py_spy, Path(args.stacks)) for root in args.roots.split(",")]
+        conditions = {**machine(), "cpu_model": cpu_model(), "loadavg_1m_at_start": load_at_start}
     base = runs[0]
     for run in runs[1:]:
         run["ratio_to_first"] = {"peak_rss": round(run["peak_rss_gb"] / base["peak_rss_gb"], 2),

@@ -45,9 +45,11 @@ meant for this file is saved as `bench/results/<date>-<quick|full>.json` and com
 | `baselines.py` | (a) the official evaluation loop, (a') the same loop over the prepared gallery and (b) the straightforward batched version, written from the official DRL code's evaluation |
 | `search_bench.py` | two-stage search (`tvr_demo/retrieval/index.py`) vs exact on 10k / 100k synthetic clips; `Engine.search_text` latency on the bundled test split |
 | `threads_bench.py` | one query vs 1,000 clips in child processes started with different OpenMP settings (full suite only) |
-| `encode_bench.py` | clips per second decoding / encoding `shared/reference/msrvtt/video7500.mp4` replicated; one text query's encoding |
+| `encode_bench.py` | clips per second decoding / encoding the real MSR-VTT clip video7500.mp4 (the reference folder beside the checkout) replicated; one text query's encoding |
 | `synthetic.py` | random features of ViT-B/32 shapes (32 tokens, 12 frames, 512 channels) with realistic masks |
-| `measure.py` | timing (median of repeats; a call over 0.3 s is timed once), peak memory, the machine's measured ceilings |
+| `measure.py` | timing (the first call apart, then the median of repeats over 0.3 s), peak memory, the machine's measured ceilings |
+| `gpu_check.py`, `gpu_check.sh` | the prepared device check (below) |
+| `kernel_report.py` | each kernel variant compiled for sm_90a without a GPU: registers, spills, shared memory, wgmma |
 | `tables.py`, `make_readme.py` | the tables the suite prints, and this file from the committed JSON |
 
 ## The ways of scoring WTI
@@ -77,6 +79,28 @@ FLOPs = 2 x B x V x D x (valid tokens summed over queries): the products that ar
 reading text and video features once and writing the scores. "c of roofline" = roofline time / (c) time.
 **Peak MB**: extra resident memory during the call, sampled every 2 ms (on CUDA: the allocator's peak); 0 means the
 call fit in memory the process already held.
+
+## The GPU check: one device call
+
+Nothing here has a GPU, so the CUDA path is measured by one prepared call on a lent machine (an H200: torch 2.11,
+Triton 3.6, Python 3.12, no network), in two steps:
+
+```
+bash bench/gpu_check.sh prepare .gpu_check    # here: wheels, the bundled test split (MSR-VTT layout), the clip
+bash bench/gpu_check.sh run .gpu_check $OUT   # there: one command, carry [".gpu_check"], timeout_s 450
+```
+
+`prepare` downloads the cp312 wheels of what the GPU machine lacks and the check imports (open_clip_torch, ftfy,
+wcwidth, decord), renders the bundled test split into `.gpu_check/msrvtt/` (and a generated split of 24 clips into
+`.gpu_check/tiny/`, the gallery of pytest's Engine test), copies the reference clip the encode rows
+decode, and prints what will travel (the repo's files and the carried folder: 64 MiB at most). `run` installs the
+wheels into `.gpu_check/site`, runs `pytest -m gpu` (every kernel variant in fp32/fp16/bf16, past 65,535 video
+blocks, the torch path on CUDA, the self-check's fallback, an Engine on CUDA against one on the CPU), then on CUDA the
+self-check and its race (each kernel variant against the torch path, per regime), the Engine comparison, the scoring
+rows with both fused paths timed apart and their first calls, the block sweep and encode throughput; it writes
+`$OUT/gpu_check.json` after every step and prints a summary last. It starts no step after 300 s (`--budget-s`), so a
+call ends inside the 450 s asked for, leaving part of the session's 15 device minutes for a second try. Without CUDA it runs the (skipping) GPU tests, skips the CUDA rows and says so. The
+JSON has the suite's keys: saved as `bench/results/<date>-gpu.json`, it renders below like any run.
 
 **OpenMP**: `python -m tvr_demo` (tvr_demo/__main__.py) and the suite (bench/__init__.py) set
 `OMP_WAIT_POLICY=PASSIVE` before torch loads unless the environment says otherwise: on a shared CPU a spinning

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -63,29 +65,33 @@ class PeakMemory:
 
 @dataclass
 class Timing:
-    ms: float  # median over reps
+    ms: float  # median over the timed calls, after the first
     reps: int
     peak_mb: float
+    first_ms: float  # the first call alone: compilation, allocator growth, cold caches
 
     def as_dict(self) -> dict:
-        return {"ms": round(self.ms, 3), "reps": self.reps, "peak_mb": round(self.peak_mb, 1)}
+        return {"ms": round(self.ms, 3), "reps": self.reps, "peak_mb": round(self.peak_mb, 1),
+                "first_ms": round(self.first_ms, 3)}
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def measure(fn: Callable[[], object], device: torch.device, min_time_s: float = 0.3, max_reps: int = 15) -> Timing:
-    """Median wall time of fn; a call slower than min_time_s is timed once (its warm-up is not worth the wait)."""
-    times = []
+    """The first call timed on its own, then the median of calls until min_time_s has passed (at least one, at most
+    max_reps): a compile or an allocation of the first call never counts in `ms`."""
     with PeakMemory(device) as mem:
-        while True:
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-            if times[0] > min_time_s or len(times) >= max_reps or (len(times) > 2 and sum(times) > min_time_s):
-                break
-    if len(times) > 2:
-        times = times[1:]  # the first call pays one-time allocations
-    return Timing(statistics.median(times) * 1e3, len(times), mem.peak / 2**20)
+        first = _timed(fn, device)
+        times = [_timed(fn, device)]
+        while len(times) < max_reps and sum(times) < min_time_s:
+            times.append(_timed(fn, device))
+    return Timing(statistics.median(times) * 1e3, len(times), mem.peak / 2**20, first * 1e3)
 
 
 def machine_info(device: torch.device) -> dict:
@@ -103,6 +109,14 @@ def machine_info(device: torch.device) -> dict:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     t = measure(lambda: a @ b, device, min_time_s=0.5)
     info["peak_gflops_fp32"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+    if device.type == "cuda":  # the tensor cores' ceilings, which the kernel's tf32 / bf16 products can reach
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        t = measure(lambda: a16 @ b16, device, min_time_s=0.5)
+        info["peak_gflops_bf16"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        t = measure(lambda: a @ b, device, min_time_s=0.5)
+        info["peak_gflops_tf32"] = round(2 * n**3 / (t.ms / 1e3) / 1e9, 1)
+        torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.ones(2**27 if device.type == "cpu" else 2**29, device=device)  # 512 MB / 2 GB
     t = measure(lambda: x.sum(), device, min_time_s=0.5)
     info["read_gbs"] = round(x.numel() * 4 / (t.ms / 1e3) / 1e9, 1)
@@ -131,3 +145,18 @@ def available_memory_bytes() -> int:
 def roofline_ms(flops: float, nbytes: float, machine: dict) -> float:
     """The least time the machine's measured ceilings allow: max(FLOPs / peak, bytes / bandwidth)."""
     return max(flops / (machine["peak_gflops_fp32"] * 1e9), nbytes / (machine["read_gbs"] * 1e9)) * 1e3
+
+
+def provenance() -> dict:
+    """What a reader needs to trust a run: the commit measured (and whether the tree had changes), the host, the load."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"git_commit": git("rev-parse", "HEAD") or "unknown", "git_dirty": bool(git("status", "--porcelain",
+                                                                                       "--untracked-files=no")),
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}

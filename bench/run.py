@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from bench.encode_bench import encode_rows
-from bench.measure import log, machine_info
+from bench.measure import log, machine_info, provenance
 from bench.scoring_bench import block_sweep, scoring_rows
 from bench.search_bench import engine_rows, two_stage_rows
 from bench.tables import format_tables
 from bench.threads_bench import threads_rows
 from tvr_demo.kernels import serving_path
-
-
-def provenance() -> dict:
-    """What a reader needs to trust a run: the commit measured (and whether the tree had changes), the host, the load."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"git_commit": git("rev-parse", "HEAD") or "unknown", "git_dirty": bool(git("status", "--porcelain",
-                                                                                       "--untracked-files=no")),
-            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
 def run_suite(quick: bool = False, json_out: str | None = None) -> dict:
@@ -56,7 +39,7 @@ def run_suite(quick: bool = False, json_out: str | None = None) -> dict:
                 else:
                     result["scoring"].append(row)
             path = serving_path(device)  # after the rows: a kernel that failed on one of them is reported
-            result["scoring_path"][str(device)] = {"path": path.name, "reason": path.reason}
+            result["scoring_path"][str(device)] = path.as_dict()
             if not quick:
                 result["block_sweep"] += block_sweep(device)
             rows, skipped = encode_rows(device, quick)

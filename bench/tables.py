@@ -47,10 +47,23 @@ def format_tables(result: dict) -> str:
         out.append("\nScoring (ms; matrix rows measured on part of the rows are scaled, see JSON notes)\n" + _table(
             ["workload", "device", *[SHORT[k] for k in VARIANTS], "a/c", "a'/c", "b/c", "roofline", "c of roofline",
              "GFLOP", "MB", "peak MB a/a'/b/c"], rows))
+    cuda = [r for r in result["scoring"] if "cuda_paths" in r]
+    if cuda:
+        rows = []
+        for r in cuda:
+            p, b = r["cuda_paths"], r["variants"]["batched"].get("ms")
+            tri, tor = p.get("triton", {}), p["torch"]
+            best = min(x for x in (tri.get("ms"), tor["ms"]) if x is not None)
+            rows.append([r["workload"], tri.get("config"), tri.get("ms"), tri.get("first_ms"), tor["ms"],
+                         tor["first_ms"], b, None if b is None else round(b / best, 2), r["roofline_ms"]])
+        out.append("\nFused scorer (c) on CUDA, its two paths timed apart (ms; first = the first call alone)\n" + _table(
+            ["workload", "Triton variant", "Triton", "Triton first", "torch path", "torch first", "(b) batched",
+             "b / best of c", "roofline"], rows))
     if result["block_sweep"]:
-        out.append("\nFused torch path, cosines per block\n" + _table(
-            ["workload", "block floats", "ms"], [[r["workload"], r["block_floats"], r["ms"]]
-                                                for r in result["block_sweep"]]))
+        out.append("\nFused torch path, cosines per block (* = the device's default)\n" + _table(
+            ["workload", "device", "block floats", "ms"],
+            [[r["workload"], r.get("device", "cpu"), r["block_floats"] + (" *" if r.get("default") else ""), r["ms"]]
+             for r in result["block_sweep"]]))
     if result["two_stage"]:
         out.append("\nTwo-stage search vs exact (synthetic galleries)\n" + _table(
             ["gallery", "index", "C", "queries", "recall@10", "first ms", "rerank ms", "total p50", "total p90",
@@ -77,8 +90,8 @@ def format_tables(result: dict) -> str:
               r["fused"]["p90_ms"]] for r in ok]))
     if result["encode"]:
         out.append("\nEncode throughput\n" + _table(
-            ["model", "device", "px", "stage", "clips", "seconds", "clips/s", "ms"],
-            [[r["model"], r["device"], r["resolution"], r["stage"], r["clips"],
+            ["model", "device", "px", "decode workers", "stage", "clips", "seconds", "clips/s", "ms"],
+            [[r["model"], r["device"], r["resolution"], r.get("decode_workers", 2), r["stage"], r["clips"],
               r["seconds"], r["clips_per_s"], r.get("query_ms_p50")] for r in result["encode"]]))
     if result["skipped"]:
         out.append("\nSkipped\n" + "\n".join(f"- {s['row']}: {s['reason']}" for s in result["skipped"]))

@@ -20,15 +20,20 @@ MODELS = {  # name -> config; random weights are enough to drive every view
 }
 
 
-def tiny_session(root: Path, n_test: int = 12) -> Session:
-    """A session over a generated test split of n_test clips and one random tiny checkpoint per entry of MODELS."""
-    bench = generate(root / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=n_test), progress=False, num_workers=0)
+def tiny_checkpoints(root: Path) -> list[str]:
+    """One random tiny checkpoint per entry of MODELS, saved under root/checkpoints; their folders."""
     specs = []
     for name, fields in MODELS.items():
         torch.manual_seed(0)
         model = TVRModel(ModelConfig(clip=clip_config("tvr-tiny"), **fields)).eval()
         specs.append(str(save_checkpoint(model, root / "checkpoints" / name, {"description": f"{name}, random weights"})))
-    return Session(specs, bench, "test", device="cpu", cache_root=root / "cache")
+    return specs
+
+
+def tiny_session(root: Path, n_test: int = 12) -> Session:
+    """A session over a generated test split of n_test clips and one random tiny checkpoint per entry of MODELS."""
+    bench = generate(root / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=n_test), progress=False, num_workers=0)
+    return Session(tiny_checkpoints(root), bench, "test", device="cpu", cache_root=root / "cache")
 
 
 class Listeners:
@@ -55,7 +60,8 @@ def launched(session: Session) -> Iterator[str]:
     import app
 
     demo = app.build_demo(session)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, show_error=False)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, show_error=False,
+                            allowed_paths=[str(root) for root in session.data_roots])
     try:
         yield url
     finally:

@@ -18,6 +18,19 @@ def msrvtt_reference() -> Path:
     return REFERENCE_DIR
 
 
+@pytest.fixture(scope="session")
+def clip_gallery(msrvtt_reference, tmp_path_factory):
+    """The three real reference clips as a user's folder (gym/ a subfolder, plus a corrupt file), without and with a
+    captions.csv, and random tiny checkpoints to search them with (tests/clip_folders.py)."""
+    from app_support import tiny_checkpoints
+    from clip_folders import ClipGallery, clip_folder
+
+    root = tmp_path_factory.mktemp("clip_gallery")
+    return ClipGallery(clip_folder(root / "my_clips", msrvtt_reference, captions=False),
+                       clip_folder(root / "captioned", msrvtt_reference, captions=True), tiny_checkpoints(root),
+                       root / "cache")
+
+
 # ---------------------------------------------------------------- the app: one tiny session and one server per run
 
 

@@ -70,7 +70,7 @@ def test_search_marks_the_ground_truth_with_its_rank_outside_the_top_k(served):
     rows = {row[table["headers"].index("video")]: row for row in table["data"]}
     assert rows[gt_id][table["headers"].index("ground truth")] == "✓"
     assert rows[gt_id][table["headers"].index("rank")] == rank
-    assert len(gallery) == 2 and "ground truth" in gallery[-1]["caption"]  # the top 1, then the ground truth
+    assert len(gallery) == 2 and gallery[-1]["caption"].endswith("✓")  # the top 1, then the ground truth, marked
 
 
 def test_free_text_query_has_no_ground_truth_and_an_overlong_one_says_so(served):
@@ -147,7 +147,7 @@ def test_compare_and_correlation(served):
     fig, table, summary = client.predict("unify", 1, *_ctx(session), api_name="/compare")
     assert _array(_plot(fig)["data"][0]["z"]).sum() == 12
     fig, stats = client.predict("drl-wti", "unify", session.dataset, "test", api_name="/correlation")
-    assert [t["type"] for t in _plot(fig)["data"]].count("heatmap") == 2 and "diag mean" in stats
+    assert [t["type"] for t in _plot(fig)["data"]].count("heatmap") == 2 and "mean c_ii" in stats
 
 
 def test_a_figure_exports_as_standalone_html(served):
@@ -213,7 +213,9 @@ def test_papers_tables_bar_what_the_gallery_measures_beside_the_published_number
     assert bars["here, video → text @ x"]["WTI<br>(drl-wti)"] == pytest.approx(
         _r1_by_loop(engine.matrices["latent"], gt, 0))
     paper = bars["paper (MSR-VTT), text → video @ x"]
-    assert (paper["DP, zero-shot"], paper["DP, meanP"], paper["WTI + CDCR"]) == (31.1, 43.1, 47.6)
+    # the DRL repository's ablation table (MSR-VTT 1k-A, ViT-B/32), typed by hand; WTI's bar stands beside drl-wti's
+    assert (paper["DP, zero-shot"], paper["DP, meanP"], paper["WTI + CDCR"]) == (31.1, 42.9, 47.6)
+    assert paper["WTI<br>(drl-wti)"] == 46.6 and paper["TI"] == 44.8
     assert bars["paper (MSR-VTT), video → text @ x"]["WTI + CDCR"] == 45.1
     here = bars["here, text → video @ x2"]
     for branch in ("latent", "lexicon", "fused"):

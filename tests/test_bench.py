@@ -93,3 +93,19 @@ def test_readme_findings_come_from_the_run() -> None:
     assert f"(caching: a / a' = {a / a2:.1f})" in text and f"(scoring: a' / c = {a2 / c:.1f})" in text
     row["variants"]["official_loop"]["ms"] = a * 3
     assert f"(caching: a / a' = {3 * a / a2:.1f})" in "\n".join(make_readme.findings(run))
+
+
+def test_the_first_call_is_timed_apart() -> None:
+    """A call that compiles on its first run (here: sleeps 0.2 s once) shows it in first_ms, not in ms."""
+    import time
+
+    from bench.measure import measure
+
+    calls = []
+
+    def fn() -> None:
+        time.sleep(0.2 if not calls else 0.002)
+        calls.append(1)
+
+    t = measure(fn, torch.device("cpu"), min_time_s=0.02)
+    assert t.first_ms >= 200 and t.ms < 50 and t.reps == len(calls) - 1 >= 1

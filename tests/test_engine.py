@@ -214,10 +214,11 @@ def test_slices_view_shows_each_models_recall_per_slice(tiny_app):
         engine = tiny_app.engine(trace.name)
         labels = engine.analysis.caption_slices()
         ranks = loop_t2v_ranks(engine.matrices["latent"], engine.bench.caption_video)
-        for label, r1, n in zip(trace.y, trace.x, trace.text, strict=True):
+        for label, r1, n, text in zip(trace.y, trace.x, trace.customdata, trace.text, strict=True):
             members = [q for q, ls in enumerate(labels) if label in ls]
-            assert r1 == pytest.approx(100 * sum(ranks[q] < 1 for q in members) / len(members))
-            assert n == f"n={len(members)}"
+            recount = 100 * sum(ranks[q] < 1 for q in members) / len(members)
+            assert r1 == pytest.approx(recount) and n == len(members)
+            assert text == f"{recount:.1f}% (n={len(members)})"  # what the bar says: its R@1 and its size
 
 
 def test_the_map_lasso_lists_the_selected_captions_and_videos(tiny_app):

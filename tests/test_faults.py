@@ -288,11 +288,13 @@ def test_a_gallery_of_one_video_answers_or_explains_itself(tmp_path):
         ctx = (model, "", "test")
         for query in ("a red circle moves left", caption):
             _, summary, table, *_ = cb.run_search(query, 5, "auto", *ctx, progress=None)
+            table = table.data  # the Styler the page shows; its frame holds the numbers
             assert len(table) == 1 and np.isfinite(table.filter(like="score").to_numpy(float)).all()
             assert cb.run_explain(query, "", "", "", *ctx, progress=None)[0]
         assert "rank 1" in cb.run_search_video("0", None, 5, "auto", *ctx, progress=None)[0]
         assert "**0** of 1" in cb.run_failures("t2v", "auto", "rank", "(all)", 100, *ctx, progress=None)[1]
         _, table = cb.run_metrics(*ctx, progress=None)
+        table = table.data  # the Styler the page shows; its frame holds the numbers
         # one clip: every query's ground truth is the only candidate, rank 1 (R@1 = 100, MdR = MnR = 1)
         assert set(table["R@1"]) == {100.0} and set(table["MdR"]) == {1.0} and set(table["MnR"]) == {1.0}
         assert len(table) == (6 if model == "unify" else 2)  # both directions, per branch for UNIFY

@@ -163,6 +163,85 @@ def test_a_search_answers_while_builds_and_uploads_hold_their_pools(served, tmp_
                 pass
 
 
+@pytest.fixture()
+def preparing(tmp_path, monkeypatch):
+    """A live app serving the bundled drl-wti, its test split ready, whose first encode of the val split is held
+    until the test sets `release` (the encode itself then runs as always)."""
+    import tvr_demo.ui.session as session_module
+
+    config = SyntheticConfig(n_train=0, n_val=4, n_test=6, min_duration_s=2, max_duration_s=4, min_sequence_s=2)
+    bench = generate(tmp_path / "bench", config, progress=False, num_workers=0)
+    session = Session(["drl-wti"], bench, "test", device="cpu", cache_root=tmp_path / "cache")
+    release, real_engine = threading.Event(), session_module.Engine
+
+    class HeldEngine(real_engine):
+        def __init__(self, checkpoint, bench, *args, **kwargs):
+            if bench.split == "val":
+                release.wait(120)
+            super().__init__(checkpoint, bench, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "Engine", HeldEngine)
+    with launched(session) as url:
+        client = gradio_client.Client(url, verbose=False)
+        client.predict("drl-wti", "", "test", api_name="/load")
+        try:
+            yield SimpleNamespace(client=client, release=release, caption=session.benchmark("", "val").captions[0])
+        finally:
+            release.set()
+
+
+def _running(*jobs) -> None:
+    """Wait until each gradio_client job runs (or has ended)."""
+    from gradio_client.utils import Status
+
+    deadline = time.monotonic() + 60
+    while not all(job.done() or job.status().code == Status.PROGRESS for job in jobs):
+        assert time.monotonic() < deadline, "the requests did not start"
+        time.sleep(0.1)
+
+
+def test_a_search_during_a_first_encode_waits_for_it_and_answers(preparing):
+    """/load starts the val split's first encode (held); a /search and an /explain on it wait with progress (held
+    past the 5 s after which main refused them) and answer once it is done; a search on the ready test split, sent
+    while they wait, answers before they do. (Before: both were refused with "being prepared for the first time by
+    another request".)"""
+    client, val = preparing.client, ("drl-wti", "", "val")
+    load = client.submit(*val, api_name="/load")
+    _running(load)
+    search = client.submit(preparing.caption, 3, "auto", *val, api_name="/search")
+    explain = client.submit(preparing.caption, "0", "", "", *val, api_name="/explain")
+    _running(search, explain)
+    ready = client.submit("a small blue square grows", 3, "auto", "drl-wti", "", "test", api_name="/search")
+    assert len(ready.result(timeout=60)[2]["data"]) == 3
+    said, waited_until = set(), time.monotonic() + 8
+    while time.monotonic() < waited_until:
+        said |= {unit.desc for unit in search.status().progress_data or [] if unit.desc}
+        time.sleep(0.2)
+    for job in (search, explain):
+        assert not job.done(), f"refused while its engine was being prepared: {job.exception()}"
+    assert not load.done(), "the held encode did not hold /load"
+    assert any("being prepared by another request" in desc for desc in said), said
+    preparing.release.set()
+    items, summary, table, *_ = search.result(timeout=120)
+    assert len(table["data"]) == 3 and "rank" in summary
+    md_a, *_ = explain.result(timeout=120)
+    assert "rank" in md_a
+    load.result(timeout=120)
+
+
+def test_a_search_waits_for_a_preparation_within_a_bound(preparing, monkeypatch):
+    """A search whose engine is still being prepared after the bound gets a sentence, not an endless wait."""
+    import tvr_demo.ui.session as session_module
+
+    monkeypatch.setattr(session_module, "PREPARATION_WAIT_S", 3.0)
+    client, val = preparing.client, ("drl-wti", "", "val")
+    load = client.submit(*val, api_name="/load")
+    _running(load)
+    assert "is still not ready after" in refusal(client, preparing.caption, 3, "auto", *val, api_name="/search")
+    preparing.release.set()
+    load.result(timeout=120)
+
+
 def test_a_box_flood_is_refused_after_a_bounded_walk(served, tmp_path):
     path = _crafted_boxes(tmp_path / "flood.mp4", FLOOD_BOXES)
     message = refusal(served.client, None, gradio_client.handle_file(str(path)), 5, "auto", *_ctx(served),
@@ -207,7 +286,7 @@ def test_exports_live_in_a_pruned_folder_and_failures_leave_nothing(monkeypatch)
         exports.write_html("{not json", "metrics")
     with pytest.raises(QueryError, match="limited to"):
         exports.write_html("x" * (exports.EXPORT_MAX_BYTES + 1), "metrics")
-    assert len(list(folder.glob("*"))) <= 1
+    assert len([p for p in folder.iterdir() if p.name != exports.OWNER_LOCK]) <= 1
 
 
 def test_the_app_has_gradio_delete_its_copies(served):
@@ -222,6 +301,51 @@ def test_export_of_an_invalid_figure_is_a_sentence(served):
     figure = {"type": "plotly", "plot": "{not json"}
     message = refusal(served.client, "metrics", *([None] * 5), figure, *([None] * 4), api_name="/export_html")
     assert "not a valid plotly figure" in message
+
+
+def test_a_killed_servers_exports_are_removed_by_the_next_start(tmp_path, monkeypatch):
+    """A server process exports a figure and is killed (SIGKILL: no exit handler runs), leaving its export folder;
+    the next `python app.py` removes it on start, and leaves alone the folder of a server still running (this test
+    process, which has exported too) and a recent folder it cannot tell is abandoned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.heavy_mix import start
+    from bench.load_test import _free_port
+    from tvr_demo.ui import exports
+
+    root, tmpdir = Path(__file__).resolve().parent.parent, tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    exporter = subprocess.Popen([sys.executable, "-c", "import sys; from tvr_demo.ui import exports; "
+                                 "print(exports.write_html(sys.stdin.readline(), 'metrics'), flush=True); input()"],
+                                cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    exporter.stdin.write(_figure_json() + "\n")
+    exporter.stdin.flush()
+    killed = Path(exporter.stdout.readline().strip()).parent
+    exporter.send_signal(signal.SIGKILL)
+    exporter.wait(30)
+    assert killed.is_dir() and list(killed.glob("*.html")), "the killed process left no export folder to test with"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setattr(exports, "_FOLDER", None)
+    monkeypatch.setattr(exports, "_OWNER", None)
+    live = Path(exports.write_html(_figure_json(), "metrics")).parent  # this process: a server still running
+    unowned = tmpdir / "tvr-demo-exports-recent"
+    unowned.mkdir()
+    bench = generate(tmp_path / "bench", SyntheticConfig(n_train=0, n_val=0, n_test=4), progress=False, num_workers=0)
+    server = start(root, bench, tmp_path / "cache", _free_port(), tmp_path / "app.log", env={"TMPDIR": str(tmpdir)},
+                   args=["--checkpoint", "drl-wti"])
+    try:
+        assert not killed.exists(), "the killed server's export folder is still there after the next start"
+        assert live.is_dir() and list(live.glob("*.html")), "a running server's export folder was removed"
+        assert unowned.is_dir()
+    finally:
+        server.terminate()
+        server.wait(30)
+        exports._OWNER.close()
 
 
 # ------------------------------------------------------------------ 5. one clear sentence for every bad input
@@ -368,18 +492,35 @@ def test_the_map_names_no_server_path(served):
 # ------------------------------------------------------------------ 1. memory, replayed on a real server (slow)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes started by any thread of `pid` (none once it has exited)."""
+    try:
+        return [int(p) for task in Path(f"/proc/{pid}/task").iterdir() for p in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _is_decode_worker(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "pt_data_worker"  # torch names its workers so
+    except OSError:
+        return False
+
+
 def test_a_decode_worker_killed_mid_build_fails_that_request_only(tmp_path):
-    """`python app.py`; while /metrics builds the training split, one of its decode worker processes is killed (as
-    the kernel's OOM killer would). That request ends in a sentence or succeeds; the server lives on and searches.
-    (Before: the start-up encode ran a DataLoader in the main thread, which arms torch's SIGCHLD handler, and the
-    handler then raised in the serving thread: the whole server exited.)"""
+    """`python app.py`; while /metrics builds the training split, its decode workers are not the server's children
+    (a fork copies the server's page tables holding the GIL: with GBs resident, searches stalled for seconds each
+    time a build started its workers), and one of them is killed (as the kernel's OOM killer would). That request
+    ends in a sentence or succeeds; the server lives on and searches. Killed itself during the next build, the
+    server leaves no process behind. (Before: the start-up encode ran a DataLoader in the main thread, which arms
+    torch's SIGCHLD handler, and the handler then raised in the serving thread: the whole server exited.)"""
     import os
     import signal
 
     from bench.heavy_mix import start
     from bench.load_test import _free_port
 
-    bench = generate(tmp_path / "bench", SyntheticConfig(n_train=300, n_val=0, n_test=8), progress=False)
+    bench = generate(tmp_path / "bench", SyntheticConfig(n_train=300, n_val=150, n_test=8), progress=False)
     port, root = _free_port(), Path(__file__).resolve().parent.parent
     proc = start(root, bench, tmp_path / "cache", port, tmp_path / "app.log", args=["--checkpoint", "drl-wti"])
     try:
@@ -387,16 +528,19 @@ def test_a_decode_worker_killed_mid_build_fails_that_request_only(tmp_path):
         client = gradio_client.Client(url, verbose=False)
         client.predict("drl-wti", "", "test", api_name="/load")  # the start-up build is done
         job = client.submit("drl-wti", "", "train", api_name="/metrics")
-        killed = None
-        for _ in range(1200):  # the decode workers of the training split's build (children of any server thread)
-            pids = [int(p) for task in Path(f"/proc/{proc.pid}/task").iterdir()
-                    for p in (task / "children").read_text().split()]
+        killed, forked = None, set()
+        for _ in range(1200):  # the decode workers of the training split's build (the forkserver's children)
+            forked |= {child for child in _children(proc.pid) if _is_decode_worker(child)}
+            pids = [worker for child in _children(proc.pid) for worker in _children(child) if _is_decode_worker(worker)]
+            if forked:
+                break
             if pids:
                 time.sleep(0.5)  # let it decode a little
                 killed = pids[0]
                 os.kill(killed, signal.SIGKILL)
                 break
             time.sleep(0.05)
+        assert not forked, f"the server forked {len(forked)} decode worker(s) itself"
         assert killed, "no decode worker was started"
         try:
             job.result(timeout=300)
@@ -406,9 +550,86 @@ def test_a_decode_worker_killed_mid_build_fails_that_request_only(tmp_path):
         assert proc.poll() is None, "the server exited: " + (tmp_path / "app.log").read_text()[-1500:]
         out = client.predict("a red circle moves left", 3, "auto", "drl-wti", "", "test", api_name="/search")
         assert len(out[0]) == 3
+        client.submit("drl-wti", "", "val", api_name="/metrics")
+        for _ in range(1200):
+            started = {worker for child in _children(proc.pid) for worker in [child, *_children(child)]}
+            if any(_is_decode_worker(pid) for pid in started):
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(30)
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [pid for pid in started if Path(f"/proc/{pid}").exists()]
+        assert not left, f"processes the killed server started are still running: {left}"
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_evicted_engines_give_their_memory_back_at_eviction(tmp_path):
+    """`python app.py` with a budget that holds one training-split engine: /metrics on the training split alternates
+    between unify and meanp, each evicting the other. After every switch, the server's resident memory (the kernel's
+    VmRSS) exceeds what it was the first time the same engine was held by less than half of unify's score matrices
+    (4 float32 matrices of captions x videos). (Before: each evicted engine stayed resident, in a reference cycle,
+    until the interpreter's next full collection, so every switch added the engine it dropped.)"""
+    from bench.heavy_mix import rss_kb, start
+    from bench.load_test import _free_port
+
+    config = SyntheticConfig(n_train=500, n_val=0, n_test=20, min_duration_s=2, max_duration_s=4, min_sequence_s=2)
+    bench = generate(tmp_path / "bench", config, progress=False)
+    unify_matrices = 4 * 4 * config.n_train * config.captions_per_train_clip * config.n_train
+    port = _free_port()
+    proc = start(Path(__file__).resolve().parent.parent, bench, tmp_path / "cache", port, tmp_path / "app.log",
+                 env={"TVR_DEMO_MEMORY_GB": "0.06"}, args=["--checkpoint", "unify,meanp"])
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        rss_gb = []
+        for model in ("unify", "meanp") * 4:
+            client.submit(model, "", "train", api_name="/metrics").result(timeout=900)
+            rss_gb.append(rss_kb(proc.pid) / 2**20)
+        print("VmRSS after each /metrics (GB):", [round(x, 3) for x in rss_gb])
+        growth_gb = max(max(rss_gb[i::2]) - rss_gb[i] for i in (1, 2))  # meanp held, then unify held
+        assert growth_gb < unify_matrices / 2 / 2**30, f"resident memory grew {growth_gb:.3f} GB over six switches"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.slow
+def test_the_training_split_replay_stays_under_8_gb():
+    """bench/replay_memory.py on the bundled benchmark: `python app.py` with a 3 GB budget, and three rounds of
+    unify's and meanp's training-split metrics and drl-wti's, drl-ti's and drl-wti-cdcr's training-split engines,
+    then a user browsing the test split. Each round's drl-wti load evicts unify (2.1 GB, meanp's 0.7 GB beside it),
+    and the server's resident memory (the kernel's VmRSS) falls by at least half of unify's score matrices (4 float32
+    matrices of captions x videos) at that request; the peak (VmHWM) stays under 8 GB. Encodes the five engines
+    into the feature cache first when they are not there (20-60 min on 2 cores), then about 5 min. (Before: unify
+    stayed resident after its eviction until the interpreter's next full collection.)"""
+    from bench.heavy_mix import start
+    from bench.load_test import _free_port
+    from bench.replay_memory import REPLAY_BUDGET_GB, replay
+    from tvr_demo.data import load_benchmark
+    from tvr_demo.data.synthetic import ensure_default_dataset
+    from tvr_demo.paths import cache_dir
+
+    dataset = ensure_default_dataset(progress=True, splits=("train", "test"))
+    train = load_benchmark(dataset, "train")
+    unify_matrices_gb = 4 * 4 * train.num_captions * train.num_videos / 2**30
+    port = _free_port()
+    proc = start(Path(__file__).resolve().parent.parent, dataset, cache_dir(), port, Path(cache_dir()) / "replay.log",
+                 env={"TVR_DEMO_MEMORY_GB": str(REPLAY_BUDGET_GB)})
+    try:
+        report = replay(f"http://127.0.0.1:{port}/", proc.pid, rounds=3)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print(json.dumps(report))
+    rss = {(s["round"], s["model"]): s["rss_gb"] for s in report["steps"]}
+    for r in (1, 2, 3):
+        fell = rss[r, "meanp"] - rss[r, "drl-wti"]
+        assert fell >= unify_matrices_gb / 2, f"round {r}: evicting unify freed {fell:.2f} GB"
+    assert report["vmhwm_gb"] < 8, f"peak resident memory {report['vmhwm_gb']:.2f} GB"
 
 
 @pytest.mark.slow

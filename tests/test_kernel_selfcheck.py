@@ -1,6 +1,6 @@
-"""The Triton kernel's self-check (tvr_demo/kernels/selfcheck.py): a kernel that fails to compile, to launch or to
-match falls back to the torch path with one warning, for good; the check's input catches the masking bugs it is
-there for; and a --device this machine lacks is a one-line error.
+"""The Triton kernel's self-check and race (tvr_demo/kernels/selfcheck.py, race.py): a kernel that fails to compile,
+to launch or to match falls back to the torch path with one warning, for good; the check's input catches the masking
+bugs it is there for; the faster path serves each regime; and a --device this machine lacks is a one-line error.
 
 References are written here from the official DRL code's WTI formula, never taken from the scorers under test.
 """
@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tvr_demo.kernels.geometry import CONFIGS, KernelConfig
+from tvr_demo.kernels.race import RaceResult, RaceShape
 from tvr_demo.kernels.selfcheck import TOLERANCE, KernelGate, check_cases, run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
+VARIANTS = sum(len(c) for c in CONFIGS.values())  # the kernel variants the check compiles and tries
 
 
 def wti_by_loop(text, tmask, tw, video, vmask, vw, token_pad: float = 0.0, frame_pad: float = 0.0) -> torch.Tensor:
@@ -43,20 +46,20 @@ def wti_by_loop(text, tmask, tw, video, vmask, vw, token_pad: float = 0.0, frame
 
 
 class Counting:
-    """A stand-in kernel: counts its calls, then raises or answers as told."""
+    """A stand-in kernel: counts its calls, then raises or answers as told (answer may take the variant)."""
 
-    def __init__(self, answer) -> None:
-        self.answer, self.calls = answer, 0
+    def __init__(self, answer, takes_config: bool = False) -> None:
+        self.answer, self.takes_config, self.calls = answer, takes_config, 0
 
-    def __call__(self, *case):
+    def __call__(self, *case, config: KernelConfig | None = None):
         self.calls += 1
         if isinstance(self.answer, Exception):
             raise self.answer
-        return self.answer(*case)
+        return self.answer(*case, config=config) if self.takes_config else self.answer(*case)
 
 
-def gate_for(kernel) -> KernelGate:
-    return KernelGate(lambda: kernel)
+def gate_for(kernel, race=None) -> KernelGate:
+    return KernelGate(lambda: kernel, race=race)
 
 
 def _decided_twice(gate: KernelGate, caplog) -> tuple:
@@ -85,16 +88,17 @@ def test_a_kernel_written_from_the_formula_passes_without_a_warning(caplog) -> N
     kernel = Counting(wti_by_loop)
     first, second, warnings = _decided_twice(gate_for(kernel), caplog)
     assert first.name == second.name == "triton" and "self-check passed" in first.reason
-    assert kernel.calls == 2 and not warnings  # the two check inputs, once
+    assert kernel.calls == 2 * VARIANTS and not warnings  # the two check inputs, once per variant
+    assert first.config_for(1) == CONFIGS["query"][0] and first.config_for(64) == CONFIGS["batch"][0]
 
 
 @pytest.mark.parametrize("bug,what", [(dict(token_pad=float("-inf")), "padded tokens left out of the max"),
                                       (dict(frame_pad=float("-inf")), "padded frames left out of the max")])
 def test_the_check_rejects_a_kernel_with_a_masking_bug(bug: dict, what: str) -> None:
     """The two mistakes a masked max invites: the check's input must tell them from the formula."""
-    verdict, _ = run_check(lambda *c: wti_by_loop(*c, **bug), CPU)
-    assert verdict.name == "torch", what
-    assert "differs from the torch path" in verdict.reason
+    check = run_check(lambda *c: wti_by_loop(*c, **bug), CPU)
+    assert check.failure is not None, what
+    assert "differs from the torch path" in check.failure
 
 
 @pytest.mark.parametrize("stage", ["compile", "launch"])
@@ -107,7 +111,7 @@ def test_a_compile_or_launch_error_falls_back_once_and_for_good(caplog, stage: s
     first, second, warnings = _decided_twice(gate_for(kernel), caplog)
     assert first == second and first.name == "torch"
     assert first.reason == f"the Triton kernel failed to {stage}: {type(error).__name__}"
-    assert kernel.calls == 1 and len(warnings) == 1  # remembered: not re-run, not re-logged
+    assert kernel.calls == VARIANTS and len(warnings) == 1  # each variant tried once; remembered, not re-logged
     assert "uses the torch path from now on" in warnings[0].getMessage()
 
 
@@ -144,6 +148,61 @@ def test_a_kernel_that_fails_later_on_a_real_input_is_dropped(caplog) -> None:
         gate.give_up(CPU, RuntimeError("out of shared memory"))
     assert gate.path(CPU).name == "torch" and "on a real input" in gate.path(CPU).reason
     assert len(caplog.records) == 1
+
+
+def told_race(times: dict[str, tuple[float, list[float]]], seen: list | None = None):
+    """A stand-in for the race on CUDA: per regime, the torch path's ms and each variant's ms in CONFIGS order."""
+    def race(kernel, configs, device):
+        if seen is not None:
+            seen.append({name: list(group) for name, group in configs.items()})
+        return [RaceResult(RaceShape(name, 1 if name == "query" else 256, 10_000), times[name][0],
+                           {c.label: times[name][1][CONFIGS[name].index(c)] for c in group})
+                for name, group in configs.items()]
+
+    return race
+
+
+@pytest.mark.parametrize("times,name,query,batch", [
+    ({"query": (3.0, [2.0, 2.5]), "batch": (4.0, [5.0, 4.5])}, "triton+torch", 0, None),
+    ({"query": (3.0, [2.0, 2.5]), "batch": (4.0, [5.0, 3.5])}, "triton", 0, 1),
+    ({"query": (1.0, [2.0, 2.5]), "batch": (4.0, [5.0, 4.5])}, "torch", None, None),
+], ids=["kernel-wins-queries", "kernel-wins-both", "torch-wins-both"])
+def test_the_faster_path_serves_each_regime(times, name: str, query: int | None, batch: int | None) -> None:
+    """The fastest variant serves a regime where it beats the torch path; the reason carries both timings."""
+    path = gate_for(Counting(wti_by_loop), race=told_race(times)).path(CPU)
+    assert path.name == name
+    assert path.config_for(1) == (None if query is None else CONFIGS["query"][query])
+    assert path.config_for(256) == (None if batch is None else CONFIGS["batch"][batch])
+    for regime, served in (("query", query), ("batch", batch)):
+        torch_ms, kernel_ms = times[regime]
+        assert (f"Triton {min(kernel_ms):g} ms ({CONFIGS[regime][kernel_ms.index(min(kernel_ms))].label}), "
+                f"torch {torch_ms:g} ms, {'torch' if served is None else 'Triton'} serves") in path.reason
+    assert [r.torch_ms for r in path.race] == [times["query"][0], times["batch"][0]]
+
+
+def test_variants_that_fail_the_check_do_not_race(caplog) -> None:
+    """A variant that mis-scores (here every 128-video tile) is left out of the race, with one warning; the others
+    serve."""
+    def wrong_at_128(*case, config):
+        out = wti_by_loop(*case)
+        return out + 0.1 if config.block_b == 128 else out
+
+    seen: list = []
+    race = told_race({"query": (3.0, [2.0, 1.0]), "batch": (4.0, [3.0, 1.0])}, seen)
+    with caplog.at_level(logging.WARNING, logger="tvr_demo.kernels.selfcheck"):
+        path = gate_for(Counting(wrong_at_128, takes_config=True), race=race).path(CPU)
+    assert [c.block_b for group in seen[0].values() for c in group] == [64, 64]
+    assert path.name == "triton" and path.config_for(1).block_b == 64 and path.config_for(256).block_b == 64
+    assert "2 variants failed it" in path.reason and len(caplog.records) == 1
+
+
+def test_a_race_that_breaks_falls_back_to_torch(caplog) -> None:
+    def race(kernel, configs, device):
+        raise RuntimeError("Triton Error [CUDA]: invalid argument")
+
+    first, second, warnings = _decided_twice(gate_for(Counting(wti_by_loop), race=race), caplog)
+    assert first == second and first.name == "torch" and "in the race" in first.reason
+    assert len(warnings) == 1
 
 
 _INTERPRETED = """
@@ -233,11 +292,43 @@ def test_triton_is_installed_where_cuda_is() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-def test_the_kernel_serves_this_gpu() -> None:
+def test_every_variant_passes_and_races_on_this_gpu() -> None:
+    """Every variant compiles and matches here; the race timed each against the torch path in both regimes, and
+    each regime is served by the faster (the timings are in the reason the app and the bench show)."""
     from tvr_demo.kernels import serving_path
 
     path = serving_path("cuda")
-    assert path.name == "triton", path.reason
+    assert "self-check passed" in path.reason and "failed it" not in path.reason, path.reason
+    assert [r.shape.regime for r in path.race] == list(CONFIGS)
+    for result, (regime_name, configs) in zip(path.race, CONFIGS.items(), strict=True):
+        assert set(result.kernel_ms) == {c.label for c in configs} and result.torch_ms > 0
+        label, best_ms = min(result.kernel_ms.items(), key=lambda kv: kv[1])
+        served = path.kernel.get(regime_name)
+        assert (served.label if served else None) == (label if best_ms < result.torch_ms else None), path.reason
+        assert f"torch {result.torch_ms:.3g} ms" in path.reason
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("stage", ["launch", "mismatch"])
+def test_a_failing_kernel_falls_back_to_torch_on_this_gpu(caplog, stage: str) -> None:
+    """The check on CUDA tensors (the reference: the torch path on the GPU): a kernel that raises, or one whose
+    padded tokens leave the max, leaves the torch path serving with one warning; so does a later failure."""
+    def broken(*case, config=None):
+        if stage == "launch":
+            raise RuntimeError("Triton Error [CUDA]: invalid argument")
+        return wti_by_loop(*(x.cpu() for x in case), token_pad=float("-inf")).to(case[0].device)
+
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    with caplog.at_level(logging.WARNING, logger="tvr_demo.kernels.selfcheck"):
+        path = KernelGate(lambda: broken).path(gpu)
+    assert path.name == "torch" and not path.kernel and len(caplog.records) == 1
+    assert ("failed to launch" if stage == "launch" else "differs from the torch path") in path.reason
+    right = Counting(lambda *c: wti_by_loop(*(x.cpu() for x in c)).to(gpu))
+    gate = gate_for(right, race=told_race({"query": (9.0, [1.0, 2.0]), "batch": (9.0, [1.0, 2.0])}))
+    assert gate.path(gpu).name == "triton"
+    gate.give_up(gpu, RuntimeError("Triton Error [CUDA]: invalid argument"))
+    assert gate.path(gpu).name == "torch" and "on a real input" in gate.path(gpu).reason
 
 
 @pytest.mark.gpu

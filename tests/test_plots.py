@@ -130,7 +130,9 @@ def test_embedding_map_has_points_with_ids_and_failure_lines():
     text_xy, video_xy = np.arange(6.0).reshape(3, 2), -np.arange(4.0).reshape(2, 2)
     fig = plots.embedding_map_figure(text_xy, video_xy, ["t0", "t1", "t2"], ["v0", "v1"], ["caption"] * 3,
                                      ["video"] * 2, failures=[(0, 1, 0)], key="g")
-    caption, video, to_gt, to_winner = fig.data
+    video, caption, to_gt, to_winner, failed, truth, winner = fig.data  # captions drawn over the videos
     assert caption.type == "scattergl" and [list(c) for c in caption.customdata] == [["caption", i, "g"] for i in range(3)]
     assert [c[0] for c in video.customdata] == ["video", "video"]
     assert list(to_gt.x) == [0.0, -2.0, None] and list(to_winner.x) == [0.0, -0.0, None]
+    # each failure's ends are marked too, since most lie close to both their videos
+    assert (list(failed.x), list(truth.x), list(winner.x)) == ([0.0], [-2.0], [-0.0])

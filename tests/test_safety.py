@@ -215,3 +215,111 @@ def test_files_that_are_not_videos_are_refused_with_their_name(tmp_path, content
     path.write_bytes(content)
     with pytest.raises(VideoDecodeError, match="upload.mp4"):
         load_untrusted_video(path, SAMPLING, 32)
+
+
+# ---------------------------------------------------------------- names as clients see them: no invisible format characters
+
+RLO, ZWSP = "\u202e", "\u200b"  # right-to-left override (bidi control) and zero-width space: both category Cf
+
+
+def _format_characters(value, found: list[str]) -> list[str]:
+    """Where a response (plot JSON decoded) holds an invisible format character: a few characters around each; the
+    clips it served, which gradio_client saved under their files' own names, aside."""
+    import json
+    import unicodedata
+
+    if isinstance(value, str) and os.path.isfile(value):
+        return found
+    if isinstance(value, str):
+        if value.startswith("{") and '"data"' in value:
+            try:
+                return _format_characters(json.loads(value), found)
+            except ValueError:
+                pass
+        found += [f"{value[max(0, i - 30):i]}<U+{ord(c):04X}>{value[i + 1:i + 10]}" for i, c in enumerate(value)
+                  if unicodedata.category(c) == "Cf"]
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _format_characters(k, found)
+            _format_characters(v, found)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _format_characters(v, found)
+    return found
+
+
+@pytest.fixture(scope="module")
+def bidi_served(tmp_path_factory):
+    """A live app whose gallery folder, video ids, captions and checkpoint folder all carry bidi and zero-width
+    characters, as a client-supplied gallery and an operator's checkpoint folder may."""
+    import csv
+    import shutil
+
+    import torch
+    from app_support import MODELS, launched
+
+    from tvr_demo.data.synthetic import SyntheticConfig, generate
+    from tvr_demo.models import ModelConfig, TVRModel
+    from tvr_demo.models.backbone import clip_config
+    from tvr_demo.models.checkpoints import save_checkpoint
+    from tvr_demo.ui.session import Session
+
+    root = tmp_path_factory.mktemp("bidi")
+    source = generate(root / "source", SyntheticConfig(n_train=0, n_val=0, n_test=4), progress=False, num_workers=0)
+    gallery = root / f"my{RLO}gallery"
+    (gallery / "videos").mkdir(parents=True)
+    rows = []
+    with open(Path(source) / "MSRVTT_JSFUSION_test.csv") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            vid = f"clip{i}{RLO}4pm.exe"
+            shutil.copy(Path(source) / "videos" / f"{row['video_id']}.mp4", gallery / "videos" / f"{vid}.mp4")
+            words = row["sentence"].split()
+            rows.append({**row, "video_id": vid, "sentence": f"{words[0]}{ZWSP} {RLO}{' '.join(words[1:])}"})
+    with open(gallery / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    torch.manual_seed(0)
+    model = TVRModel(ModelConfig(clip=clip_config("tvr-tiny"), **MODELS["drl-wti"])).eval()
+    checkpoint = save_checkpoint(model, root / "checkpoints" / f"wti{RLO}lru", {"description": "random weights"})
+    session = Session([str(checkpoint)], gallery, "test", device="cpu", cache_root=root / "cache")
+    with launched(session) as url:
+        yield url, gallery, rows
+
+
+def test_no_name_a_client_receives_holds_an_invisible_format_character(bidi_served, tmp_path):
+    """Through the API: the page's menus (the model names), the header and menus of /load, search results, a video
+    search, an explanation, the failure table, an upload's summary and a refusal that names the upload. Each shows
+    the names, their bidi and zero-width characters stripped (with U+202E, "clip0<RLO>4pm.exe" displays as "clip0exe.mp4")."""
+    import shutil
+
+    import httpx
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    url, gallery, rows = bidi_served
+    client = Client(url, verbose=False)
+    ctx = ("wtilru", "", "test")
+    shown_id = rows[0]["video_id"].replace(RLO, "")
+    shown_caption = rows[0]["sentence"].replace(RLO, "").replace(ZWSP, "")
+    clip = tmp_path / f"holiday{RLO}4pm.mp4"
+    shutil.copy(next((gallery / "videos").glob("*.mp4")), clip)
+    picture = tmp_path / f"photo{RLO}gnp.mp4"
+    Image.new("RGB", (32, 32), "red").save(picture, format="PNG")
+    with pytest.raises(AppError) as refusal:
+        client.predict(None, handle_file(str(picture)), 4, "auto", *ctx, api_name="/search_video")
+    config = httpx.get(url.rstrip("/") + "/config", timeout=30).json()
+    responses = {"menus": [c["props"].get("choices") for c in config["components"] if "choices" in c["props"]],
+                 "load": client.predict(*ctx, api_name="/load"),
+                 "search": client.predict(rows[0]["sentence"], 4, "auto", *ctx, api_name="/search"),
+                 "search_video": client.predict(shown_id, None, 4, "auto", *ctx, api_name="/search_video"),
+                 "upload": client.predict(None, handle_file(str(clip)), 4, "auto", *ctx, api_name="/search_video")[0],
+                 "explain": client.predict(shown_caption, shown_id, "", "", *ctx, api_name="/explain"),
+                 "failures": client.predict("t2v", "auto", "rank", "(all)", 10, *ctx, api_name="/failures"),
+                 "refusal": str(refusal.value)}
+    for name, response in responses.items():
+        assert not _format_characters(response, []), (name, _format_characters(response, [])[:3])
+    text = str(responses)
+    for shown in ("wtilru", "mygallery", shown_id, shown_caption, "holiday4pm.mp4", "photognp.mp4"):
+        assert shown in text, f"{shown!r} is not shown at all"

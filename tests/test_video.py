@@ -19,6 +19,7 @@ from tvr_demo.data.video import (
     CLIP_STD,
     FrameSampling,
     decode_videos,
+    decode_workers,
     load_video,
     normalize_frames,
     preprocess_frames,
@@ -219,3 +220,23 @@ def test_decode_videos_can_fail_fast(tmp_path, clip):
             progress=False,
             skip_errors=False,
         )
+
+
+GB = 2**30
+
+
+@pytest.mark.parametrize("cpus,available,workers", [
+    (16, 128 * GB, 16),  # the H200 host: one per core
+    (2, 20 * GB, 2),  # this project's 2-core machines: as before
+    (64, 8 * GB, 6),  # many cores, little memory: 3/4 of 8 GB holds six workers of 1 GB
+    (16, GB // 2, 1),  # almost no memory: still one
+])
+def test_decode_workers_follow_cores_bounded_by_memory(cpus: int, available: int, workers: int) -> None:
+    assert decode_workers(cpus, available) == workers
+
+
+def test_decode_videos_picks_its_workers_and_decodes_the_same(clip):
+    """The default (num_workers=None) decodes what one in-process decode gives."""
+    auto = decode_videos([clip, clip, clip], FrameSampling(max_frames=4), resolution=32, progress=False)
+    inline = decode_videos([clip], FrameSampling(max_frames=4), resolution=32, num_workers=0, progress=False)
+    assert auto.ok.all() and all(torch.equal(v, inline.videos[0]) for v in auto.videos)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tvr_demo.data import Benchmark, load_benchmark
+    from tvr_demo.data.folder import missing_captions
     from tvr_demo.data.synthetic import ensure_default_dataset
     from tvr_demo.data.video import UPLOAD_MAX_BYTES, FrameSampling, sample_video
     from tvr_demo.devices import default_device
@@ -41,7 +42,8 @@ __all__ = [
     "Engine", "Clip", "ScoreRow", "SearchHit", "SearchResult",
     "PairExplanation", "TokenFrameExplanation", "PooledExplanation", "LexiconExplanation",
     "ModelConfig", "Checkpoint", "load_checkpoint", "list_checkpoints",
-    "Benchmark", "load_benchmark", "ensure_default_dataset", "FrameSampling", "sample_video", "UPLOAD_MAX_BYTES",
+    "Benchmark", "load_benchmark", "missing_captions", "ensure_default_dataset", "FrameSampling", "sample_video",
+    "UPLOAD_MAX_BYTES",
     "default_device", "ScoringPath", "serving_path", "caption_weights",
 ]
 _EXPORTS = {  # module -> the names of __all__ it defines, imported on first use
@@ -52,6 +54,7 @@ _EXPORTS = {  # module -> the names of __all__ it defines, imported on first use
     "tvr_demo.models": ("ModelConfig",),
     "tvr_demo.models.checkpoints": ("Checkpoint", "load_checkpoint", "list_checkpoints"),
     "tvr_demo.data": ("Benchmark", "load_benchmark"),
+    "tvr_demo.data.folder": ("missing_captions",),
     "tvr_demo.data.synthetic": ("ensure_default_dataset",),
     "tvr_demo.data.video": ("FrameSampling", "sample_video", "UPLOAD_MAX_BYTES"),
     "tvr_demo.devices": ("default_device",),

@@ -84,6 +84,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_video(engine, video: str) -> int | Path:
+    """--video: a gallery video by id (its path inside a folder gallery) or a clip file; a file inside the gallery is
+    that gallery video (left out of its own ranking)."""
+    from tvr_demo.errors import QueryError
+
+    if video in engine.bench.video_ids:
+        return engine.bench.video_index(video)
+    path = Path(video).expanduser()
+    if not path.is_file():
+        raise QueryError(f"--video {video!r} is neither a video of the gallery nor a file")
+    resolved = path.resolve()
+    same = [i for i, p in enumerate(engine.bench.video_paths) if p.resolve() == resolved]
+    return same[0] if same else path
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    """Text -> video (the model's own score) or video -> video (pooled cosine); prints the top k and, for a caption of
+    the gallery, where its ground truth ranked."""
+    import math
+
+    from tvr_demo.errors import QueryError
+    from tvr_demo.retrieval.engine import Engine
+    from tvr_demo.ui.labels import score_kind
+
+    if (args.query is None) == (args.video is None):
+        raise QueryError("give a text query or --video CLIP, not both and not neither")
+    engine = Engine.from_names(args.checkpoint, args.dataset, args.split, device=args.device, progress=True)
+    bench = engine.bench
+    if args.video is None:
+        result = engine.search_text(args.query, k=args.k, branch=args.branch)
+    else:
+        result = engine.search_similar(_search_video(engine, args.video), k=args.k)
+    score = score_kind(engine.config, result.branch)
+    hits = [{"rank": h.rank + 1, "path": bench.relative_path(bench.video_paths[h.index]), "score": round(h.score, 6),
+             "ground_truth": h.is_ground_truth} for h in result.hits if math.isfinite(h.score)]
+    truth = [bench.relative_path(bench.video_paths[g]) for g in result.ground_truth]
+    rank = None if result.ground_truth_rank is None else result.ground_truth_rank + 1
+    if args.json:
+        print(json.dumps({"query": args.query if args.video is None else args.video, "score": score, "hits": hits,
+                          "ground_truth": truth, "ground_truth_rank": rank, "videos": engine.gallery_size,
+                          "skipped": [{"path": f, "reason": r} for f, r in engine.skipped]}, indent=2))
+        return 0
+    print(f"{'rank':>4}  {'score':>9}  path   ({score})")
+    for h in hits:
+        print(f"{h['rank']:>4}  {h['score']:>9.4f}  {h['path']}" + ("   <- ground truth" if h["ground_truth"] else ""))
+    if truth:
+        print(f"ground truth {', '.join(truth)}: rank {rank} of {engine.gallery_size}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tvr_demo.training.train import train_from_args
 
@@ -145,21 +195,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--interaction", choices=["wti", "ti", "dp"], default=None, help="override the checkpoint's")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="video decode processes (default: one per core, bounded by free memory)")
     _add_device(p)
     p.set_defaults(func=_cmd_score)
 
-    for name, func, helptext in [("encode", _cmd_encode, "encode a benchmark split into the feature cache"),
+    for name, func, helptext in [("encode", _cmd_encode, "encode a benchmark split or a folder of clips into the "
+                                                         "feature store"),
                                  ("evaluate", _cmd_evaluate, "retrieval metrics as JSON")]:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--checkpoint", required=True)
-        p.add_argument("--dataset", default=None, help="benchmark folder (default: the bundled synthetic one)")
-        p.add_argument("--split", default="test")
+        p.add_argument("--dataset", default=None, help="benchmark folder or folder of clips (default: the bundled "
+                                                       "synthetic benchmark)")
+        p.add_argument("--split", default="test", help="benchmark split (a folder of clips has one)")
         _add_device(p)
         if name == "evaluate":
             p.add_argument("--json", default=None, help="also write the metrics here")
             p.add_argument("--dsl", action="store_true", help="also report dual-softmax (DSL) re-scored metrics")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("search", help="the top k videos for a text query, or for a clip (--video)")
+    p.add_argument("query", nargs="?", default=None, help="what to look for, e.g. \"a dog jumps\"")
+    p.add_argument("--video", default=None, metavar="CLIP",
+                   help="search by a clip instead: a gallery video's id (its path inside a folder) or a video file; "
+                        "ranked by the cosine of the pooled video features")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", default=None, help="folder of clips (with an optional captions.csv) or benchmark "
+                                                   "folder (default: the bundled synthetic benchmark)")
+    p.add_argument("--split", default="test", help="benchmark split (a folder of clips has one)")
+    p.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--branch", choices=["latent", "lexicon", "fused"], default=None,
+                   help="UNIFY's ranking branch (default: fused)")
+    p.add_argument("--json", action="store_true", help="print JSON: hits (rank, path, score), the ground truth and "
+                                                       "its rank, skipped files")
+    _add_device(p)
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("train", help="train a configuration (runs under torchrun unchanged)")
     p.add_argument("--config", required=True, help="a training config name or JSON file")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
+import weakref
 from dataclasses import fields, is_dataclass
 
 import numpy as np
@@ -90,3 +92,50 @@ def release_free_memory() -> None:
     its memory (milliseconds)."""
     if _libc is not None:
         _libc.malloc_trim(0)
+
+
+def host_available_bytes() -> int:
+    """Memory the host can still give without swapping (MemAvailable of /proc/meminfo, or the free physical pages
+    where that file does not exist)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+# ---------------------------------------------------------------- objects dropped on purpose (evicted engines)
+
+_dropped: weakref.WeakSet = weakref.WeakSet()  # dropped, not yet freed
+
+
+def free_dropped(dropped: list) -> None:
+    """Free the objects the caller just dropped (the list is emptied), now, not at the interpreter's next full
+    collection: an engine sits in reference cycles (its analysis refers back to it; a failed request's traceback to
+    the frames that held it), which reference counting cannot free, and a full collection comes only after hundreds
+    of thousands of new objects, so evicted engines stayed resident while their replacements were built. One that a
+    request still uses is freed by a later call (`collect_dropped`), after that request."""
+    _dropped.update(dropped)
+    dropped.clear()
+    collect_dropped()
+
+
+def collect_dropped() -> None:
+    """Collect the cycles that keep dropped objects alive (only while any is), then return free pages to the system."""
+    if len(_dropped):
+        gc.collect()
+    release_free_memory()
+
+
+def freeze_startup_objects() -> None:
+    """Exclude the objects alive now (modules, the app's page: half a million) from every later collection, so that
+    a full one, whether `free_dropped`'s or the interpreter's own, scans only what requests made since. Call it once
+    at start, before any engine exists: a frozen object in a reference cycle is never freed."""
+    gc.collect()
+    gc.freeze()

@@ -5,6 +5,7 @@ does not go through it."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,17 @@ def resolve_within(path: str | Path, roots: Sequence[Path], what: str = "path", 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`()\[\]<>]+){2,}/?")
 
 
+def public_name(text: str) -> str:
+    """A name (video id, caption, file or folder name, model label) as clients see it: without Unicode's invisible
+    format characters (category Cf: bidi controls such as U+202E, zero-width spaces and joiners, soft hyphens), with
+    which one name can display as another ("clip\u202e4pm.exe" reads "clipexe.mp4")."""
+    if text.isascii():
+        return text
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
 def public_message(text: str) -> str:
     """A message as a client may see it: every absolute server path cut to its last part (the file or folder name
-    the user knows), so no error shows where the server keeps its data, caches or libraries."""
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    the user knows), so no error shows where the server keeps its data, caches or libraries; names in it as
+    `public_name` shows them."""
+    return public_name(_ABSOLUTE_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text))

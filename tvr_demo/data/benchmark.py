@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-BENCHMARK_NAMES = ("msrvtt", "msvd", "didemo", "lsmdc", "activitynet", "vatex", "synthetic")
+BENCHMARK_NAMES = ("msrvtt", "msvd", "didemo", "lsmdc", "activitynet", "vatex", "synthetic", "folder")
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Benchmark:
     caption_video: np.ndarray  # (n_captions,) int64 index into video_ids
     attributes: list[dict] | None = None  # per video: the synthetic benchmark's ground truth, else None
     end_s: float | None = None  # read videos up to here (DiDeMo: 31 s, as CLIP4Clip/DRL's loader); None = whole clip
+    folders: list[str] | None = None  # per video: a folder gallery's subfolder (its slice), else None
 
     def __post_init__(self) -> None:
         self.caption_video = np.asarray(self.caption_video, dtype=np.int64)
@@ -37,6 +38,8 @@ class Benchmark:
             raise ValueError("caption_video holds an index outside the video list")
         if self.attributes is not None and len(self.attributes) != n:
             raise ValueError(f"{len(self.attributes)} attribute records for {n} videos")
+        if self.folders is not None and len(self.folders) != n:
+            raise ValueError(f"{len(self.folders)} folders for {n} videos")
 
     @property
     def num_videos(self) -> int:
@@ -45,6 +48,18 @@ class Benchmark:
     @property
     def num_captions(self) -> int:
         return len(self.captions)
+
+    def relative_path(self, path: str | Path) -> str:
+        """A file of this gallery as users name it: its path inside the gallery folder (else its file name)."""
+        path = Path(path)
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
+    def public_failures(self, failures: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Decode failures (file, reason) with every file named by its path inside the gallery folder."""
+        return [(self.relative_path(f), reason.replace(str(f), self.relative_path(f))) for f, reason in failures]
 
     def captions_of(self, video_index: int) -> list[int]:
         """Indices of the captions whose ground truth is this video (one in 1k-A, several in MSVD/VATEX)."""

@@ -1,4 +1,5 @@
-"""Read the six benchmarks in the annotation layouts the CLIP4Clip family (and so DRL) uses, plus our synthetic one."""
+"""Read the six benchmarks in the annotation layouts the CLIP4Clip family (and so DRL) uses, plus our synthetic one;
+a folder with none of their annotation files but with video files is a gallery of one's own clips (data/folder.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from tvr_demo.data.benchmark import Benchmark
+from tvr_demo.data.folder import CAPTIONS_FILE, VIDEO_EXTENSIONS, has_videos, load_folder
 from tvr_demo.errors import DatasetError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".flv", ".wmv")
 DIDEMO_END_S = 31.0  # CLIP4Clip's DiDeMo loader reads every video from 0 to 31 s (annotations stop at 30 s)
 _MAX_VIDEO_DEPTH = (
     3  # root/MSRVTT/videos/all/*.mp4 and root/avi/<movie>/<clip>.avi are the deepest layouts in use
@@ -284,6 +285,7 @@ _LOADERS: dict[str, Callable[[Path, str], Benchmark]] = {
     "lsmdc": _load_lsmdc,
     "activitynet": _load_activitynet,
     "didemo": _load_didemo,
+    "folder": lambda root, split: load_folder(root),  # one split: the folder as it is
 }
 
 # The files that identify each layout, checked in this order (the synthetic one is also an MSR-VTT layout).
@@ -299,13 +301,17 @@ _MARKERS: dict[str, tuple[str, ...]] = {
 
 
 def detect_kind(root: Path) -> str:
-    """Which benchmark layout `root` holds, from the annotation files present."""
+    """Which benchmark layout `root` holds, from the annotation files present; "folder" when it has none of them but
+    holds video files (at any depth)."""
     for kind, markers in _MARKERS.items():
         if any((root / m).is_file() for m in markers):
             return kind
+    if has_videos(root):
+        return "folder"
     expected = "; ".join(f"{kind}: {' or '.join(markers)}" for kind, markers in _MARKERS.items())
     raise DatasetError(
-        f"{root} holds no known benchmark annotations; expected one of these files ({expected})"
+        f"{root} holds no video files and no known benchmark annotations: give a folder of clips (with an optional "
+        f"{CAPTIONS_FILE}), or a benchmark folder with one of these files ({expected})"
     )
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
 import re
+import select
 import struct
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 from PIL import Image
 
 from tvr_demo.errors import TVRError, VideoDecodeError
+from tvr_demo.memory import host_available_bytes
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -291,9 +296,10 @@ def load_video(
 
 
 def _decode_untrusted(conn, path: Path, sampling: FrameSampling, resolution: int, max_seconds: float,
-                      max_pixels: int) -> None:
+                      max_pixels: int, caller: int) -> None:
     """Worker process body: check duration and frame size, decode, send back ("ok", frames, mask) as numpy arrays
-    or ("error", message, None)."""
+    or ("error", message, None); a decode that hangs ends with the server (`caller`) if not before."""
+    threading.Thread(target=_exit_with, args=(caller,), daemon=True, name="exit-with-caller").start()
     with contextlib.suppress(OSError):  # should memory run out, the kernel kills this worker, not the server
         Path("/proc/self/oom_score_adj").write_text("1000")
     with contextlib.suppress(OSError):  # the server's searches come first on a shared CPU
@@ -344,7 +350,8 @@ def load_untrusted_video(
     context = _worker_context()
     receive, send = context.Pipe(duplex=False)
     limits = (UPLOAD_MAX_SECONDS, UPLOAD_MAX_PIXELS)  # read here, in the server, so they are its settings
-    worker = context.Process(target=_decode_untrusted, args=(send, path, sampling, resolution, *limits), daemon=True)
+    worker = context.Process(target=_decode_untrusted, args=(send, path, sampling, resolution, *limits, os.getpid()),
+                             daemon=True)
     worker.start()
     send.close()
     try:
@@ -367,10 +374,59 @@ def load_untrusted_video(
     return torch.from_numpy(first), torch.from_numpy(second)
 
 
-def _lower_priority(_worker_id: int) -> None:
-    """Decode workers yield the CPU to a server's searches (a gallery's first encode runs beside them)."""
-    with contextlib.suppress(OSError):
-        os.nice(5)
+def _below_caller(nice_step: int = 5) -> int:
+    """The nice value decode workers take: 5 below the calling thread's (Linux keeps one per thread; a server's
+    heavy threads run at 19), as a worker forked from that thread would have."""
+    with contextlib.suppress(AttributeError, OSError):
+        return min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice_step)
+    return nice_step
+
+
+def _exit_with(pid: int) -> None:
+    """Exit this process when process `pid` has ended."""
+    try:
+        fd = os.pidfd_open(pid)  # readable once the process has exited (Linux 5.3+); immune to pid reuse
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd here: look every few seconds
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except OSError:
+                pass
+            time.sleep(5)
+    select.select([fd], [], [])
+    os._exit(0)
+
+
+def _init_worker(_worker_id: int, nice: int, caller: int) -> None:
+    """A decode worker yields the CPU to a server's searches (a gallery's first encode runs beside them) and exits
+    with the process it decodes for: started from the forkserver, it is not that process's child, so torch's own
+    check (is my parent alive?) watches the forkserver, which a killed server leaves running."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    threading.Thread(target=_exit_with, args=(caller,), daemon=True, name="exit-with-caller").start()
+
+
+# What one decode worker may hold: a clip's sampled frames at the upload limits (12 frames of 4K RGB, 0.3 GB), the
+# decoder's buffers and the process's own pages (a forked worker shares the rest with its parent).
+DECODE_WORKER_BYTES = 2**30
+
+
+def decode_workers(cpus: int, available_bytes: int, per_worker_bytes: int = DECODE_WORKER_BYTES) -> int:
+    """Decode processes for a host: one per core (decoding, not the encoder, is the slow stage: 22 clips/s on 2
+    workers against 476 encoded on an H200), as many as three quarters of the free memory holds, at least one."""
+    return max(1, min(cpus, available_bytes * 3 // 4 // per_worker_bytes))
+
+
+def host_cpus() -> int:
+    """The cores this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
 
 
 @dataclass
@@ -409,23 +465,31 @@ def decode_videos(
     paths: Sequence[Path],
     sampling: FrameSampling,
     resolution: int,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = True,
     skip_errors: bool = True,
 ) -> DecodedVideos:
-    """Decode many clips in worker processes with a progress bar; a bad file is skipped and reported, not fatal."""
+    """Decode many clips in worker processes with a progress bar; a bad file is skipped and reported, not fatal.
+    num_workers: None = one per core, bounded by memory (`decode_workers`); 0 decodes in this process."""
     from tqdm import tqdm
 
+    if num_workers is None:
+        num_workers = decode_workers(host_cpus(), host_available_bytes())
     paths = [Path(p) for p in paths]
     n = len(paths)
     videos = torch.zeros((n, sampling.max_frames, 3, resolution, resolution), dtype=torch.uint8)
     masks = torch.zeros((n, sampling.max_frames), dtype=torch.int64)
     ok = np.zeros(n, dtype=bool)
     failures: list[tuple[Path, str]] = []
-    # one decode thread per worker process: the processes already use the cores
+    # one decode thread per worker process: the processes already use the cores. The workers start from the
+    # forkserver, not by forking this process: a fork copies the caller's page tables holding the GIL, and a
+    # server's (GBs resident, its heavy threads at the lowest priority) then stalled every search for seconds
     dataset = _VideoFiles(paths, sampling, resolution, num_threads=1 if num_workers > 0 else 0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                                         worker_init_fn=_lower_priority if num_workers > 0 else None)
+                                         worker_init_fn=functools.partial(_init_worker, nice=_below_caller(),
+                                                                          caller=os.getpid())
+                                         if num_workers > 0 else None,
+                                         multiprocessing_context=_worker_context() if num_workers > 0 else None)
     with tqdm(total=n, desc="decoding videos", unit="video", file=sys.stderr, disable=not progress) as bar:
         for i, video, mask, error in loader:
             if error is None:

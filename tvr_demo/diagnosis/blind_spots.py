@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tvr_demo.data import Benchmark
+from tvr_demo.data.synthetic.scenes import CHANGING_SIZE
 from tvr_demo.evaluation import metrics
 from tvr_demo.retrieval.engine import Engine
 
@@ -23,7 +24,6 @@ OBJECT_ATTRIBUTES = ("colour", "shape", "size", "motion")
 # Winoground (Thrush et al. 2022, Vinoground 2024) chance: a random 2 x 2 score matrix passes the text score (each clip
 # prefers its own caption: 1/2 x 1/2) and the video score with 1/4 each, and both (the group score) with 1/6
 CHANCE = {"text": 0.25, "video": 0.25, "group": 1 / 6}
-NO_SIZE = "changing"  # a growing or shrinking shape has no one size (its record says None)
 MAX_WORDS = 12  # rows and columns of the word confusion matrix on benchmarks without attribute files
 
 
@@ -138,7 +138,7 @@ def attribute_scores(outcomes: Sequence[TwinOutcome]) -> list[AttributeScores]:
 
 def _objects(attrs: dict) -> list[tuple]:
     """A clip's distinct objects as (colour, shape, size, motion), in event order (a count clip's copies are one)."""
-    objs = [tuple(str(o[k]) if o.get(k) is not None else NO_SIZE for k in OBJECT_ATTRIBUTES)
+    objs = [tuple(str(o[k]) if o.get(k) is not None else CHANGING_SIZE for k in OBJECT_ATTRIBUTES)
             for o in attrs.get("objects", [])]
     return list(dict.fromkeys(objs))
 

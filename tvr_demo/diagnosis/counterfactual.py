@@ -58,6 +58,7 @@ class Counterfactual:
     results: list[EditResult] = field(default_factory=list)  # one-word edits, in word order
     fix: EditResult | None = None  # the smallest edit that brings the ground truth to rank 1 (a failure only)
     fix_note: str = ""  # why there is no fix, or how far the search went
+    notice: str | None = None  # what was cut from a long query (the edits are of the words the model reads)
 
 
 # ---------------------------------------------------------------------------------------------------- vocabulary
@@ -139,13 +140,14 @@ def _score(engine: Engine, edits: Sequence[Edit], branch: str, video: int, truth
 def counterfactual(engine: Engine, query: str, video: int | None = None, branch: str | None = None) -> Counterfactual:
     """Every one-word edit of the query scored against the gallery, for one clip (None: the query's top result); for
     a failure (a benchmark caption whose ground truth is not first) also the smallest edit, of one word or else two,
-    that brings the ground truth to rank 1."""
+    that brings the ground truth to rank 1. The edits are of the words the model reads (a long query is cut to its
+    tokens first), so their number is bounded: one removal and a few replacements per word."""
     row = engine.score_text(query, branch, mode="exact")
     video = int(row.top(1)[0]) if video is None else engine.check_video(video)
     truth = row.ground_truth[0] if row.ground_truth else None
     results = _score(engine, one_word_edits(engine, row.query), row.branch, video, truth)
     out = Counterfactual(row.query, video, row.branch, float(row.ranking[video]), row.rank(video), truth,
-                         None if truth is None else row.rank(truth), results)
+                         None if truth is None else row.rank(truth), results, notice=row.notice)
     if truth is None:
         out.fix_note = "a typed query has no ground truth to fix"
     elif out.truth_rank == 0:

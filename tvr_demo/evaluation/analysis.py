@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
+from tvr_demo.data.folder import require_captions
+from tvr_demo.data.synthetic.scenes import CHANGING_SIZE
 from tvr_demo.evaluation import metrics
 
 if TYPE_CHECKING:
@@ -119,6 +121,7 @@ class Analysis:
     def evaluate(self, dsl: bool = False) -> Evaluation:
         """Official metrics in both directions, per branch."""
         engine = self.engine
+        require_captions(engine.bench, "evaluation")
         cv = engine.bench.caption_video
         branches = {}
         for branch, sim in engine.matrices.items():
@@ -129,12 +132,27 @@ class Analysis:
                 dsl_v2t = metrics.evaluate_similarity(metrics.dual_softmax(v2t_sim, axis=1), cv)["v2t"]
             official = metrics.evaluate_similarity(sim, cv, v2t_sim)  # DRL's protocol (multi-caption too)
             branches[branch] = BranchMetrics(official["t2v"], official["v2t"], dsl_t2v, dsl_v2t)
-        return Evaluation(branches, engine.ranking_branch(None), [p for p, _ in engine.gallery.failures])
+        return Evaluation(branches, engine.ranking_branch(None),
+                          [p for p, _ in engine.bench.public_failures(engine.gallery.failures)])
+
+    def _video_queries(self, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The video queries: the columns of the videos some caption describes, caption_video renumbered over them,
+        and their gallery indices (a folder's clips without a caption are distractors only)."""
+        caption_video = self.engine.bench.caption_video
+        videos = np.unique(caption_video)
+        if len(videos) == self.engine.gallery_size:
+            return sim, caption_video, videos
+        return sim[:, videos], np.searchsorted(videos, caption_video), videos
 
     def outcomes(self, direction: str = "t2v", branch: str | None = None) -> list[metrics.QueryOutcome]:
-        """Every query's rank, ground truth, winner and margin."""
-        sim = self.engine.matrices.direction(self.engine.ranking_branch(branch), direction)
-        return metrics.query_outcomes(sim, self.engine.bench.caption_video, direction)
+        """Every query's rank, ground truth, winner and margin (a video query's index is its gallery index)."""
+        engine = self.engine
+        require_captions(engine.bench, "the failure list")
+        sim = engine.matrices.direction(engine.ranking_branch(branch), direction)
+        if direction == "t2v":
+            return metrics.query_outcomes(sim, engine.bench.caption_video, direction)
+        sim, caption_video, videos = self._video_queries(sim)
+        return [replace(o, query=int(videos[o.query])) for o in metrics.query_outcomes(sim, caption_video, "v2t")]
 
     def failures(self, direction: str = "t2v", branch: str | None = None, sort_by: str = "rank"
                  ) -> list[metrics.QueryOutcome]:
@@ -142,12 +160,17 @@ class Analysis:
         return metrics.failures(self.outcomes(direction, branch), sort_by=sort_by)
 
     def ranks(self, direction: str = "t2v", branch: str | None = None) -> np.ndarray:
-        """0-based rank of each query's best ground truth (pessimistic ties, metrics.gt_ranks)."""
+        """0-based rank of each query's best ground truth (pessimistic ties, metrics.gt_ranks); -1 for a video that
+        no caption describes."""
         engine = self.engine
+        require_captions(engine.bench, "ranking the ground truth")
         sim = engine.matrices.direction(engine.ranking_branch(branch), direction)
         if direction == "t2v":
             return metrics.text_to_video_ranks(sim, engine.bench.caption_video)
-        return metrics.video_to_text_ranks(sim, engine.bench.caption_video)
+        sim, caption_video, videos = self._video_queries(sim)
+        ranks = np.full(engine.gallery_size, -1, dtype=np.int64)
+        ranks[videos] = metrics.video_to_text_ranks(sim, caption_video)
+        return ranks
 
     def compare(self, other: Analysis, k: int) -> RankComparison:
         """t2v queries in the top k for this model, the other, both or neither (same gallery)."""
@@ -157,6 +180,9 @@ class Analysis:
     def caption_slices(self) -> list[list[str]]:
         """Per-caption slice labels: the synthetic benchmark's attributes of the caption's video, else keywords."""
         bench = self.engine.bench
+        if bench.folders is not None:  # a folder gallery: the clip's subfolder, and keywords
+            return [sorted({folder_label(bench.folders[int(v)]), *words})
+                    for v, words in zip(bench.caption_video, metrics.keyword_slices(bench.captions), strict=True)]
         if bench.attributes is None:
             return metrics.keyword_slices(bench.captions)
         labels = []
@@ -164,14 +190,19 @@ class Analysis:
             attrs = bench.attributes[int(v)]
             row = [f"structure:{attrs.get('structure', '?')}"]
             for obj in attrs.get("objects", []):
-                row += [f"{key}:{obj[key]}" for key in ("colour", "shape", "size", "motion") if key in obj]
+                row += [f"{key}:{CHANGING_SIZE if obj[key] is None else obj[key]}"
+                        for key in ("colour", "shape", "size", "motion") if key in obj]
             labels.append(sorted(set(row)))
         return labels
 
     def query_slices(self, direction: str) -> list[list[str]]:
-        """Slice labels per query: a caption's own (t2v), or the union of a video's captions' labels (v2t)."""
-        return query_slices(self.caption_slices(), self.engine.bench.caption_video, self.engine.gallery_size,
-                            direction)
+        """Slice labels per query: a caption's own (t2v), or the union of a video's captions' labels (v2t), which
+        in a folder gallery always holds the video's subfolder."""
+        bench = self.engine.bench
+        labels = query_slices(self.caption_slices(), bench.caption_video, self.engine.gallery_size, direction)
+        if direction == "v2t" and bench.folders is not None:
+            labels = [sorted({folder_label(folder), *row}) for folder, row in zip(bench.folders, labels, strict=True)]
+        return labels
 
     def slice_counts(self) -> Counter:
         """How many captions carry each slice label."""
@@ -189,11 +220,19 @@ class Analysis:
 
     def channel_correlation(self) -> np.ndarray:
         """CDCR's D x D cross-correlation of matched text and video features over the split (variant 3 pairing for
-        token-wise models, pooled features for dp), computed by the training loss's own function."""
-        from tvr_demo.models.losses import cdcr_correlation, pooled_correlation
+        token-wise models, pooled features for dp), computed by the training loss's own function. A gallery without
+        captions has no matched pairs: then the video features' own correlation (every decoded frame for token-wise
+        models, the pooled vectors for dp), whose off-diagonal is the redundancy CDCR's second term penalises."""
+        from tvr_demo.models.losses import cdcr_correlation, cross_correlation, pooled_correlation
 
         engine = self.engine
         texts, videos = engine.gallery.texts, engine.gallery.videos
+        if not engine.bench.num_captions:
+            ok = torch.as_tensor(engine.gallery.decoded_ok, device=videos.frames.device)
+            features = videos.pooled[ok] if engine.config.latent_interaction == "dp" \
+                else videos.frames[videos.mask.bool() & ok[:, None]]
+            with torch.no_grad():
+                return cross_correlation(features, features).float().cpu().numpy()
         gt = torch.as_tensor(engine.bench.caption_video, device=videos.frames.device)
         with torch.no_grad():
             if engine.config.latent_interaction == "dp":
@@ -202,6 +241,11 @@ class Analysis:
                 c = cdcr_correlation(3, texts.tokens, texts.mask, videos.frames[gt], videos.mask[gt],
                                      texts.weights, videos.weights[gt])
         return c.float().cpu().numpy()
+
+
+def folder_label(folder: str) -> str:
+    """A folder gallery's slice label for a clip's subfolder."""
+    return f"folder:{folder}"
 
 
 def query_slices(caption_labels: list[list[str]], caption_video: np.ndarray, n_videos: int, direction: str

@@ -167,15 +167,20 @@ def evaluate_similarity(sim: np.ndarray, caption_video: np.ndarray, v2t_sim: np.
     """Both directions of the benchmark table, by the official protocol: one caption per video (MSR-VTT 1k-A) ranks
     S and S^T; several captions per video (MSVD, VATEX) follow DRL's main.py: text-to-video ranks each caption among
     the videos (MdR the lower median, as its torch.median), video-to-text ranks caption groups by their best caption.
-    sim (n_captions, n_videos); v2t_sim, when video queries score differently (UNIFY's fusion), else sim."""
+    sim (n_captions, n_videos); v2t_sim, when video queries score differently (UNIFY's fusion), else sim. Videos that
+    no caption describes (a folder gallery's uncaptioned clips) are distractors to text queries, never video queries."""
     caption_video = np.asarray(caption_video)
     v2t_sim = sim if v2t_sim is None else v2t_sim
+    v2t_caption_video = caption_video
+    captioned = np.unique(caption_video)
+    if captioned.size < sim.shape[1]:
+        v2t_sim, v2t_caption_video = v2t_sim[:, captioned], np.searchsorted(captioned, caption_video)
     multi = caption_video.size > 0 and np.bincount(caption_video).max() > 1
     if not multi:
         return {"t2v": recall_metrics(text_to_video_ranks(sim, caption_video)),
-                "v2t": recall_metrics(video_to_text_ranks(v2t_sim, caption_video))}
+                "v2t": recall_metrics(video_to_text_ranks(v2t_sim, v2t_caption_video))}
     return {"t2v": recall_metrics(text_to_video_ranks(sim, caption_video), lower_median=True),
-            "v2t": recall_metrics(grouped_video_to_text_ranks(v2t_sim, caption_video))}
+            "v2t": recall_metrics(grouped_video_to_text_ranks(v2t_sim, v2t_caption_video))}
 
 
 def dual_softmax(sim: np.ndarray, temperature: float = 100.0, axis: int = 0) -> np.ndarray:

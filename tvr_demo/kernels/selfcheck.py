@@ -1,18 +1,23 @@
-"""Which WTI path serves on a CUDA device: the Triton kernel once it compiles, launches and matches the torch path on a
-small hard input, else the torch path, decided on the first CUDA use and remembered for the process.
+"""Which WTI path serves on a CUDA device, decided on the first CUDA use and remembered for the process: each compiled
+variant of the Triton kernel must compile, launch and match the torch path on a small hard input (which compiles
+every variant, so no request pays for a JIT); the variants that pass then race the torch path (race.py), and per
+regime (a search's few queries, a score matrix's many) the faster one serves.
 
 A Triton release, driver or GPU the kernel was never tried on must cost speed, never a crash or a wrong ranking.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
+from tvr_demo.kernels.geometry import CONFIGS, KernelConfig, regime
+from tvr_demo.kernels.race import RaceResult, describe, race_on_cuda, winners
 from tvr_demo.kernels.wti_torch import wti_scores_torch
 from tvr_demo.models import drl
 
@@ -20,22 +25,40 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3  # the bound both fast paths are held to against drl.wti_similarity (tests/test_kernels.py)
 Scorer = Callable[..., torch.Tensor]  # (text, text_mask, text_weights, video, video_mask, video_weights) -> (A, B)
+Race = Callable[[Scorer, dict[str, Sequence[KernelConfig]], torch.device], list[RaceResult]]
 
 
 @dataclass(frozen=True)
 class ScoringPath:
     """The path that scores token-wise interactions on a device, and why (shown by the bench JSON and the app)."""
 
-    name: str  # "triton" or "torch"
+    name: str  # "triton" (every regime), "torch" (none), or "triton+torch" (the kernel serves one regime)
     reason: str
+    kernel: dict[str, KernelConfig] = field(default_factory=dict)  # regime -> the variant that serves it
+    race: tuple[RaceResult, ...] = ()  # the timings behind the choice (CUDA only)
+
+    def config_for(self, a_n: int) -> KernelConfig | None:
+        """The kernel variant that scores a launch of `a_n` queries, or None for the torch path."""
+        return self.kernel.get(regime(a_n))
+
+    def as_dict(self) -> dict:
+        return {"path": self.name, "reason": self.reason,
+                "kernel": {r: c.label for r, c in self.kernel.items()}, "race": [r.as_dict() for r in self.race]}
+
+
+def _path(kernel: dict[str, KernelConfig], reason: str, race: Sequence[RaceResult] = ()) -> ScoringPath:
+    name = "torch" if not kernel else "triton" if set(kernel) == set(CONFIGS) else "triton+torch"
+    return ScoringPath(name, reason, dict(kernel), tuple(race))
+
 
 def check_cases(device: torch.device, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     """Two small inputs that reach every masked branch of the kernel, as (text, tmask, tweights, video, vmask,
     vweights) on `device`:
-    - six queries of 3-20 tokens out of 32 (the kernel takes four per block): positions 6-19 are padding in every
-      query of the first block but valid in the second, positions 20-31 are padding in all six (dropped before the
-      product, so the max over tokens is clamped at 0); the third query also has a hole at position 1;
-    - 20 clips of 1-12 frames out of 12 (three blocks of eight, the last partial), every third pointing away from
+    - six queries of 3-20 tokens out of 32 (a batch variant takes four per tile; the 20-token one launches apart
+      from the five within 16 positions): positions 6-19 are padding in every query of the first four but valid in
+      the others, positions 20-31 are padding in all six (dropped before the product, so the max over tokens is
+      clamped at 0); the third query also has a hole at position 1;
+    - 20 clips of 1-12 frames out of 12 (one partial tile of videos), every third pointing away from
       the queries, so each valid cosine of those pairs is negative and a padded position's 0 wins the maxima; width
       512 (CLIP ViT-B);
     - one typed one-word query (SOT, word, EOT: 3 valid tokens) against the same kind of clips, width 96 (not a
@@ -82,8 +105,17 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
 
 
-def run_check(kernel: Scorer, device: torch.device, reference: Scorer = wti_scores_torch) -> tuple[ScoringPath, str]:
-    """Score `check_cases` with `kernel` and `reference`; the verdict, and a detail line for the log."""
+@dataclass(frozen=True)
+class Check:
+    """One scorer's self-check: why it may not serve (None: it passed), a detail for the log, the worst difference."""
+
+    failure: str | None
+    detail: str = ""
+    worst: float = 0.0
+
+
+def run_check(kernel: Scorer, device: torch.device, reference: Scorer = wti_scores_torch) -> Check:
+    """Score `check_cases` with `kernel` and `reference`."""
     worst = 0.0
     for case in check_cases(device):
         try:
@@ -91,16 +123,16 @@ def run_check(kernel: Scorer, device: torch.device, reference: Scorer = wti_scor
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # an asynchronous launch failure surfaces here, inside the check
         except Exception as err:  # whatever the compiler or the driver raises, the torch path serves
-            return ScoringPath("torch", _failure(err)), _first_line(err)
+            return Check(_failure(err), _first_line(err))
         want = reference(*case)
         diff = float((got.float() - want.float()).abs().max()) if got.shape == want.shape else float("inf")
         if not diff <= TOLERANCE:  # NaN fails too
             reason = (f"the Triton kernel differs from the torch path by {diff:.2g}, over the {TOLERANCE:g} allowed"
                       if got.shape == want.shape else
                       f"the Triton kernel returned shape {tuple(got.shape)}, not {tuple(want.shape)}")
-            return ScoringPath("torch", reason), f"Seen on the check's {case[0].shape[0]} queries x {case[3].shape[0]} clips."
+            return Check(reason, f"Seen on the check's {case[0].shape[0]} queries x {case[3].shape[0]} clips.")
         worst = max(worst, diff)
-    return ScoringPath("triton", f"self-check passed, max difference {worst:.1e}"), ""
+    return Check(None, worst=worst)
 
 
 def _load_triton() -> Scorer:
@@ -110,11 +142,13 @@ def _load_triton() -> Scorer:
 
 
 class KernelGate:
-    """Decides once per device whether the kernel serves; a failed check logs one warning and the torch path serves
-    from then on."""
+    """Decides once per device which path serves each regime: the variants of the kernel that pass the check race
+    the torch path (on CUDA; `race` stands in for it elsewhere); a kernel that fails logs one warning and the torch
+    path serves from then on."""
 
-    def __init__(self, load_kernel: Callable[[], Scorer] = _load_triton) -> None:
-        self.load_kernel = load_kernel
+    def __init__(self, load_kernel: Callable[[], Scorer] = _load_triton, race: Race | None = None,
+                 configs: dict[str, Sequence[KernelConfig]] = CONFIGS) -> None:
+        self.load_kernel, self.race, self.configs = load_kernel, race, configs
         self._decided: dict[str, ScoringPath] = {}
         self._lock = threading.Lock()  # concurrent first searches run the check once
 
@@ -127,7 +161,7 @@ class KernelGate:
 
     def give_up(self, device: torch.device, err: Exception) -> None:
         """The kernel raised on a real input after passing the check (a shape it was not compiled for)."""
-        verdict = ScoringPath("torch", _failure(err) + " on a real input")
+        verdict = _path({}, _failure(err) + " on a real input")
         with self._lock:
             self._decided[str(device)] = verdict
         _warn(device, verdict, _first_line(err))
@@ -136,19 +170,43 @@ class KernelGate:
         try:
             kernel = self.load_kernel()
         except ImportError as err:
-            verdict, detail = ScoringPath("torch", "triton is not installed"), _first_line(err)
+            return _warn(device, _path({}, "triton is not installed"), _first_line(err))
         except Exception as err:  # a triton release the kernel's module does not import under
-            verdict, detail = ScoringPath("torch", f"the Triton kernel failed to load: {type(err).__name__}"), \
-                _first_line(err)
-        else:
-            verdict, detail = run_check(kernel, device)
-        if verdict.name != "triton":
-            _warn(device, verdict, detail)
+            return _warn(device, _path({}, f"the Triton kernel failed to load: {type(err).__name__}"),
+                         _first_line(err))
+        passed: dict[str, list[KernelConfig]] = {}
+        failed: list[Check] = []
+        worst = 0.0
+        for name, configs in self.configs.items():
+            for config in configs:
+                check = run_check(functools.partial(kernel, config=config), device)
+                if check.failure is None:
+                    passed.setdefault(name, []).append(config)
+                    worst = max(worst, check.worst)
+                else:
+                    failed.append(check)
+        if not passed:
+            return _warn(device, _path({}, failed[0].failure), failed[0].detail)
+        reason = f"self-check passed, max difference {worst:.1e}"
+        if failed:
+            reason += f" ({len(failed)} variants failed it: {failed[0].failure})"
+            log.warning("Token-wise scoring on %s: %s. %s", device, reason, failed[0].detail)
+        race = self.race or (race_on_cuda if device.type == "cuda" else None)
+        if race is None:
+            return _path({name: configs[0] for name, configs in passed.items()}, reason)
+        try:
+            results = race(kernel, passed, device)
+        except Exception as err:  # a variant that breaks on the race's larger shape breaks on real ones too
+            return _warn(device, _path({}, _failure(err) + " in the race against the torch path"), _first_line(err))
+        served = winners(results, passed)
+        verdict = _path(served, f"{reason}; {describe(results, served)}", results)
+        log.info("Token-wise scoring on %s: %s", device, verdict.reason)
         return verdict
 
 
-def _warn(device: torch.device, verdict: ScoringPath, detail: str) -> None:
+def _warn(device: torch.device, verdict: ScoringPath, detail: str) -> ScoringPath:
     log.warning("Token-wise scoring on %s uses the torch path from now on: %s. %s", device, verdict.reason, detail)
+    return verdict
 
 
 GATE = KernelGate()
@@ -162,7 +220,7 @@ def serving_path(device: torch.device | str) -> ScoringPath:
     """The path the fused scorer takes for tensors on `device` (the Triton kernel is checked on the first call)."""
     device = torch.device(device)
     if device.type != "cuda":
-        return ScoringPath("torch", "no CUDA device" if not torch.cuda.is_available() else f"{device.type} tensors")
+        return _path({}, "no CUDA device" if not torch.cuda.is_available() else f"{device.type} tensors")
     return GATE.path(_cuda(device))
 
 

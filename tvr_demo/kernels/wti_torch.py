@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import torch
 
-# Cosines per block, in floats: 2**20 floats = 4 MB, inside the bench machine's 32 MB L3 (AMD EPYC, 2 cores). Fewer,
-# larger blocks also mean fewer thread-pool wake-ups, which cost most on a shared, busy machine; bench/ sweeps
-# 2**14 to 2**22 (bench/README.md).
-BLOCK_FLOATS = 2**20
-TEXT_BLOCK = 32  # queries per block: up to 32 x 32 product columns; 64 was no faster and slower with 2 busy threads
+from tvr_demo.kernels.blocks import block_floats as block_floats_for
+from tvr_demo.kernels.blocks import device_memory
+
+TEXT_BLOCK = 32  # queries per block: up to 32 x 32 product columns (the block sweep of bench/scoring_bench.py)
 
 
 def wti_scores_torch(text: torch.Tensor, text_mask: torch.Tensor, text_weights: torch.Tensor, video: torch.Tensor,
-                     video_mask: torch.Tensor, video_weights: torch.Tensor, block_floats: int = BLOCK_FLOATS
+                     video_mask: torch.Tensor, video_weights: torch.Tensor, block_floats: int | None = None
                      ) -> torch.Tensor:
-    """drl.wti_similarity computed block by block: text (A, T, D), video (B, V, D) L2-normalised -> (A, B)."""
+    """drl.wti_similarity computed block by block: text (A, T, D), video (B, V, D) L2-normalised -> (A, B).
+    block_floats: cosines per block, by default sized for the device (kernels/blocks.py)."""
+    block_floats = block_floats or block_floats_for(device_memory(text.device))
     a_n, t_n, dim = text.shape
     b_n, v_n, _ = video.shape
     out = torch.empty(a_n, b_n, dtype=torch.float32, device=text.device)

@@ -88,6 +88,30 @@ class Tokenizer:
             mask[i, : len(row)] = 1  # by position, as DRL: BPE id 0 is '!', a real token (e.g. in "!?!!")
         return Tokenized(ids, mask, truncated)
 
+    def word_labels(self, ids: list[int]) -> list[str]:
+        """One label per token naming the word a reader typed: a word BPE split into pieces labels each of its rows
+        with the whole word and the piece's place ("blocks 1/2", "blocks 2/2"); a piece ends its word with `</w>`."""
+        labels = ["<sot>" if i == self.sot else "<eot>" if i == self.eot else "" for i in ids]
+        pieces: list[int] = []  # positions of the current word's pieces read so far
+
+        def close_word() -> None:
+            word = "".join(self.bpe.decoder.get(int(ids[p]), "?") for p in pieces).replace("</w>", "")
+            for k, p in enumerate(pieces):
+                labels[p] = word if len(pieces) == 1 else f"{word} {k + 1}/{len(pieces)}"
+            pieces.clear()
+
+        for position, i in enumerate(ids):
+            if labels[position]:  # <sot> or <eot>: a word cut short by the length limit ends here
+                if pieces:
+                    close_word()
+                continue
+            pieces.append(position)
+            if self.bpe.decoder.get(int(i), "").endswith("</w>"):
+                close_word()
+        if pieces:
+            close_word()
+        return labels
+
     def token_strings(self, ids: list[int]) -> list[str]:
         """Readable token strings for display (word-final tokens lose their `</w>` marker)."""
         out = []

@@ -33,10 +33,16 @@ def ablation_figure(panels: Mapping[str, tuple[Sequence[str], Mapping[str, Seque
                 x=list(labels), y=list(values), name=label, legendgroup=label, showlegend=label not in shown,
                 marker=dict(color=colour if not hatch else "white", line=dict(color=colour, width=1.5),
                             pattern=dict(shape=hatch, fgcolor=colour)),
-                text=["" if v is None else f"{v:.1f}" for v in values], textposition="outside",
+                text=["" if v is None else f"{v:.1f}" for v in values], textposition="outside", textangle=-90,
+                textfont=dict(size=10), cliponaxis=False,
                 hovertemplate=f"%{{x}}<br>{label}: %{{y:.1f}}<extra></extra>"), row=1, col=col)
             shown.add(label)
-    fig.update_yaxes(title_text="R@1 (%)", range=[0, 105], row=1, col=1)
-    fig.update_layout(barmode="group", template="plotly_white", height=480, title=dict(text=title),
-                      margin=dict(l=10, r=10, t=100, b=60), legend=dict(orientation="h", y=-0.16, yanchor="top", x=0))
+    # upright labels above the bars stay inside the plot area (up to 125), under the panel titles; ticks stop at 100
+    fig.update_yaxes(range=[0, 125], tickvals=list(range(0, 101, 20)))
+    fig.update_yaxes(title_text="R@1 (%)", row=1, col=1)
+    fig.update_xaxes(tickangle=-35, automargin=True)
+    fig.update_annotations(font_size=12)  # the panel titles and notes
+    fig.update_layout(barmode="group", template="plotly_white", height=560, title=dict(text=title, font=dict(size=15)),
+                      margin=dict(l=10, r=10, t=150, b=60), legend=dict(orientation="h", y=-0.3, yanchor="top", x=0),
+                      uniformtext=dict(minsize=8, mode="show"))
     return fig

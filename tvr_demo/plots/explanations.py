@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-WEIGHT_COLOUR, CONTRIB_COLOUR = "#9aa5b1", "#d9480f"
+WEIGHT_COLOUR, CONTRIB_COLOUR, FRAME_CONTRIB_COLOUR = "#9aa5b1", "#d9480f", "#7048e8"  # token / frame shares apart
 TOKEN_ARGMAX_COLOUR, FRAME_ARGMAX_COLOUR = "#ffffff", "#e03131"
 SHARED_COLOUR, ALONE_COLOUR = "#d9480f", "#9aa5b1"
 PADDING = "padding (s = 0)"
@@ -96,7 +96,7 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
     fig.add_trace(go.Bar(x=v_idx, y=frame_weights, name=f"frame {weight_name} w_v", marker_color=WEIGHT_COLOUR,
                          legendgroup="weights", hovertemplate="w_v = %{y:.4f}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=v_idx, y=frame_contrib, name="frame contribution w_v·max_t s (sums to v2t)",
-                         marker_color=CONTRIB_COLOUR, legendgroup="contrib",
+                         marker_color=FRAME_CONTRIB_COLOUR, legendgroup="frame contrib",
                          hovertemplate="w_v·max_t s = %{y:.4f}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(y=t_idx, x=token_weights, orientation="h", name=f"token {weight_name} w_t",
                          marker_color=WEIGHT_COLOUR, legendgroup="weights", showlegend=False,
@@ -107,6 +107,10 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
                          marker_color=CONTRIB_COLOUR, legendgroup="contrib", text=[_share(c) for c in token_contrib],
                          textposition="outside", textfont=dict(size=10), constraintext="none", cliponaxis=False,
                          hovertemplate="w_t·max_v s = %{x:.4f}<extra></extra>"), row=2, col=2)
+    # room beside the longest token bar for its label (often <eot>'s), and left of 0 for a negative share's
+    widest = max(float(np.max(token_weights, initial=0)), float(np.max(token_contrib, initial=0)), 1e-6)
+    lowest = min(float(np.min(token_contrib, initial=0)), 0.0)
+    fig.update_xaxes(range=[1.6 * lowest, 1.45 * widest], row=2, col=2)
     heat = fig.get_subplot(2, 1)
     fig.update_yaxes(tickvals=t_idx, ticktext=tokens, autorange="reversed", row=2, col=1)
     ticks = frames if not thumbnails else ["" if v < len(thumbnails) else frames[v] for v in v_idx]  # images label
@@ -126,9 +130,9 @@ def token_frame_figure(tokens: Sequence[str], cosine: np.ndarray, token_weights:
 
 def pooled_figure(tokens: Sequence[str], frame_cosine: np.ndarray, score: float, *,
                   frame_labels: Sequence[str] | None = None, thumbnails: Sequence[str] | None = None,
-                  title: str = "") -> go.Figure:
+                  title: str = "", sentence: str | None = None) -> go.Figure:
     """meanP / dp: one cosine between the sentence (<eot>) vector and the mean of the frames; each frame's own cosine
-    shows which frames pull the mean toward the text."""
+    shows which frames pull the mean toward the text. sentence: the query as typed (else its tokens, joined)."""
     frame_cosine = np.asarray(frame_cosine, dtype=float)
     v_idx = np.arange(len(frame_cosine))
     frames = _frame_labels(len(frame_cosine), frame_labels)
@@ -138,7 +142,8 @@ def pooled_figure(tokens: Sequence[str], frame_cosine: np.ndarray, score: float,
                   annotation_text=f"S = cos(sentence, mean of frames) = {score:.4f}", annotation_position="top left")
     fig.update_xaxes(tickvals=v_idx, ticktext=frames, showticklabels=not thumbnails)  # the images label the frames
     _add_thumbnails(fig, thumbnails, "x", "y", size=0.25)
-    sentence = " ".join(tokens[1:-1]) if len(tokens) > 2 else " ".join(tokens)
+    if sentence is None:
+        sentence = " ".join(tokens[1:-1]) if len(tokens) > 2 else " ".join(tokens)
     fig.update_layout(
         title=dict(text=title or f"the sentence vector is the {tokens[-1] if tokens else '<eot>'} token of “{sentence}”"),
         template="plotly_white", height=420, margin=dict(l=10, r=10, t=60, b=120 if thumbnails else 40),
@@ -155,7 +160,8 @@ def lexicon_figure(query_words: Sequence[tuple[str, float]], video_words: Sequen
     contrib = [(w, q * v) for w, q, v in shared]
     total = float(sum(c for _, c in contrib))
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.12, subplot_titles=(
-        "query's top words", "video's top words", f"shared: q<sub>j</sub>·v<sub>j</sub>, Σ = {total:.4f}"))
+        "query's top words", "video's top words", "shared: q<sub>j</sub>·v<sub>j</sub>"))
+    fig.update_annotations(font_size=12)  # the three panel titles, each a third of a half page wide
     for col, words in ((1, query_words), (2, video_words)):
         fig.add_trace(go.Bar(
             y=[w for w, _ in words], x=[a for _, a in words], orientation="h", showlegend=False,
@@ -167,9 +173,12 @@ def lexicon_figure(query_words: Sequence[tuple[str, float]], video_words: Sequen
                   row=1, col=3)
     fig.update_yaxes(autorange="reversed")
     score_line = " · ".join(f"{b} {s:.4f}" for b, s in scores.items())
-    fig.update_layout(title=dict(text=title or score_line), template="plotly_white",
-                      height=max(360, 22 * max(len(query_words), len(video_words), len(contrib), 1) + 140),
-                      margin=dict(l=10, r=10, t=80, b=30))
+    sums = f"Σ q<sub>j</sub>·v<sub>j</sub> over the shared words = {total:.4f}"
+    fig.update_layout(title=dict(text=f"{title or score_line}<br><span style='font-size:12px'>{sums}</span>",
+                                 font=dict(size=14)),
+                      template="plotly_white",
+                      height=max(380, 22 * max(len(query_words), len(video_words), len(contrib), 1) + 160),
+                      margin=dict(l=10, r=10, t=100, b=40))
     if not contrib:
         fig.add_annotation(text="no shared word: lexicon score 0", xref="x3 domain", yref="y3 domain", x=0.5,
                            y=0.5, showarrow=False)

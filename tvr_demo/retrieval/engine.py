@@ -8,6 +8,7 @@ serve the whole-benchmark views. The UI, the CLI and the tests all call this cla
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from tvr_demo.data import Benchmark, load_benchmark
+from tvr_demo.data.folder import require_captions
 from tvr_demo.errors import QueryError
 from tvr_demo.evaluation.analysis import Analysis
 from tvr_demo.models.checkpoints import Checkpoint, load_checkpoint
@@ -24,10 +26,11 @@ from tvr_demo.paths import cache_dir
 from tvr_demo.retrieval.encoding import Encoding
 from tvr_demo.retrieval.explanation import PairExplanation, explain_pair
 from tvr_demo.retrieval.gallery import IN_MEMORY_MAX, Coverage, EncodedGallery, GalleryEncoder
-from tvr_demo.retrieval.matrices import ScoreMatrices
+from tvr_demo.retrieval.matrices import FusionTerms, ScoreMatrices
 from tvr_demo.retrieval.queries import Query, clean_query
 from tvr_demo.retrieval.ranking import ScoreRow, SearchResult
 from tvr_demo.retrieval.scoring import default_device, encode_texts, encode_video_frames, rows_of
+from tvr_demo.safety import public_name
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Engine:
             _ = self.gallery.videos  # held in memory, where the whole-split views score it; larger: memory-mapped
         self.encoding = Encoding(encoder, in_background=encode_in_background, progress=progress)
         self.matrices = ScoreMatrices(self.gallery, checkpoint.config)
+        if progress and not encode_in_background and self.skipped:  # a background encode finds them as it goes
+            print(f"{len(self.skipped)} video(s) could not be decoded and are skipped:\n"
+                  + "\n".join(f"  {path}: {reason}" for path, reason in self.skipped), file=sys.stderr)
 
     @classmethod
     def from_names(cls, checkpoint: str, dataset: str | Path | None = None, split: str = "test",
@@ -88,7 +94,8 @@ class Engine:
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return self.gallery.failures
+        """(file, reason) of each video that could not be decoded, the file named by its path inside the gallery."""
+        return self.bench.public_failures(self.gallery.failures)
 
     @property
     def cache_path(self) -> Path:
@@ -198,15 +205,24 @@ class Engine:
         """Every branch's scores of a video query over the captions: a gallery video (its column of the matrices,
         its captions the ground truth), a decoded clip or a video file (fused standardised over the captions)."""
         branch = self.ranking_branch(branch)  # before decoding a file: a wrong branch should not cost a decode
+        require_captions(self.bench, "video → text search")
         if isinstance(video, (int, np.integer)):
             index = self.check_video(video)
             self._check_complete("a gallery video's ranking of the captions")
             scores = {b: self.matrices.direction(b, "v2t")[:, index] for b in self.branches}
-            return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)))
+            return ScoreRow(scores, branch, tuple(self.bench.captions_of(index)), items="captions")
         self._check_complete("a clip's ranking of the captions")
         clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
         bank = encode_video_frames(self.model, clip.frames[None], clip.mask[None])
-        return ScoreRow({b: m[:, 0] for b, m in self.matrices.score(self.gallery.texts, bank, 1).items()}, branch)
+        return ScoreRow({b: m[:, 0] for b, m in self.matrices.score(self.gallery.texts, bank, 1).items()}, branch,
+                        items="captions")
+
+    def fusion(self, row: ScoreRow, item: int) -> FusionTerms:
+        """How UNIFY's fused score of one item of a row is made from its latent and lexicon scores."""
+        if not self.is_unify:
+            raise QueryError("only UNIFY models fuse two scores")
+        ok = self.gallery.decoded_ok if row.items == "videos" else None
+        return self.matrices.fusion_terms(row.scores["latent"], row.scores["lexicon"], int(item), ok)
 
     def read_clip(self, path: Path, untrusted: bool = False) -> Clip:
         """A video file decoded as this model samples it; `untrusted` (an upload) decodes with the upload limits in
@@ -215,7 +231,36 @@ class Engine:
 
         load = load_untrusted_video if untrusted else load_video
         frames, mask = load(Path(path), self.config.sampling(), self.config.image_size)
-        return Clip(Path(path).name, frames, mask)
+        return Clip(public_name(Path(path).name), frames, mask)
+
+    def score_similar(self, video: int | Clip | Path) -> ScoreRow:
+        """Video -> video: the cosine of a clip's pooled vector (the mean of its frame features) with every gallery
+        video's, branch "pooled"; it needs no captions. A gallery video (by index) and the videos that could not be
+        decoded score -inf (never listed)."""
+        self._check_complete("a search by a video")
+        ok = self.gallery.decoded_ok
+        pooled = self.gallery.videos.pooled.float()
+        if isinstance(video, (int, np.integer)):
+            index = self.check_video(video)
+            if not ok[index]:
+                raise QueryError(f"{self.bench.video_ids[index]} could not be decoded, so it has no features to "
+                                 "search with")
+            query = pooled[index]
+        else:
+            index = None
+            clip = video if isinstance(video, Clip) else self.read_clip(Path(video))
+            query = encode_video_frames(self.model, clip.frames[None], clip.mask[None]).pooled[0].float()
+        scores = (pooled @ query.to(pooled.device)).cpu().numpy()
+        scores[~ok] = -np.inf
+        if index is not None:
+            scores[index] = -np.inf
+        return ScoreRow({"pooled": scores}, "pooled")
+
+    def search_similar(self, video: int | Clip | Path, k: int = 10) -> SearchResult:
+        """The k gallery videos closest to a clip (a gallery index, a decoded clip or a video file) by pooled
+        cosine; the clip itself and undecodable videos are left out."""
+        row = self.score_similar(video)
+        return row.result(min(int(k), int(np.isfinite(row.ranking).sum())))
 
     # ------------------------------------------------------------ search and explain
 

@@ -23,6 +23,7 @@ class TokenFrameExplanation:
 
     interaction: str
     tokens: list[str]  # valid tokens, SOT..EOT
+    labels: list[str]  # what a reader sees for each token: its whole word ("blocks 1/2" for a word's first piece)
     cosine: np.ndarray  # (T, V) masked cosine matrix over valid tokens x valid frames
     token_weights: np.ndarray  # (T,)
     frame_weights: np.ndarray  # (V,)
@@ -75,10 +76,11 @@ def token_frame_explanation(text: TextBank, video: VideoBank, interaction: str) 
     cos = drl.masked_token_frame_cosine(text.tokens, text.mask, video.frames, video.mask)
     terms = drl.wti_terms(cos, t_w.to(cos.dtype), v_w.to(cos.dtype))
     t_idx, v_idx = _valid(text.mask[0]), _valid(video.mask[0])
-    tokens = get_tokenizer().token_strings(text.ids[0, t_idx].tolist())
+    ids = text.ids[0, t_idx].tolist()
+    tokens, labels = get_tokenizer().token_strings(ids), get_tokenizer().word_labels(ids)
     np_ = lambda x: x.detach().float().cpu().numpy()  # noqa: E731
     return TokenFrameExplanation(
-        interaction=interaction, tokens=tokens,
+        interaction=interaction, tokens=tokens, labels=labels,
         cosine=np_(cos[0, 0][t_idx][:, v_idx]),
         token_weights=np_(t_w[0, t_idx]), frame_weights=np_(v_w[0, v_idx]),
         token_argmax=np_(terms.token_argmax[0, 0, t_idx]).astype(int),

@@ -205,7 +205,7 @@ class GalleryEncoder:
     and grows as `run` commits each chunk."""
 
     def __init__(self, checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
-                 num_workers: int = 2, verify: bool = True) -> None:
+                 num_workers: int | None = None, verify: bool = True) -> None:
         """`verify`: check the stored rows of a gallery held in memory against their chunks' sha256 (what is damaged
         counts as missing); off, only to ask what is missing."""
         if bench.num_videos == 0:
@@ -279,7 +279,7 @@ class GalleryEncoder:
             dist.barrier()  # every rank's shards are committed: take them all in
             self.gallery.store.refresh()
             self._take_in(np.flatnonzero(~self.gallery.encoded))
-        self.gallery.texts = self._texts() if self.bench.num_captions else None
+        self.gallery.texts = self._texts()
         return self.gallery
 
     def _encode_chunk(self, writer: ShardWriter, clips: np.ndarray) -> None:
@@ -300,7 +300,8 @@ class GalleryEncoder:
         if texts is None and rank == 0:
             model, captions = self.checkpoint.model, self.bench.captions
             texts = _concat(TextBank, [_sparse_lexicon(encode_texts(model, captions[i:i + TEXT_CHUNK]))
-                                       for i in range(0, len(captions), TEXT_CHUNK)])
+                                       # no captions: an empty bank (0 rows), so the views score none
+                                       for i in range(0, max(len(captions), 1), TEXT_CHUNK)])
             _write_texts(path, texts)
         if world > 1:
             dist.barrier()
@@ -309,7 +310,7 @@ class GalleryEncoder:
 
 
 def encode_gallery(checkpoint: Checkpoint, bench: Benchmark, cache_root: Path, progress: bool = True,
-                   num_workers: int = 2) -> EncodedGallery:
+                   num_workers: int | None = None) -> EncodedGallery:
     """Encode (or read back) a split: only the clips whose content the store lacks are encoded, so a second call
     encodes nothing, a folder with ten new clips encodes ten, and a killed encode resumes at its last chunk."""
     return GalleryEncoder(checkpoint, bench, cache_root, progress, num_workers).run(progress)

@@ -4,6 +4,7 @@ blocks, with UNIFY's fusion and the bytes the matrices take reserved before they
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import torch
 
 from tvr_demo.errors import QueryError
 from tvr_demo.evaluation import metrics
+from tvr_demo.evaluation.metrics import standardize_rows
 from tvr_demo.memory import nbytes
 from tvr_demo.models.unify import lexicon_similarity
 from tvr_demo.retrieval.scoring import TextBank, VideoBank, fuse_scores, rows_of, similarity_matrix
@@ -22,6 +24,18 @@ if TYPE_CHECKING:
 
 BRANCHES = ("latent", "lexicon", "fused")  # UNIFY's; a DRL model has the latent branch only
 STORE_BLOCK = 16384  # clips read from the store's memory map at a time when the gallery is not held in memory
+
+
+@dataclass(frozen=True)
+class FusionTerms:
+    """How one item's fused score is made: fused = z(latent) + lambda * z(lexicon), z over the query's gallery."""
+
+    fusion_lambda: float
+    latent: float
+    lexicon: float
+    z_latent: float
+    z_lexicon: float
+    fused: float
 
 
 def branches_of(config: ModelConfig) -> tuple[str, ...]:
@@ -93,6 +107,17 @@ class ScoreMatrices(Mapping[str, np.ndarray]):
                 cols = keep[start:start + step]
                 fused[:, cols] = fuse_scores(latent[:, cols], lexicon[:, cols], lam, 1)
         return fused
+
+    def fusion_terms(self, latent: np.ndarray, lexicon: np.ndarray, item: int, ok: np.ndarray | None = None
+                     ) -> FusionTerms:
+        """The pieces of one item's fused score in a query's row, standardised as `score` standardises them (over
+        the decodable videos for a text query)."""
+        keep = np.arange(len(latent)) if ok is None else np.flatnonzero(ok)
+        at = int(np.searchsorted(keep, item))
+        z_latent, z_lexicon = (float(standardize_rows(np.asarray(x)[keep][None])[0, at]) for x in (latent, lexicon))
+        lam = self.config.unify.fusion_lambda
+        return FusionTerms(lam, float(latent[item]), float(lexicon[item]), z_latent, z_lexicon,
+                           float(fuse_scores(latent[keep][None], lexicon[keep][None], lam)[0, at]))
 
     # ------------------------------------------------------------ the whole split
 

@@ -49,6 +49,7 @@ class ScoreRow:
     notice: str | None = None  # what was cut from a typed query
     caption: int | None = None  # the benchmark caption the query is, if any
     text: TextBank | None = field(default=None, repr=False)  # a typed query's encoding, reused to explain a pair
+    items: str = "videos"  # what the row scores: "videos" (a text query) or "captions" (a video query)
 
     @property
     def ranking(self) -> np.ndarray:

@@ -92,6 +92,8 @@ def _fp32(feats: TextFeatures | VideoFeatures) -> TextFeatures | VideoFeatures:
 
 @torch.no_grad()
 def encode_texts(model: TVRModel, captions: Sequence[str], batch_size: int = 256) -> TextBank:
+    if not captions:  # a gallery without captions: a bank of no rows, shaped as any other
+        return rows_of(encode_texts(model, [""]), slice(0, 0))
     tokenizer = get_tokenizer()
     parts = []
     for start in range(0, len(captions), batch_size):
@@ -117,16 +119,20 @@ def encode_video_frames(model: TVRModel, frames_u8: torch.Tensor, masks: torch.T
     return _cat(parts, VideoBank)
 
 
-def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int = 1024) -> torch.Tensor:
-    """The latent score S (n_texts, n_videos). Token-wise interactions go through the fused scorer (Triton on CUDA,
-    a blocked torch path elsewhere; tests/test_kernels.py pins it to drl.wti_similarity), which never builds the
-    (A, B, T, V) cosine tensor; a block of texts that still runs out of memory is halved and retried."""
+def similarity_matrix(texts: TextBank, videos: VideoBank, interaction: str, block: int | None = None
+                      ) -> torch.Tensor:
+    """The latent score S (n_texts, n_videos). Token-wise interactions go through the fused scorer (Triton on CUDA
+    where it won the race, else a blocked torch path; tests/test_kernels.py pins both to drl.wti_similarity), which
+    never builds the (A, B, T, V) cosine tensor. `block` texts per call, by default as many as the device's free
+    memory holds scores for (kernels/blocks.py); a block that still runs out of memory is halved and retried."""
     from tvr_demo.kernels import wti_scores
+    from tvr_demo.kernels.blocks import device_memory, text_rows
 
     if interaction == "dp":
         return drl.dp_similarity(texts.pooled, videos.pooled)
     t_w = drl.weights_for(interaction, texts.mask, texts.weights)
     v_w = drl.weights_for(interaction, videos.mask, videos.weights)
+    block = block or text_rows(device_memory(videos.frames.device), videos.frames.shape[0])
     rows, start = [], 0
     while start < texts.tokens.shape[0]:
         sl = slice(start, start + block)
@@ -152,9 +158,9 @@ def fuse_scores(latent: np.ndarray, lexicon: np.ndarray, fusion_lambda: float, q
 
 
 def score_files(checkpoint: str, captions: list[str], videos: list[Path], device: str | None = None,
-                interaction: str | None = None, batch_size: int = 16, num_workers: int = 2) -> np.ndarray:
+                interaction: str | None = None, batch_size: int = 16, num_workers: int | None = None) -> np.ndarray:
     """`python -m tvr_demo score`: caption x video latent similarity (columns in the given order, or sorted names
-    for one folder)."""
+    for one folder); num_workers decode processes (None: one per core, bounded by memory)."""
     from tvr_demo.data.video import decode_videos
     from tvr_demo.errors import QueryError, VideoDecodeError
     from tvr_demo.models.checkpoints import load_checkpoint

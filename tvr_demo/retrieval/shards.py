@@ -181,7 +181,7 @@ class Shard:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two ranks may write the same layout at once
     with open(tmp, "w") as f:
         json.dump(value, f)
         f.flush()

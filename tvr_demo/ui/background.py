@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from tvr_demo.memory import release_free_memory
+from tvr_demo.memory import collect_dropped
 
 LOWEST_PRIORITY = 19  # nice value of the heavy threads (19: runs only on cycles nothing else wants)
 MAX_HEAVY_THREADS = 8  # more than the heavy pools' concurrency together (app.HEAVY_POOL, MAP_POOL, /load)
@@ -40,14 +40,14 @@ _HEAVY_THREADS = ThreadPoolExecutor(MAX_HEAVY_THREADS, thread_name_prefix="tvr-h
 
 def low_priority(fn: Callable[..., T]) -> Callable[..., T]:
     """Run `fn` in a lowest-priority thread and wait for it; the request's context (gradio's progress and request
-    variables) goes with it, its exceptions come back to the caller unchanged, and the free memory it leaves goes
-    back to the system."""
+    variables) goes with it, its exceptions come back to the caller unchanged, and the free memory it leaves (an
+    engine it held after its eviction, too) goes back to the system."""
 
     def run(*args, **kwargs) -> T:
         try:
             return fn(*args, **kwargs)
         finally:
-            release_free_memory()
+            collect_dropped()
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> T:

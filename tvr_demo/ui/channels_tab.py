@@ -22,11 +22,10 @@ if TYPE_CHECKING:
 def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
     """The D x D cross-correlation of matched text and video features per model, and its statistics."""
     gallery = next(iter(engines.values())).bench
-    if gallery.num_captions < 2:  # a correlation over one pair is 0 / 0
-        raise QueryError(f"the channel correlation needs at least 2 captions; {gallery.name}/{gallery.split} has "
-                         f"{gallery.num_captions}")
+    if gallery.num_captions == 1:  # a correlation over one pair is 0 / 0
+        raise QueryError(f"the channel correlation needs at least 2 captions; {gallery.name}/{gallery.split} has 1")
     matrices = {name: engine.analysis.channel_correlation() for name, engine in engines.items()}
-    lines = ["| model | training | D | diag mean | diag min | off-diag mean abs | off-diag RMS | off-diag max abs |",
+    lines = ["| model | training | D | mean c_ii | min c_ii | mean abs c_ij | RMS c_ij | max abs c_ij |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in matrices.items():
         s = plots.correlation_stats(c)
@@ -39,7 +38,15 @@ def correlation_view(engines: dict[str, Engine]) -> tuple[go.Figure, str]:
         if cdcr.variant and cdcr.alpha2 == 0:
             notes.append(f"`{name}` has CDCR with α2 = 0: only the diagonal term was trained, nothing decorrelates "
                          "the channels (the official DRL commands all do this).")
-    title = f"text × video channel correlation over {gallery.name}/{gallery.split} (matched pairs)"
+    title = (f"CDCR's text × video channel cross-correlation c over {gallery.name}/{gallery.split} (matched pairs)"
+             "<br><span style='font-size:12px'>the training loss's own statistic: standardised channels, weighted "
+             "token-frame rows; not a Pearson correlation, so not bounded by ±1</span>")
+    if not gallery.num_captions:  # no matched pairs (Analysis.channel_correlation)
+        title = (f"video × video channel correlation over {gallery.name}/{gallery.split} (no captions: the video "
+                 "features against themselves)")
+        notes.append("Without captions there are no matched text-video pairs: each model's video features are "
+                     "correlated with themselves, so the diagonal is 1 by construction and the off-diagonal shows the "
+                     "redundancy between channels that CDCR's second term penalises.")
     return plots.correlation_figure(matrices, title=title), "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
 
 

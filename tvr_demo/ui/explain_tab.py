@@ -101,9 +101,9 @@ def latent_figure(engine: Engine, view: PairView) -> go.Figure:
     title = f"{engine.bench.video_ids[view.pair.video]} — {view.pair.role}"
     if isinstance(latent, PooledExplanation):
         return plots.pooled_figure(latent.tokens, latent.frame_cosine, latent.score, frame_labels=labels,
-                                   thumbnails=thumbs, title=title)
+                                   thumbnails=thumbs, title=title, sentence=view.pair.query)
     return plots.token_frame_figure(
-        latent.tokens, latent.cosine, latent.token_weights, latent.frame_weights, latent.token_argmax,
+        latent.labels, latent.cosine, latent.token_weights, latent.frame_weights, latent.token_argmax,
         latent.frame_argmax, latent.token_contrib, latent.frame_contrib, latent.t2v, latent.v2t, latent.score,
         weighted=latent.interaction == "wti", frame_labels=labels, thumbnails=thumbs, title=title)
 
@@ -177,12 +177,15 @@ def explain(engine: Engine, query: str, video: str | None, compare_query: str | 
     if compare is None:  # same query: the automatic contrast; another query: the same video
         compare = contrast_video(row, index) if same_query else index
     view_a = view_pair(engine, row, index)
+    markdown_a = pair_markdown(engine, view_a) + (f"\n\n⚠ {row.notice}" if row.notice else "")
     if compare is None:
-        return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a),
-                             lexicon_figure(engine, view_a), "", None, None, None, walkthrough(engine, view_a))
-    view_b = view_pair(engine, row if same_query else engine.score_text(compare_query, mode="exact"), compare)
-    return ExplainOutput(pair_markdown(engine, view_a), latent_figure(engine, view_a), lexicon_figure(engine, view_a),
-                         pair_markdown(engine, view_b), latent_figure(engine, view_b), lexicon_figure(engine, view_b),
+        return ExplainOutput(markdown_a, latent_figure(engine, view_a), lexicon_figure(engine, view_a), "", None, None,
+                             None, walkthrough(engine, view_a))
+    row_b = row if same_query else engine.score_text(compare_query, mode="exact")
+    view_b = view_pair(engine, row_b, compare)
+    markdown_b = pair_markdown(engine, view_b) + (f"\n\n⚠ {row_b.notice}" if row_b.notice and not same_query else "")
+    return ExplainOutput(markdown_a, latent_figure(engine, view_a), lexicon_figure(engine, view_a), markdown_b,
+                         latent_figure(engine, view_b), lexicon_figure(engine, view_b),
                          difference_figure(engine, view_a, view_b), walkthrough(engine, view_a))
 
 
@@ -196,7 +199,7 @@ def counterfactual_view(engine: Engine, query: str, video: str | None, branch: s
         ["replaced" if r.edit.attribute else "removed" for r in cf.results], cf.score, cf.rank,
         [r.truth_rank == 0 and cf.truth_rank not in (None, 0) for r in cf.results],
         title=f"which word decides: {ids[cf.video]} for “{html.escape(cf.query)}” "
-              f"({score_kind(engine.config, cf.branch)})")
+              f"({score_kind(engine.config, cf.branch)})", gallery_size=engine.gallery_size)
     return figure, _markdown(engine, cf)
 
 
@@ -216,6 +219,8 @@ def _markdown(engine: Engine, cf: Counterfactual) -> str:
                      + (f"; {cf.fix_note}." if cf.fix_note else "."))
     elif cf.ground_truth is not None and cf.truth_rank:
         lines.append(f"Ground truth **{ids[cf.ground_truth]}** at rank {cf.truth_rank + 1}: {cf.fix_note}.")
+    if cf.notice:
+        lines.append(f"⚠ {cf.notice}: the edits are of the words the model reads.")
     return "\n\n".join(lines)
 
 
@@ -239,12 +244,12 @@ class ExplainTab:
                 self.md_a = gr.Markdown()
                 self.fig_a = gr.Plot(label="Pair A", elem_id="explain-a")
                 with gr.Column(visible=False) as self.lex_col_a:
-                    self.lex_a = gr.Plot(label="Lexicon words A (UNIFY)")
+                    self.lex_a = gr.Plot(label="Lexicon words A (UNIFY)", elem_id="lexicon-a")
             with gr.Column():
                 self.md_b = gr.Markdown()
                 self.fig_b = gr.Plot(label="Pair B", elem_id="explain-b")
                 with gr.Column(visible=False) as self.lex_col_b:
-                    self.lex_b = gr.Plot(label="Lexicon words B (UNIFY)")
+                    self.lex_b = gr.Plot(label="Lexicon words B (UNIFY)", elem_id="lexicon-b")
         with gr.Column(visible=False) as self.diff_col:
             self.diff = gr.Plot(label="Words that separate A from B (UNIFY, same query)")
         with gr.Accordion("Which word decides: the query with each word removed or replaced", open=True):

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+import tvr_demo
 from tvr_demo import plots
 from tvr_demo.diagnosis.blind_spots import (
     CHANCE,
@@ -24,9 +25,16 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.listeners import HEAVY, PROGRESS, listener, wire
 
 if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
+
     from tvr_demo import Engine
     from tvr_demo.ui.page import Page
     from tvr_demo.ui.session import Session
+
+
+def _shown() -> tuple:
+    """Show two panels that stay hidden (their place held by a line of text) until they have something to show."""
+    return gr.update(visible=True), gr.update(visible=True)
 
 
 def _branch_of(engines: dict[str, Engine], name: str, branch: str | None) -> str:
@@ -48,6 +56,8 @@ FAILURE_COLUMN_WIDTHS = {
             "differs in": "13%", "slices": "22%"},
 }
 FAILURE_DEFAULT_WIDTH = "10%"
+COMPARE_COLUMN_WIDTHS = ["18%", "9%", "49%", "12%", "12%"]  # which, query #, caption, the two models' ranks
+TABLE_HEIGHT = 1100  # px: wrapped rows are two or three lines, so about 15 show before the table scrolls
 
 
 def failure_column_widths(columns, direction: str) -> list[str]:
@@ -55,15 +65,19 @@ def failure_column_widths(columns, direction: str) -> list[str]:
     return [widths.get(c, FAILURE_DEFAULT_WIDTH) for c in columns]
 
 
-def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, pd.DataFrame]:
-    """Recall bars in both directions (per branch for UNIFY) and the full table with MdR and MnR."""
+METRIC_FORMATS = {"R@1": "{:.1f}", "R@5": "{:.1f}", "R@10": "{:.1f}", "MdR": "{:.1f}", "MnR": "{:.2f}"}
+
+
+def metrics_view(engine: Engine, name: str) -> tuple[go.Figure, Styler]:
+    """Recall bars in both directions (per branch for UNIFY) and the full table with MdR and MnR, each column shown
+    to one number of decimals (the values stay numbers for API clients)."""
     result = engine.analysis.evaluate()
     series = ({b: {"t2v": m.t2v, "v2t": m.v2t} for b, m in result.branches.items()} if engine.is_unify
               else {name: {"t2v": result.top.t2v, "v2t": result.top.v2t}})
     rows = [{"series": s, "direction": d, **{k: round(v, 2) for k, v in m[d].items()}}
             for s, m in series.items() for d in ("t2v", "v2t")]
     title = f"{name} on {engine.bench.name}/{engine.bench.split} ({engine.gallery_size} videos)"
-    return plots.metrics_figure(series, title=title), pd.DataFrame(rows)
+    return plots.metrics_figure(series, title=title), pd.DataFrame(rows).style.format(METRIC_FORMATS)
 
 
 def query_slices(engine: Engine, direction: str) -> list[list[str]]:
@@ -91,20 +105,30 @@ def failures_view(engine: Engine, direction: str, branch: str | None, sort_by: s
             rows.append({"query #": o.query, "caption": bench.captions[o.query], "ground truth": bench.video_ids[o.gt],
                          "rank": o.rank + 1, "beaten by": bench.video_ids[o.top],
                          "differs in": _differences(engine, o.gt, o.top, bench.captions[o.query]),
-                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
+                         "margin": round(o.margin, 4), "slices": _compact(labels[o.query])})
             pairs.append((bench.captions[o.query], o.gt, bench.captions[o.query], o.top))
         else:
             rows.append({"video": bench.video_ids[o.query], "best GT caption": bench.captions[o.gt],
                          "rank": o.rank + 1, "beaten by": bench.captions[o.top],
                          "differs in": _differences(engine, o.query, int(bench.caption_video[o.top]),
                                                     bench.captions[o.gt]),
-                         "margin": round(o.margin, 4), "slices": ", ".join(labels[o.query])})
+                         "margin": round(o.margin, 4), "slices": _compact(labels[o.query])})
             pairs.append((bench.captions[o.gt], o.query, bench.captions[o.top], o.query))
     n_queries = len(labels) if not slice_label or slice_label == ALL_SLICES else sum(
         slice_label in row for row in labels)
     summary = (f"**{len(failed)}** of {n_queries} {direction} queries miss rank 1 ({score_kind(engine.config, branch)} score); "
                f"showing {len(rows)}, worst {sort_by} first. Click a row to explain it.")
     return pd.DataFrame(rows), pairs, summary
+
+
+def _compact(labels: list[str]) -> str:
+    """A row's slice labels in a few words: the values of each attribute ("yellow · up · square"), keywords as
+    they are, so a row of the failure table stays two lines tall (the slice picker keeps the full labels)."""
+    values: dict[str, list[str]] = {}
+    for label in labels:
+        key, _, value = label.rpartition(":")
+        values.setdefault(key, []).append(value)
+    return " · ".join(", ".join(v) for v in values.values())
 
 
 def _differences(engine: Engine, truth: int, winner: int, query: str) -> str:
@@ -200,6 +224,11 @@ def _summary(name: str, spots: BlindSpots, kind: str) -> str:
 
 
 
+# what a gallery without captions hides (its sentence shows instead)
+GROUND_TRUTH_VIEWS = ("metrics_btn", "metrics_row", "controls_row", "failures_btn", "failures_md", "failures_table",
+                      "compare_controls", "slices_fig", "compare_md", "compare_row", "blind_accordion")
+
+
 class FailuresTab:
     """The benchmark's numbers and every failure behind them, for one model or beside a second one."""
 
@@ -210,12 +239,13 @@ class FailuresTab:
 
     def layout(self, page: Page) -> None:
         self.tab = page.current_tab
+        self.notice = gr.Markdown(visible=False, elem_id="failures-notice")  # a gallery without captions: why empty
         self.metrics_btn = gr.Button("Evaluate")
-        with gr.Row():
+        with gr.Row() as self.metrics_row:
             self.metrics_fig = gr.Plot(label="Benchmark metrics", elem_id="metrics-plot")
             self.metrics_table = gr.Dataframe(label="All metrics", interactive=False,
                                               headers=["series", "direction", "R@1", "R@5", "R@10", "MdR", "MnR"])
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True) as self.controls_row:
             self.direction = gr.Radio(["t2v", "v2t"], value="t2v", label="Direction")
             self.branch = gr.Dropdown(BRANCHES, value="auto", label="Branch")
             self.sort_by = gr.Radio(["rank", "margin"], value="rank", label="Worst by")
@@ -224,36 +254,49 @@ class FailuresTab:
         self.failures_btn = gr.Button("List failures", variant="primary")
         self.failures_md = gr.Markdown()
         self.failures_table = gr.Dataframe(label="Failures (click a row: ground truth vs what beat it)", wrap=True,
-                                           interactive=False, elem_id="failures-table",
+                                           interactive=False, elem_id="failures-table", max_height=TABLE_HEIGHT,
                                            headers=["query #", "caption", "ground truth", "rank", "beaten by"])
         self.failure_pairs = gr.State([])
         models = list(self.session.models)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=True) as self.compare_controls:
             self.model_b = gr.Dropdown(models, value=models[-1], label="Second model (comparison, slices)")
-            self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right = ground truth in top k"),
-                                            "top k")
+            self.compare_k = checked_number(gr.Slider(1, 10, value=1, step=1, label="right: in the top k"), "top k")
             self.slices_btn = gr.Button("Slice bars")
             self.compare_btn = gr.Button("Compare the two models")
-        self.slices_fig = gr.Plot(label="R@1 per slice")
-        self.compare_md = gr.Markdown()
-        with gr.Row():
-            self.compare_fig = gr.Plot(label="Agreement")
+        self.slices_fig = gr.Plot(label="R@1 per slice", elem_id="slices-plot")
+        self.compare_md = gr.Markdown("**Compare the two models**: how many queries each gets right (the ground truth "
+                                      "in the top k), both, or neither, and the queries only one gets right.",
+                                      elem_id="compare-summary")
+        with gr.Row() as self.compare_row:
+            self.compare_fig = gr.Plot(label="Agreement", visible=False, elem_id="compare-plot")
             self.compare_table = gr.Dataframe(label="Queries one model gets right and the other wrong", wrap=True,
-                                              interactive=False, headers=["which", "query #", "caption"])
+                                              interactive=False, headers=["which", "query #", "caption", "rank", "rank"],
+                                              column_widths=COMPARE_COLUMN_WIDTHS, elem_id="compare-table",
+                                              visible=False)
         self.compare_pairs = gr.State([])
-        with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)", open=True):
+        with gr.Accordion("Blind spots: what the model cannot tell apart (twin pairs, confusions)",
+                          open=True) as self.blind_accordion:
             self.blind_btn = gr.Button("Find blind spots (beside the second model)")
-            self.blind_md = gr.Markdown(elem_id="blind-spots-summary")
-            self.blind_fig = gr.Plot(label="Twin pairs per attribute", elem_id="blind-spots-plot")
-            self.confusion_fig = gr.Plot(label="What beat the ground truth, per attribute", elem_id="confusion-plot")
+            self.blind_md = gr.Markdown("**Find blind spots**: twin clips that differ in one attribute, scored as "
+                                        "Winoground scores them, and, over the failures, what the clip that beat the "
+                                        "ground truth shows instead (on galleries without attributes: the query "
+                                        "words the failures lose).", elem_id="blind-spots-summary")
+            self.blind_fig = gr.Plot(label="Twin pairs per attribute", elem_id="blind-spots-plot", visible=False)
+            self.confusion_fig = gr.Plot(label="What beat the ground truth, per attribute", elem_id="confusion-plot",
+                                         visible=False)
 
     @property
     def load_outputs(self) -> list:
-        return [self.slice_label]
+        return [self.slice_label, self.notice, *(getattr(self, name) for name in GROUND_TRUTH_VIEWS)]
 
     def loaded(self, engine: Engine) -> tuple:
-        """The slices of this gallery to filter by."""
-        return (gr.Dropdown(choices=slice_choices(engine), value=ALL_SLICES),)
+        """The slices of this gallery to filter by; on a gallery without captions, the sentence that says which file
+        turns this tab on, in place of its views."""
+        missing = tvr_demo.missing_captions(engine.bench, "This tab")
+        shown = gr.update(visible=missing is None)
+        return (gr.Dropdown(choices=slice_choices(engine), value=ALL_SLICES),
+                gr.Markdown(f"**{missing}.**" if missing else "", visible=missing is not None),
+                *[shown] * len(GROUND_TRUTH_VIEWS))
 
     @property
     def figures(self) -> dict[str, gr.Plot]:
@@ -269,21 +312,34 @@ class FailuresTab:
                       outputs=self.failures_table, api_visibility="private")
         wire(self.metrics_btn.click, self.run_metrics, ctx, metrics_out, api_name="metrics")
         wire(self.failures_btn.click, self.run_failures, failures_in, failures_out, api_name="failures").then(**widths)
-        opened = wire(self.tab.select, self.run_metrics, ctx, metrics_out, api_visibility="private")
+        gate = wire(self.tab.select, self.stop_without_captions, ctx, None, api_visibility="private")
+        opened = wire(gate.success, self.run_metrics, ctx, metrics_out, api_visibility="private")
         listed = wire(opened.then, self.run_failures, failures_in, failures_out, api_visibility="private")
         wire(listed.then(**widths).then, self.run_slices, slices_in, self.slices_fig, api_visibility="private")
         page.explain.opens(self.failures_table.select, self.open_pair_row, [self.failure_pairs, *ctx])
         wire(self.slices_btn.click, self.run_slices, slices_in, self.slices_fig, api_name="slices")
-        wire(self.compare_btn.click, self.run_compare, [self.model_b, self.compare_k, *ctx],
-             [self.compare_fig, self.compare_table, self.compare_pairs, self.compare_md], api_name="compare")
+        compared = wire(self.compare_btn.click, self.run_compare, [self.model_b, self.compare_k, *ctx],
+                        [self.compare_fig, self.compare_table, self.compare_pairs, self.compare_md], api_name="compare")
+        compared.success(_shown, None, [self.compare_fig, self.compare_table], api_visibility="private")
         page.explain.opens(self.compare_table.select, self.open_pair_row, [self.compare_pairs, *ctx])
-        wire(self.blind_btn.click, self.run_blind_spots, slices_in, [self.blind_fig, self.confusion_fig, self.blind_md],
-             api_name="blind_spots")
+        found = wire(self.blind_btn.click, self.run_blind_spots, slices_in,
+                     [self.blind_fig, self.confusion_fig, self.blind_md], api_name="blind_spots")
+        found.success(_shown, None, [self.blind_fig, self.confusion_fig], api_visibility="private")
 
     def _engines(self, model: str, model_b: str | None, dataset: str, split: str, progress) -> dict[str, Engine]:
         """The selected model's engine, and the second model's when it differs."""
         names = [model] + ([model_b] if model_b and model_b != model else [])
         return {n: self.session.engine(n, dataset, split, progress) for n in names}
+
+    def stop_without_captions(self, model: str, dataset: str, split: str) -> None:
+        """Opening the tab evaluates the model, unless the gallery has no captions (the tab then shows its sentence):
+        a silent stop, not a notice per view."""
+        try:
+            has = self.session.benchmark(dataset, split).num_captions > 0
+        except Exception:  # a bad gallery field: the load listener has said why
+            has = False
+        if not has:
+            raise gr.Error("no captions", visible=False, print_exception=False)
 
     # ------------------------------------------------------------------ listeners
 

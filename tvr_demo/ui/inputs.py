@@ -4,6 +4,7 @@ text or out of range, which get one clear sentence instead of gradio's generic e
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -21,25 +22,30 @@ def ranking_branch(value: str | None) -> str | None:
     return None if value in (None, "", "auto") else value
 
 
+_WHOLE = re.compile(r"[+-]?\d{1,9}(\.0*)?")  # digits, optionally ".0": no exponent, underscore or fraction
+
+
+def whole_number(payload, low: float, high: float, what: str) -> int:
+    """The one rule for every count a client sends (top k, rows, lines): a whole number in [low, high], given as an
+    int, a float with nothing after the point or those digits as text. Anything else (NaN, "1_0", 2.7, "50.9", text)
+    gets the same sentence, where gradio's own rounding would fail or quietly change it."""
+    value = None
+    if isinstance(payload, int) and not isinstance(payload, bool):
+        value = payload
+    elif isinstance(payload, float) and math.isfinite(payload) and payload.is_integer():
+        value = int(payload)
+    elif isinstance(payload, str) and _WHOLE.fullmatch(payload.strip()):
+        value = int(float(payload))
+    if value is None or not low <= value <= high:
+        raise gr.Error(f"{what} must be a number from {low:g} to {high:g}, a whole one, not {str(payload)[:40]!r}",
+                       print_exception=False)
+    return value
+
+
 def checked_number(component: gr.Slider | gr.Number, what: str) -> gr.Slider | gr.Number:
-    """The component, its preprocess first refusing anything but a finite number in its range (gradio's own
-    round() fails on NaN with a ValueError, and on text with a TypeError, which clients see as a generic error)."""
+    """The component, its preprocess first holding the value to `whole_number`'s rule."""
     low, high, preprocess = component.minimum, component.maximum, component.preprocess
-
-    def check(payload):
-        value = None
-        if isinstance(payload, (int, float, str)) and not isinstance(payload, bool):
-            try:
-                value = float(payload)
-            except (ValueError, OverflowError):
-                value = None
-        if value is None or not math.isfinite(value) or (low is not None and value < low) \
-                or (high is not None and value > high):
-            raise gr.Error(f"{what} must be a number from {low:g} to {high:g}, not {str(payload)[:40]!r}",
-                           print_exception=False)
-        return preprocess(value)
-
-    component.preprocess = check
+    component.preprocess = lambda payload: preprocess(whole_number(payload, low, high, what))
     return component
 
 

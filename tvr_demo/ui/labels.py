@@ -25,7 +25,9 @@ def model_summary(config: ModelConfig) -> str:
 
 def score_kind(config: ModelConfig, branch: str) -> str:
     """The display name of a branch's score: a DRL model's one score is its interaction (WTI, TI, DP); UNIFY's
-    branches keep their names, since its latent branch is one of three."""
+    branches keep their names, since its latent branch is one of three. Video -> video search ranks by "pooled"."""
+    if branch == "pooled":
+        return "pooled video cosine"
     if config.unify is None and branch == "latent":
         return config.interaction.upper()
     return branch

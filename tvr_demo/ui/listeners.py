@@ -2,8 +2,9 @@
 it runs at the lowest CPU priority, and the guard that turns every error into one sentence for the user.
 
 Pools keep fast requests from queueing behind heavy ones: MODEL answers one query with a loaded model, two at a time
-(the CPU Space has two cores; bench/load_test.py measured this against other pool sizes); HEAVY may build an engine or
-touch every caption x video score (minutes for a training split); UPLOAD checks and decodes uploaded clips in killable
+(the CPU Space has two cores; bench/load_test.py measured this against other pool sizes), beside a slot for each
+request that waits for its engine's preparation, so a search on a ready engine never waits behind them; HEAVY may
+build an engine or touch every caption x video score (minutes for a training split); UPLOAD checks and decodes uploaded clips in killable
 worker processes; MAP fits UMAP. A new listener: MODEL if it scores one query against a loaded engine, HEAVY if it may
 build an engine or read the whole split's matrices.
 """
@@ -22,6 +23,7 @@ from tvr_demo.errors import TVRError
 from tvr_demo.safety import public_message
 from tvr_demo.ui.background import low_priority
 from tvr_demo.ui.gpu import gpu
+from tvr_demo.ui.session import PREPARATION_WAITERS
 
 LOG = logging.getLogger("tvr_demo.app")
 PROGRESS = gr.Progress(track_tqdm=True)  # gradio reads each request's progress from context: one default serves all
@@ -39,7 +41,7 @@ class Pool:
         return {"concurrency_id": self.name, "concurrency_limit": self.size}
 
 
-MODEL = Pool("model", 2)
+MODEL = Pool("model", 2 + PREPARATION_WAITERS)  # two searches, and a slot for each that waits for its engine
 HEAVY = Pool("heavy", 2)
 UPLOAD = Pool("upload", 2)
 MAP = Pool("map", 1)

@@ -29,18 +29,26 @@ MAP_COLOURS = ("modality", "outcome")
 
 
 def map_colour_choices(engine: Engine) -> list[str]:
-    keys = sorted({label.split(":", 1)[0] for labels in engine.analysis.caption_slices() for label in labels if ":" in label})
-    return [*MAP_COLOURS, *keys] if keys else [*MAP_COLOURS, "keyword"]
+    """Modality, outcome (with captions), and each slice key: the attributes, a folder gallery's subfolders (folder),
+    else caption keywords."""
+    keys = sorted({label.split(":", 1)[0] for labels in engine.analysis.caption_slices() for label in labels if ":" in label}
+                  | ({"folder"} if engine.bench.folders is not None else set()))
+    colours = list(MAP_COLOURS) if engine.num_captions else ["modality"]
+    return [*colours, *keys] if keys else [*colours, "keyword"]
 
 
 def _groups(engine: Engine, colour_by: str) -> tuple[list[str], list[str]]:
     n_t, n_v = engine.num_captions, engine.gallery_size
     if colour_by == "outcome":
-        t_ok, v_ok = engine.analysis.ranks("t2v") == 0, engine.analysis.ranks("v2t") == 0
+        t_ok, v_ranks = engine.analysis.ranks("t2v") == 0, engine.analysis.ranks("v2t")
         return (["caption found (rank 1)" if ok else "caption failed" for ok in t_ok],
-                ["video found (rank 1)" if ok else "video failed" for ok in v_ok])
+                ["video found (rank 1)" if r == 0 else "video failed" if r > 0 else "video without caption"
+                 for r in v_ranks])
     if colour_by == "modality":
         return ["caption"] * n_t, ["video"] * n_v
+    if colour_by == "folder" and engine.bench.folders is not None:  # each clip's own subfolder, captioned or not
+        folders = engine.bench.folders
+        return [folders[int(v)] for v in engine.bench.caption_video], list(folders)
     labels = engine.analysis.caption_slices()
     prefix = "" if colour_by == "keyword" else f"{colour_by}:"
     text = [next((label[len(prefix):] for label in row if label.startswith(prefix)), "other") for row in labels]
@@ -60,10 +68,14 @@ def map_embeddings(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
 
 def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str, n_lines: int, name: str
              ) -> go.Figure:
-    """UMAP of captions and videos together (cached per model and gallery), coloured, with failure lines."""
-    text_xy, video_xy = umap_coordinates(text, video, engine.cache_path)
+    """UMAP of captions and videos together (cached per model and gallery), coloured, with failure lines. Videos
+    that could not be decoded have no features: they are left off the map (NaN coordinates, which plotly skips)."""
+    ok = engine.gallery.decoded_ok
+    text_xy, decoded_xy = umap_coordinates(text, video[ok], engine.cache_path)
+    video_xy = np.full((len(video), 2), np.nan, dtype=np.float32)
+    video_xy[ok] = decoded_xy
     bench = engine.bench
-    ranks = engine.analysis.ranks("t2v")
+    ranks = engine.analysis.ranks("t2v") if bench.num_captions else []
     first_caption = {}
     for caption, v in enumerate(bench.caption_video):
         first_caption.setdefault(int(v), caption)
@@ -71,13 +83,15 @@ def map_view(engine: Engine, text: np.ndarray, video: np.ndarray, colour_by: str
                   for i, c in enumerate(bench.captions)]
     video_hover = [f"{vid}<br>{bench.captions[first_caption[j]] if j in first_caption else ''}"
                    for j, vid in enumerate(bench.video_ids)]
-    failed = engine.analysis.failures("t2v")[: int(n_lines)]
+    failed = engine.analysis.failures("t2v")[: int(n_lines)] if bench.num_captions else []
     text_groups, video_groups = _groups(engine, colour_by)
     return plots.embedding_map_figure(
         text_xy, video_xy, text_hover, video_hover, text_groups, video_groups,
         failures=[(o.query, o.gt, o.top) for o in failed], key=gallery_key_of(bench),
-        title=f"{name}: captions (●) and videos (◆), UMAP; lines for the {len(failed)} worst failures "
-              "(green: to the ground truth, red: to the video that beat it)")
+        title=f"{name}: captions (●) and videos (◆), UMAP<br><span style='font-size:12px'>the {len(failed)} worst "
+              "failures: ✕ the caption, lines to its ground truth (green ○) and to the video that beat it (black ◇)</span>"
+              if bench.num_captions else
+              f"{name}: the {bench.num_videos} videos (◆), UMAP of their pooled features (no captions to place)")
 
 
 def item_index(bench: Benchmark, kind, index) -> int:

@@ -3,6 +3,8 @@ split fields every tab reads, and the load listener that fills each tab's picker
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import gradio as gr
@@ -50,8 +52,10 @@ class Page:
         self.header = gr.Markdown("Loading…")
         with gr.Row(equal_height=True):
             self.model = gr.Dropdown(list(session.models), value=session.default_model, label="Model", scale=2)
-            self.dataset = gr.Textbox(session.dataset, label="Gallery folder", scale=3,
-                                      placeholder="blank = the bundled synthetic benchmark")
+            # blank stands for the gallery given at start: the page never shows where the server keeps it
+            start = f"the gallery given at start ({Path(session.dataset).name}/)" if session.dataset else \
+                "the bundled synthetic benchmark"
+            self.dataset = gr.Textbox("", label="Gallery folder", scale=3, placeholder=f"blank = {start}")
             self.split = gr.Dropdown(SPLITS, value=session.split, label="Split", scale=1)
             self.load_btn = gr.Button("Load", scale=0, min_width=100)
         with gr.Tabs() as self.tabs:
@@ -97,5 +101,26 @@ class Page:
                 f"**Model** `{model}`: {model_summary(engine.config)} · **Gallery** "
                 f"{bench.name}/{bench.split}: {bench.num_videos} videos, {bench.num_captions} captions "
                 f"(`{session.display_path(bench.root)}`)" + (f"\n\n{description}" if description else "")
-                + (f"\n\n⚠ {len(engine.skipped)} videos could not be decoded and are never retrieved."
-                   if engine.skipped else ""))
+                + gallery_notes(engine))
+
+
+SHOWN_SKIPPED = 5  # undecodable files named in the header; the rest are counted
+
+
+def gallery_notes(engine: Engine) -> str:
+    """A folder gallery's slices, the files that could not be decoded (named inside the gallery, with the reason),
+    and what a gallery without captions can show."""
+    bench, notes = engine.bench, []
+    if bench.folders is not None:
+        counts = Counter(bench.folders)
+        notes.append("**Slices** (subfolders): " + ", ".join(f"{name} ({n})" for name, n in sorted(counts.items())))
+    if engine.skipped:
+        named = "; ".join(f"`{path}`: {reason}" for path, reason in engine.skipped[:SHOWN_SKIPPED])
+        more = len(engine.skipped) - SHOWN_SKIPPED
+        notes.append(f"⚠ {len(engine.skipped)} videos could not be decoded and are never retrieved: {named}"
+                     + (f"; and {more} more" if more > 0 else ""))
+    if not bench.num_captions and bench.folders is not None:
+        notes.append("No captions: search by text or by clip, explain, which word decides, the map and the channels "
+                     "work; a `captions.csv` beside the clips (columns `video,caption`) turns on metrics, failures, "
+                     "blind spots and the papers' tables.")
+    return "".join(f"\n\n{note}" for note in notes)

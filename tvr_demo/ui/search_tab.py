@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,16 @@ from tvr_demo.ui.labels import score_kind
 from tvr_demo.ui.listeners import MODEL, PROGRESS, UPLOAD, listener, wire
 
 if TYPE_CHECKING:
-    from tvr_demo import Clip, Engine, SearchResult
+    from pandas.io.formats.style import Styler
+
+    from tvr_demo import Clip, Engine, ScoreRow, SearchResult
     from tvr_demo.ui.page import Page
     from tvr_demo.ui.session import Session
+
+
+def score_table(rows: list[dict], columns: dict[str, str]) -> Styler:
+    """The ranking as a table whose scores all show four decimals (the values stay numbers for API clients)."""
+    return pd.DataFrame(rows).style.format({name: "{:.4f}" for name in columns.values()})
 
 
 def _score_columns(engine: Engine, result: SearchResult) -> dict[str, str]:
@@ -31,7 +39,7 @@ def _score_columns(engine: Engine, result: SearchResult) -> dict[str, str]:
 def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int) -> str:
     """Where the ground truth landed, whether or not it made the top k (ranks shown 1-based)."""
     if not result.ground_truth:
-        return "Free-text query: the benchmark has no ground truth for it."
+        return "Free-text query: no caption of this gallery is this text, so it has no ground truth."
     rank = result.ground_truth_rank + 1
     gt = ", ".join(names[g] for g in result.ground_truth)
     where = f"in the top {k}" if rank <= k else f"**outside the top {k}**, shown last"
@@ -39,26 +47,39 @@ def ground_truth_line(result: SearchResult, names: list[str], k: int, total: int
     return f"{mark} Ground truth **{gt}** is at **rank {rank}** of {total} ({where})."
 
 
+def fusion_line(engine: Engine, row: ScoreRow, item: int) -> str:
+    """How the fused score that ranks a UNIFY query is made, with the numbers of one result."""
+    f = engine.fusion(row, item)
+    return (f"Ranked by **fused** = z(latent) + λ·z(lexicon), each standardised over this query's gallery, λ = "
+            f"{f.fusion_lambda:g}. For {engine.bench.video_ids[item]}: z(latent {f.latent:.4f}) = {f.z_latent:.3f}, "
+            f"z(lexicon {f.lexicon:.4f}) = {f.z_lexicon:.3f}, so fused = {f.z_latent:.3f} + {f.fusion_lambda:g} × "
+            f"{f.z_lexicon:.3f} = **{f.fused:.3f}**.")
+
+
 def text_results(engine: Engine, query: str, k: int, branch: str | None
-                 ) -> tuple[list[tuple[str, str]], str, pd.DataFrame, list[int], str | None]:
+                 ) -> tuple[list[tuple[str, str]], str, Styler, list[int], str | None]:
     """Top-k videos as (clip, caption) gallery items, a summary, a table, the video index of each gallery item
     (for click-to-explain) and the engine's notice (e.g. a truncated query)."""
-    result = engine.search_text(query, k=int(k), branch=branch)
-    bench, kind = engine.bench, score_kind(engine.config, result.branch)
+    row = engine.score_text(query, branch)
+    result = row.result(int(k))
+    bench = engine.bench
     rows, items, order = [], [], []
     columns = _score_columns(engine, result)
-    for h in result.hits + result.missed:  # the ground truth outside the top k comes last, at its own rank
-        gt = " ✓ ground truth" if h.is_ground_truth else ""
+    # the ground truth outside the top k comes last, at its own rank; clips that could not be decoded (-inf) never
+    for h in [h for h in result.hits if math.isfinite(h.score)] + result.missed:
+        gt = " ✓" if h.is_ground_truth else ""  # short: a tile's caption is one line
         items.append((str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · "
-                                                       f"{kind} {h.score:.4f}{gt}"))
+                                                       f"{h.score:.4f}{gt}"))
         rows.append({"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
                      **{name: round(h.scores[b], 4) for b, name in columns.items()},
                      "ground truth": "✓" if h.is_ground_truth else ""})
         order.append(h.index)
     summary = ground_truth_line(result, bench.video_ids, int(k), engine.gallery_size)
+    if result.branch == "fused" and result.hits:
+        summary += "\n\n" + fusion_line(engine, row, result.hits[0].index)
     if result.notice:
         summary += f"\n\n⚠ {result.notice}"
-    return items, summary, pd.DataFrame(rows), order, result.notice
+    return items, summary, score_table(rows, columns), order, result.notice
 
 
 def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: int, branch: str | None
@@ -81,7 +102,26 @@ def caption_results(engine: Engine, video: str | None, upload: Clip | None, k: i
         names = [f"caption {i}" for i in range(engine.num_captions)]
         summary = ground_truth_line(result, names, int(k), engine.num_captions).replace(
             "Ground truth", f"Best ground-truth caption of {bench.video_ids[index]}")
-    return summary, pd.DataFrame(rows), [h.index for h in hits], index
+    return summary, score_table(rows, columns), [h.index for h in hits], index
+
+
+def similar_results(engine: Engine, video: str | None, upload: Clip | None, k: int
+                    ) -> tuple[str, list[tuple[str, str]], pd.DataFrame, int | None]:
+    """The k gallery clips closest to a gallery video or an uploaded clip by the cosine of their pooled video
+    features: a summary naming that score, gallery items, a table and the gallery video's index (None: an upload)."""
+    index = None if upload else resolve_video(engine, video)
+    if upload is None and index is None:
+        raise QueryError("choose a gallery video or upload a clip")
+    result = engine.search_similar(upload if upload else index, k=int(k))
+    bench, kind = engine.bench, score_kind(engine.config, result.branch)
+    items = [(str(bench.video_paths[h.index]), f"#{h.rank + 1} · {bench.video_ids[h.index]} · {kind} {h.score:.4f}")
+             for h in result.hits]
+    table = pd.DataFrame([{"rank": h.rank + 1, "video": bench.video_ids[h.index], "index": h.index,
+                           kind: round(h.score, 4)} for h in result.hits])
+    name = f"uploaded clip `{upload.name}`" if upload else f"**{bench.video_ids[index]}**"
+    summary = (f"The {len(result.hits)} clips most like {name}, by the **{kind}**: the cosine of each clip's pooled "
+               "vector (the mean of its frame features), the video tower alone, no text involved.")
+    return summary, items, table, index
 
 
 class SearchTab:
@@ -101,7 +141,7 @@ class SearchTab:
         self.examples = gr.Dropdown([], label="Benchmark captions: pick one to search with a known ground truth",
                                     allow_custom_value=False)
         self.summary = gr.Markdown(elem_id="search-summary")
-        self.results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=6, height="auto",
+        self.results = gr.Gallery(label="Top-k videos: click one, then Explain", columns=5, height="auto",
                                   object_fit="contain", elem_id="search-results")
         with gr.Row():
             self.selected_md = gr.Markdown()
@@ -109,11 +149,18 @@ class SearchTab:
         self.table = gr.Dataframe(label="Ranking (click a row to explain it)", interactive=False,
                                   headers=["rank", "video", "index", "score", "ground truth"], elem_id="search-table")
         self.order, self.selected = gr.State([]), gr.State(None)
-        with gr.Accordion("Video → text: the captions that match a clip", open=False):
+        with gr.Accordion("Search by a clip: the captions that match it, or the clips most like it", open=False):
             with gr.Row():
                 self.video_pick = gr.Dropdown([], label="Gallery video (id or index)", allow_custom_value=True)
                 self.upload = gr.File(label="…or upload a clip", file_types=["video"], type="filepath")
-            self.vsearch_btn = gr.Button("Find captions")
+            with gr.Row():
+                self.vsearch_btn = gr.Button("Find captions (video → text)")
+                self.similar_btn = gr.Button("Find similar clips (video → video)")
+            self.similar_md = gr.Markdown(elem_id="similar-summary")
+            self.similar = gr.Gallery(label="Most similar clips", columns=6, height="auto", object_fit="contain",
+                                      elem_id="similar-results")
+            self.similar_table = gr.Dataframe(label="Similar clips", interactive=False, elem_id="similar-table",
+                                              headers=["rank", "video", "index", "pooled video cosine"])
             self.vsummary = gr.Markdown()
             with gr.Row():
                 self.vpreview = gr.Video(label="Query clip", interactive=False, height=240)
@@ -128,7 +175,8 @@ class SearchTab:
     def loaded(self, engine: Engine) -> tuple:
         """The benchmark captions and video ids to pick from."""
         bench = engine.bench
-        return gr.Dropdown(choices=list(dict.fromkeys(bench.captions))[:500]), gr.Dropdown(choices=bench.video_ids)
+        return (gr.Dropdown(choices=list(dict.fromkeys(bench.captions))[:500], visible=bench.num_captions > 0),
+                gr.Dropdown(choices=bench.video_ids))
 
     def wire(self, page: Page) -> None:
         ctx = page.context
@@ -145,6 +193,8 @@ class SearchTab:
         wire(self.vsearch_btn.click, self.run_search_video, [self.video_pick, self.upload, self.k, self.branch, *ctx],
              [self.vsummary, self.vpreview, self.vtable, self.vcaptions, self.vindex], api_name="search_video")
         explain.opens(self.vtable.select, self.open_caption_row, [self.vcaptions, self.vindex, *ctx])
+        wire(self.similar_btn.click, self.run_similar, [self.video_pick, self.upload, self.k, *ctx],
+             [self.similar_md, self.vpreview, self.similar, self.similar_table], api_name="search_similar")
 
     # ------------------------------------------------------------------ listeners
 
@@ -184,6 +234,27 @@ class SearchTab:
         summary, table, captions, index = self.search_video(video, clip, k, branch, model, dataset, split, progress)
         preview = upload if upload else str(self.session.benchmark(dataset, split).video_paths[index])
         return summary, preview, table, captions, index
+
+    @listener(gpu_seconds=60, guarded=False)
+    def similar_videos(self, video: str | None, clip: Clip | None, k: float, model: str, dataset: str, split: str,
+                       progress: gr.Progress | None) -> tuple:
+        """Video to video, the GPU part, for a gallery video or a decoded upload."""
+        engine = self.session.engine(model, dataset, split, progress, searching=True)
+        return similar_results(engine, video, clip, k)
+
+    @listener(UPLOAD)
+    def run_similar(self, video: str | None, upload: str | None, k: float, model: str, dataset: str, split: str,
+                    progress: gr.Progress = PROGRESS) -> tuple:
+        """The gallery clips most like a gallery video or an uploaded clip (the upload decoded as for video search),
+        and the query clip to play."""
+        clip = None
+        if upload:
+            upload = str(resolve_within(upload, [Path(gr.utils.get_upload_folder())], "uploaded file"))
+            engine = self.session.engine(model, dataset, split, progress, searching=True)
+            clip = engine.read_clip(Path(upload), untrusted=True)
+        summary, items, table, index = self.similar_videos(video, clip, k, model, dataset, split, progress)
+        preview = upload if upload else str(self.session.benchmark(dataset, split).video_paths[index])
+        return summary, preview, items, table
 
     @listener()
     def open_result(self, order: list[int], model: str, dataset: str, split: str, evt: gr.SelectData

@@ -3,9 +3,11 @@ read-only, by every user and listener."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,22 +16,28 @@ from typing import TYPE_CHECKING
 import tvr_demo
 from tvr_demo import Engine
 from tvr_demo.errors import CheckpointError, DatasetError, QueryError
-from tvr_demo.memory import MemoryBudgetError, gigabytes, memory_budget
+from tvr_demo.memory import MemoryBudgetError, free_dropped, gigabytes, memory_budget
 from tvr_demo.paths import data_dir, default_dataset_dir
-from tvr_demo.safety import UnsafePathError, resolve_within, within
+from tvr_demo.safety import UnsafePathError, public_name, resolve_within, within
 from tvr_demo.ui.media import video_thumbnail
 
 if TYPE_CHECKING:
     from tvr_demo import Benchmark, ScoringPath
 
 Progress = Callable[..., object] | None  # gr.Progress or None
-SEARCH_BUILD_WAIT_S = 5.0  # how long a search waits for another request's build of its engine before it is told so
+# A search or explanation whose engine is not ready waits for its preparation (another request's, or its own first
+# encode), with progress: at most this long (the bundled training split's first encode takes 4-10 min on 2 busy
+# cores), and at most this many at once, each in a slot of its own (ui/listeners.py's MODEL pool), so that a search
+# on a ready engine never waits behind them.
+PREPARATION_WAIT_S = 900.0
+PREPARATION_WAITERS = 2
 
 
 def _label(spec: str, taken: set[str]) -> str:
     """A short dropdown name for a checkpoint spec: the registry name, or the folder / file name of a path."""
     path = Path(spec)
     base = path.name if (path.exists() or "/" in spec) else spec
+    base = public_name(base)
     label, n = base, 2
     while label in taken:
         label, n = f"{base}-{n}", n + 1
@@ -65,9 +73,9 @@ class Session:
         self._lock = threading.Lock()  # benchmark loads and the per-key build locks
         self._build_locks: dict[tuple[str, str, str], threading.Lock] = {}
         # First encodes of a gallery (minutes, every core) run one at a time; a build read back from the cache (a
-        # second) never waits for them. A listener that serves searches may wait for one first encode at a time.
+        # second) never waits for them.
         self._encode_lane = threading.Lock()
-        self._search_encode = threading.Lock()
+        self._preparation_waiters = threading.BoundedSemaphore(PREPARATION_WAITERS)
 
     @property
     def default_model(self) -> str:
@@ -94,8 +102,8 @@ class Session:
                                   "give a folder inside one of them, or leave it blank for the default gallery")
             if not path.is_dir():
                 what = "is a file, not a folder" if path.exists() else "does not exist"
-                raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a benchmark folder (e.g. "
-                                   "one written by `python -m tvr_demo generate --out DIR`)")
+                raise DatasetError(f"gallery folder {self.display_path(path)} {what}; give a folder of clips or a "
+                                   "benchmark folder (e.g. one written by `python -m tvr_demo generate --out DIR`)")
             return path
         if progress is not None:
             progress(0, desc=f"preparing the bundled benchmark's {split or self.split} split (generated once)")
@@ -115,7 +123,7 @@ class Session:
                 bench = tvr_demo.load_benchmark(root, split)
                 if not trusted:
                     self._check_videos(bench)
-                self._benchmarks[key] = bench
+                self._benchmarks[key] = public_names(bench)
             return self._benchmarks[key]
 
     def _is_start_gallery(self, root: Path) -> bool:
@@ -143,8 +151,9 @@ class Session:
                progress: Progress = None, searching: bool = False) -> Engine:
         """The engine for a model and gallery, built on first use: load the checkpoint, encode (or read back) the
         gallery. One build per engine at a time, so two users never encode the same gallery twice, and one first
-        encode at a time. `searching`: the caller serves searches, so it may not queue behind a first encode that
-        another search already waits for (it gets a message instead)."""
+        encode at a time. `searching`: the caller serves searches (ui/listeners.py's MODEL pool): a ready engine
+        comes at once; one being prepared is waited for, within PREPARATION_WAIT_S and by at most PREPARATION_WAITERS
+        callers at once (another gets a sentence)."""
         model = model or self.default_model
         if model not in self.models:
             raise QueryError(f"unknown model {model!r}; choose one of: {', '.join(self.models)}")
@@ -155,67 +164,80 @@ class Session:
             if not searching:  # the whole-split views need every clip: wait for an encode still running
                 built.wait_encoded(_reporter(progress, f"{bench.name}/{bench.split}"))
             return built
+        where = f"{model} on {bench.name}/{bench.split}"
         if progress is not None:  # before the lock: a request waiting on a build (e.g. the start-up one) says so
             progress(0, desc=f"loading {model} and encoding {bench.name}/{bench.split} "
                              f"({bench.num_videos} videos; cached after the first time)")
         with self._lock:
             build_lock = self._build_locks.setdefault(key, threading.Lock())
-        # a search waits a few seconds for a build already under way (one read back from the cache), not minutes
-        if not build_lock.acquire(timeout=SEARCH_BUILD_WAIT_S if searching else -1):
-            raise QueryError(f"{model} on {bench.name}/{bench.split} is being prepared for the first time by another "
-                             "request (encoding takes minutes): load it with the Load button, then search again")
+        if not searching:
+            with build_lock:
+                return self._recent_engine(key) or self._build(key, model, bench, progress)
+        if not self._preparation_waiters.acquire(blocking=False):
+            raise QueryError(f"{where} is being prepared, and {PREPARATION_WAITERS} other requests already wait for "
+                             "a preparation: search again in a minute")
         try:
-            built = self._recent_engine(key)
-            if built is None:
-                built = self._build(key, model, bench, progress, searching)
-            return built
+            deadline = time.monotonic() + PREPARATION_WAIT_S
+            self._wait(build_lock, deadline, progress, f"{where} is being prepared by another request")
+            try:
+                return self._recent_engine(key) or self._build(key, model, bench, progress, deadline)
+            finally:
+                build_lock.release()
         finally:
-            build_lock.release()
+            self._preparation_waiters.release()
+
+    @staticmethod
+    def _wait(lock: threading.Lock, deadline: float | None, progress: Progress, what: str) -> None:
+        """Acquire `lock`, saying `what` (and for how long so far) while it is held elsewhere; refuse at `deadline`."""
+        started = time.monotonic()
+        while not lock.acquire(timeout=1.0):
+            if deadline is not None and time.monotonic() > deadline:
+                raise QueryError(f"{what}, and is still not ready after {PREPARATION_WAIT_S / 60:.0f} minutes: try "
+                                 "again later")
+            if progress is not None:
+                progress(None, desc=f"{what} ({time.monotonic() - started:.0f} s so far; a first encode takes "
+                                    "minutes, then it is cached)")
 
     def _build(self, key: tuple[str, str, str], model: str, bench: Benchmark, progress: Progress,
-               searching: bool) -> Engine:
-        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time."""
+               deadline: float | None = None) -> Engine:
+        """Load the checkpoint and read its gallery from the cache, or encode it: in the encode lane, one at a time
+        (waited for until `deadline`, when given)."""
         checkpoint = tvr_demo.load_checkpoint(self.models[model], self.device)
+        checkpoint.name = public_name(checkpoint.name)  # the explanations name the model by it
         where = f"{bench.name}/{bench.split}"
         if Engine.is_cached(checkpoint, bench, self.cache_root):
             return self._keep(key, Engine(checkpoint, bench, self.cache_root, progress=True), where)
-        if searching and not self._search_encode.acquire(blocking=False):
-            raise QueryError(f"{model} on {where} has not been encoded yet and another search already waits for an "
-                             "encode: load it with the Load button, then search again")
+        self._wait(self._encode_lane, deadline, progress, f"{model} on {where} waits for another gallery's first "
+                                                          "encode")
         try:
-            if not self._encode_lane.acquire(blocking=False):
-                if progress is not None:
-                    progress(0, desc=f"waiting for another gallery's first encode, then {model} on {where}")
-                self._encode_lane.acquire()
-            try:
-                if progress is not None:
-                    progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
-                                     "the first time)")
-                # on a CPU (minutes to hours) searches are served over the clips encoded so far meanwhile
-                built = Engine(checkpoint, bench, self.cache_root, progress=True,
-                               encode_in_background=self.device == "cpu")
-                self._keep(key, built, where)
-                built.wait_encoded(_reporter(progress, where))
-            finally:
-                self._encode_lane.release()
+            if progress is not None:
+                progress(0, desc=f"loading {model} and encoding {where} ({bench.num_videos} videos; cached after "
+                                 "the first time)")
+            # on a CPU (minutes to hours) searches are served over the clips encoded so far meanwhile
+            built = Engine(checkpoint, bench, self.cache_root, progress=True,
+                           encode_in_background=self.device == "cpu")
+            self._keep(key, built, where)
+            built.wait_encoded(_reporter(progress, where))
         finally:
-            if searching:
-                self._search_encode.release()
+            self._encode_lane.release()
         return built
 
     def _keep(self, key: tuple[str, str, str], built: Engine, where: str) -> Engine:
         """Hold a new engine under the budget (its later score matrices ask for room first, through `reserve`)."""
         built.matrices.reserve = lambda n: self._make_room(key, n, where)
         self._make_room(key, built.nbytes, where)
+        dropped = []
         with self._engines_lock:
             self._engines[key] = built
             while len(self._engines) > self.max_engines:  # requests holding an evicted one finish with it
-                self._engines.popitem(last=False)
+                dropped.append(self._engines.popitem(last=False)[1])
+        free_dropped(dropped)
         return built
 
     def _make_room(self, key: tuple[str, str, str], need: int, where: str) -> None:
         """Drop the least recently used other engines until `need` more bytes fit in the budget beside what stays;
-        refuse when they cannot fit even alone."""
+        refuse when they cannot fit even alone. The dropped ones are freed before the caller allocates."""
+        dropped = []
         with self._engines_lock:
             own = self._engines[key].nbytes if key in self._engines else 0
             if own + need > self.memory_budget:
@@ -224,7 +246,8 @@ class Session:
                     f"{gigabytes(self.memory_budget)} (TVR_DEMO_MEMORY_GB): use a smaller split (test or val)")
             others = [k for k in self._engines if k != key]  # least recently used first
             while others and own + need + sum(self._engines[k].nbytes for k in others) > self.memory_budget:
-                self._engines.pop(others.pop(0))
+                dropped.append(self._engines.pop(others.pop(0)))
+        free_dropped(dropped)
 
     def _recent_engine(self, key: tuple[str, str, str]) -> Engine | None:
         """A built engine, marked as the most recently used; None when not built (or evicted)."""
@@ -235,9 +258,11 @@ class Session:
             return engine
 
     def warm(self, model: str | None = None) -> Engine:
-        """Build a model's engine and score every caption once, so the first request does not wait for either."""
+        """Build a model's engine, score every caption once and run one typed search (on CUDA: the scorer's first
+        launch of that shape and the text tower's first call), so the first request waits for none of them."""
         engine = self.engine(model)
         engine.matrices.compute()
+        engine.search_text("a person is walking down the street")
         return engine
 
     def display_path(self, path: str | Path) -> str:
@@ -250,8 +275,9 @@ class Session:
                 rel = path.resolve().relative_to(root.resolve())
             except (ValueError, OSError):
                 continue
-            return str(Path(root.name) / rel) if root != data_dir() else (str(rel) if str(rel) != "." else root.name)
-        return path.name
+            shown = str(Path(root.name) / rel) if root != data_dir() else (str(rel) if str(rel) != "." else root.name)
+            return public_name(shown)
+        return public_name(path.name)
 
     def thumbnail(self, gallery_key: str, index: int) -> str:
         """A video's thumbnail (data URI) by the map's gallery key; only galleries already loaded are served."""
@@ -271,6 +297,23 @@ def _reporter(progress: Progress, where: str) -> Callable[[str, float], None] | 
     if progress is None:
         return None
     return lambda message, fraction: progress(fraction, desc=f"{where}: {message}")
+
+
+def public_names(bench: Benchmark) -> Benchmark:
+    """The split with every name a client may be shown (video ids, captions, attribute values) as `public_name`
+    shows it: the model reads the captions as they are shown, and a client can send back a name as it saw it."""
+
+    def shown(value):
+        if isinstance(value, str):
+            return public_name(value)
+        if isinstance(value, dict):
+            return {shown(k): shown(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        return value
+
+    return dataclasses.replace(bench, video_ids=shown(bench.video_ids), captions=shown(bench.captions),
+                               attributes=shown(bench.attributes))
 
 
 def gallery_key_of(bench: Benchmark) -> str:

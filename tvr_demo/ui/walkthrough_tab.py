@@ -65,7 +65,7 @@ def walkthrough(engine: Engine, view: PairView) -> str:
         top = np.argsort(-latent.token_contrib)[:3]
         n = len(latent.tokens)
         token_lines = "\n".join(
-            f"- `{latent.tokens[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame {_best_frame(latent, t)[0]} "
+            f"- `{latent.labels[t]}`: weight w_t = {latent.token_weights[t]:.3f}, best frame {_best_frame(latent, t)[0]} "
             f"with s = {_best_frame(latent, t)[1]:.3f}, so it adds {latent.token_weights[t]:.3f} × "
             f"{_best_frame(latent, t)[1]:.3f} = {latent.token_contrib[t]:.4f} to t2v" for t in top)
         weighted = latent.interaction == "wti"
@@ -154,9 +154,11 @@ def papers_view(engines: Mapping[str, Engine]) -> tuple[go.Figure, str]:
     if tables.unify:
         name = f"UNIFY: branch ablation ({tables.unify[0].model})"
         panels[name] = _panel(tables.unify)
-        notes[name] = f"paper: fused = latent + {UNIFY_FUSION_GAIN:.1f} t2v R@1 on MSR-VTT (no absolute numbers)"
-    fig = plots.ablation_figure(panels, notes, title=f"The papers' ablations, live on {tables.gallery}; published "
-                                                     "numbers: MSR-VTT 1k-A, CLIP ViT-B/32")
+        notes[name] = (f"paper: fused = latent + {UNIFY_FUSION_GAIN:.1f} t2v R@1 on MSR-VTT<br>"
+                       "(it gives no absolute numbers)")  # two lines: the panel is three bar groups wide
+    fig = plots.ablation_figure(panels, notes, title=f"The papers' ablations, live on {tables.gallery}<br><span "
+                                                     "style='font-size:12px'>published numbers: MSR-VTT 1k-A, CLIP "
+                                                     "ViT-B/32</span>")
     text = "\n".join(f"- {s}" for s in tables.sentences)
     return fig, (f"#### Where the orderings agree\n{text}\n\n{_table(tables.drl + tables.unify)}\n\n"
                  "Our checkpoints are tiny models trained from scratch on the synthetic benchmark; the papers' are "
@@ -181,10 +183,11 @@ class WalkthroughTab:
         gr.Markdown("#### Export a figure for slides\nPNG: the camera icon on any figure. HTML (interactive, "
                     "self-contained):")
         self.exportable = list(page.figures)  # the tabs before this one, laid out already
-        with gr.Row(equal_height=True):
-            self.which = gr.Dropdown(self.exportable, value=self.exportable[0], label="Figure")
-            self.export_btn = gr.Button("Export HTML")
-            self.export_file = gr.File(label="Download", interactive=False)
+        with gr.Row():
+            with gr.Column(scale=1):
+                self.which = gr.Dropdown(self.exportable, value=self.exportable[0], label="Figure")
+                self.export_btn = gr.Button("Export HTML", elem_id="export-button")
+            self.export_file = gr.File(label="Download", interactive=False, scale=1)
 
     load_outputs: list = []
 

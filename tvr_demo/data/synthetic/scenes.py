@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _MARGIN = 0.03  # gap between a shape and the frame edge
 _AXIS = {"left": "h", "right": "h", "up": "v", "down": "v"}
 
+CHANGING_SIZE = "changing"  # what a growing or shrinking shape's size is called: its record says None
+
 
 # ---------------------------------------------------------------------------------------------------- what a clip shows
 
@@ -52,7 +54,7 @@ def _random_object(rng: np.random.Generator, motions: list[str]) -> dict:
     return {
         "colour": str(rng.choice(list(COLOURS))),
         "shape": str(rng.choice(list(SHAPES))),
-        "size": None if motion in ("grows", "shrinks") else str(rng.choice(list(SIZES))),
+        "size": None if motion in ("grows", "shrinks") else str(rng.choice(list(SIZES))),  # None: CHANGING_SIZE
         "motion": motion,
     }
 
