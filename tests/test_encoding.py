@@ -41,14 +41,14 @@ def finished(small, tmp_path_factory) -> Engine:
 
 @pytest.fixture(scope="module")
 def want(small) -> np.ndarray:
-    """The query's WTI scores by the definition (a float64 loop) over features the model computes here, the frames
-    rounded to fp16 as the store keeps them: no cache or engine code involved."""
+    """The query's WTI scores by the definition (a float64 loop) over features the model computes here (a gallery
+    this small keeps its frames in float32): no cache or engine code involved."""
     checkpoint = load_checkpoint(small.models["drl-wti"], "cpu")
     bench, config = load_benchmark(Path(small.dataset), "test"), checkpoint.config
     decoded = decode_videos(bench.video_paths, config.sampling(), config.image_size, num_workers=0, progress=False)
     videos = encode_video_frames(checkpoint.model, decoded.videos, decoded.masks)
     text = encode_texts(checkpoint.model, [QUERY])
-    return np_wti(text.tokens, text.mask, text.weights, videos.frames.half().float(), videos.mask, videos.weights)[0]
+    return np_wti(text.tokens, text.mask, text.weights, videos.frames, videos.mask, videos.weights)[0]
 
 
 class Gates:

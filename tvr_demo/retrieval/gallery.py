@@ -34,6 +34,10 @@ CHUNK = int(os.environ.get("TVR_DEMO_ENCODE_CHUNK", 128))  # clips encoded and c
 # rows checked against their chunks' sha256 when opened (they are read in full anyway); larger ones are scored from
 # the store's memory map
 IN_MEMORY_MAX = 50_000
+# The store keeps the frames of galleries held in memory in float32, exactly as the encoder gave them, so that every
+# score and metric equals the official code's from the same checkpoint; larger galleries keep them in float16, which
+# halves the disk and what a re-ranking reads (scores then differ from float32 ones by the rounding, ~1e-3)
+HELD_FRAMES_DTYPE, STORED_FRAMES_DTYPE = "float32", "float16"
 # captions encoded (and their lexicons cut to top-k) at a time: a UNIFY batch holds its valid tokens' logits over the
 # whole vocabulary, so the peak grows with the batch (bench/notes/text_chunk.md)
 TEXT_CHUNK = 32
@@ -168,11 +172,13 @@ class EncodedGallery:
 # ---------------------------------------------------------------- encoding
 
 
-def layout_of(config: ModelConfig) -> Layout:
-    """The shapes a model's clips take in the store."""
+def layout_of(config: ModelConfig, num_videos: int) -> Layout:
+    """The shapes a model's clips take in the store, for a gallery of `num_videos` clips."""
+    dtype = HELD_FRAMES_DTYPE if num_videos <= IN_MEMORY_MAX else STORED_FRAMES_DTYPE
     if config.unify is None:
-        return Layout(config.max_frames, config.embed_dim)
-    return Layout(config.max_frames, config.embed_dim, config.unify.top_k, config.clip["text_cfg"]["vocab_size"])
+        return Layout(config.max_frames, config.embed_dim, frames_dtype=dtype)
+    return Layout(config.max_frames, config.embed_dim, config.unify.top_k, config.clip["text_cfg"]["vocab_size"],
+                  frames_dtype=dtype)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -213,9 +219,10 @@ class GalleryEncoder:
         self.checkpoint, self.bench, self.cache_root = checkpoint, bench, Path(cache_root)
         self.num_workers = num_workers
         self.sampling = checkpoint.config.sampling(bench.end_s)
-        self.directory = self.cache_root / "store" / store_key(checkpoint, self.sampling)
+        self.layout = layout_of(checkpoint.config, bench.num_videos)
+        store_name = f"{store_key(checkpoint, self.sampling)}-{self.layout.frames_dtype}"
+        self.directory = self.cache_root / "store" / store_name
         self.keys, found = _content_keys(bench, self.cache_root, progress)
-        self.layout = layout_of(checkpoint.config)
         # what is derived from this very gallery (its index, its map) goes in a folder of its own: its clips' contents
         # in order, and its captions
         key = hashlib.sha256(self.keys.tobytes() + found.tobytes() + captions_key(checkpoint, bench.captions).encode())

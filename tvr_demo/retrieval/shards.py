@@ -1,4 +1,4 @@
-"""The feature store's files: shards of preallocated, memory-mapped .npy arrays (frames in fp16), one row per clip,
+"""The feature store's files: shards of preallocated, memory-mapped .npy arrays (frames in fp16 or fp32), one row per clip,
 and the writer that appends to them (store.py reads them).
 
 A store holds one checkpoint's features under one frame sampling (its folder is named by both, fingerprints.py).
@@ -25,7 +25,7 @@ from tvr_demo.retrieval.fingerprints import KEY_BYTES
 from tvr_demo.retrieval.scoring import VideoBank
 
 SHARD_CLIPS = 65536  # rows per shard: about 800 MB of ViT-B/32 frames; each open shard maps a few files
-PAGE = 4096  # .npy headers are padded to a page, so a clip's 12 x 512 fp16 frames fill exactly 3 pages
+PAGE = 4096  # .npy headers are padded to a page, so a clip's 12 x 512 fp16 frames fill exactly 3 pages (fp32: 6)
 LAYOUT = "layout.json"
 COMMITTED = "committed.json"
 ROW_BITS = 32  # a location is shard_id << ROW_BITS | row
@@ -39,11 +39,12 @@ class Layout:
     dim: int  # D: the joint embedding width
     lexicon_k: int = 0  # UNIFY: the top-k words kept per clip (0 without a lexicon)
     vocab: int = 0  # UNIFY: the lexicon's vocabulary size
+    frames_dtype: str = "float16"  # "float32" keeps the encoder's frames exactly (gallery.py says when)
 
     def fields(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Per-clip shape and dtype of each stored array."""
         out = {"key": ((KEY_BYTES,), np.dtype(np.uint8)), "ok": ((), np.dtype(np.bool_)),
-               "frames": ((self.frames, self.dim), np.dtype(np.float16)),
+               "frames": ((self.frames, self.dim), np.dtype(self.frames_dtype)),
                "mask": ((self.frames,), np.dtype(np.uint8)), "weights": ((self.frames,), np.dtype(np.float32)),
                "pooled": ((self.dim,), np.dtype(np.float32))}
         if self.lexicon_k:
@@ -54,8 +55,8 @@ class Layout:
 
 
 def bank_rows(bank: VideoBank, layout: Layout) -> dict[str, np.ndarray]:
-    """A bank as the store's arrays (frames rounded to fp16, the lexicon as its top-k ids and values)."""
-    out = {"frames": bank.frames.detach().cpu().numpy().astype(np.float16),
+    """A bank as the store's arrays (frames in the layout's dtype, the lexicon as its top-k ids and values)."""
+    out = {"frames": bank.frames.detach().cpu().numpy().astype(layout.frames_dtype),
            "mask": bank.mask.cpu().numpy().astype(np.uint8),
            "weights": bank.weights.detach().float().cpu().numpy(),
            "pooled": bank.pooled.detach().float().cpu().numpy()}
