@@ -16,7 +16,6 @@ headed by its time after the heavy requests were sent), so a slow search's wait 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.load_test import _free_port, machine  # noqa: E402
+from bench.load_test import _free_port, machine, report_out  # noqa: E402
 
 HEAVY_MODELS = "unify,drl-wti-cdcr"  # two first-time training-split builds, UNIFY's the largest
 
@@ -258,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "search_p95": round(run["search"]["p95_s"] / base["search"]["p95_s"], 3)}
     report = {"train_clips": load_benchmark(dataset, "train").num_videos if args.dataset else args.train,
               "flood_boxes": args.flood_boxes, "machine": conditions, "runs": runs}
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report_out(report, args.json)
     return 0
 
 

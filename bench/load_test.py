@@ -193,6 +193,13 @@ def summarise(results: list, wall_s: float) -> dict:
             "first_errors": dict(errors.most_common(5))}
 
 
+def report_out(report: dict, json_path: str | None) -> None:
+    """Print a served-app bench's report, and write it to `json_path` when given."""
+    print(json.dumps(report, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def machine() -> dict:
     import torch
 
@@ -252,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               "files_downloaded_in_each_request": args.download_files,
               "startup_s": round(startup_s, 1), "machine": conditions, **summarise(results, wall_s)}
     print(table(report))
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report_out(report, args.json)
     return 0 if report["total"]["errors"] == 0 and len(results) == args.requests else 1
 
 

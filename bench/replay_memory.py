@@ -28,7 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench.heavy_mix import cpu_model, rss_kb, start  # noqa: E402
-from bench.load_test import _free_port, machine  # noqa: E402
+from bench.load_test import _free_port, machine, report_out  # noqa: E402
 
 ROUND = (("/metrics", "unify"), ("/metrics", "meanp"), ("/load", "drl-wti"), ("/load", "drl-ti"),
          ("/load", "drl-wti-cdcr"))
@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"budget_gb": args.budget_gb, "rounds": args.rounds, "round": [f"{a} {m}" for a, m in ROUND],
               "machine": {**machine(), "cpu_model": cpu_model(), "loadavg_1m_at_start": load_at_start},
               "runs": runs}
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    report_out(report, args.json)
     return 0
 
 
